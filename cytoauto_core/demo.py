@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .dataset import Dataset, make_channels
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 PROFILES = Path(__file__).with_name("data") / "bone_marrow_profiles.json"
 DEMO_SEED = 0
@@ -113,3 +117,16 @@ def _technical_channels(n_cells: int, rng: np.random.Generator) -> np.ndarray:
     out[:, 5] = np.abs(rng.normal(0, 2, n_cells))
     out[:, 6] = rng.normal(400, 60, n_cells)
     return out
+
+
+def ensure_demo(workspace: "Workspace", n_cells: int = DEMO_CELLS, seed: int = DEMO_SEED) -> str:
+    """Write the demo as a real FCS file into the workspace (first use only) and load it like a user's file."""
+    from .io import read_file, write_fcs
+
+    path = workspace.root / "demo" / f"demo_bone_marrow_{n_cells}_seed{seed}.fcs"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        write_fcs(tmp, make_demo(n_cells, seed))
+        tmp.replace(path)
+    return workspace.add_dataset(read_file(path, display_name=path.name))

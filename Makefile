@@ -1,0 +1,29 @@
+# Two commands do everything: `make run` and `make test` (Python 3.11 on Linux).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+
+.PHONY: run test test-fast bench clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -q -m "not browser"
+
+clean:
+	rm -rf $(VENV) workspace .pytest_cache

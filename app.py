@@ -1,0 +1,26 @@
+"""CytoAutoCluster: upload, explore, map, label, train and read results for cytometry data."""
+import logging
+
+import streamlit as st
+
+from ui import state
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+st.set_page_config(page_title="CytoAutoCluster", page_icon="🧬", layout="wide")
+
+PAGES = [
+    st.Page("pages/data.py", title="Data", icon=":material/upload_file:", default=True),
+    st.Page("pages/explore.py", title="Explore", icon=":material/bar_chart:"),
+    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("pages/label.py", title="Label", icon=":material/ads_click:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/results.py", title="Results", icon=":material/insights:"),
+]
+
+navigation = st.navigation(PAGES)
+key, dataset = state.current_dataset()
+with st.sidebar:
+    st.markdown("### CytoAutoCluster")
+    st.caption(f"**{dataset.name}**  \n{dataset.n_cells:,} cells · {len(dataset.channels)} channels · "
+               f"{len(dataset.samples)} sample(s)")
+navigation.run()

@@ -1,0 +1,118 @@
+"""One call from labelled cells to a compared, saved and applied model: what the Train page and scripts run."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .dataset import Dataset
+from .errors import CytoInputError
+from .labels import MIN_LABELS_FOR_TRAINING
+from .models import Progress, ShouldStop, check_stop
+from .models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
+from .models.bundle import ModelBundle, Prediction, predict_dataset, save_bundle
+from .models.evaluation import evaluate_models
+from .transforms import TransformSpec
+
+MODEL_NAMES = ("VIME", "Logistic regression", "XGBoost", "LDA")
+
+
+@dataclass
+class TrainingRequest:
+    """What to train: the models to compare, the one to apply to every cell, and their settings."""
+
+    compare: list[str]
+    apply: str = "VIME"
+    vime: dict = field(default_factory=dict)
+    seed: int = 0
+    threshold: float = 0.5
+    max_unlabeled: int = 50_000
+    folds: int = 3
+
+
+@dataclass
+class TrainingOutcome:
+    """The comparison table, the saved bundle and the prediction for every cell."""
+
+    scores: pd.DataFrame
+    bundle_dir: Path
+    bundle_hash: str
+    prediction: Prediction
+    n_labelled: int
+    seconds: float
+
+
+def build_model(name: str, seed: int, vime: dict | None = None):
+    """An unfitted classifier by its display name."""
+    if name == "VIME":
+        from .models.vime import VIMEClassifier, VIMEParams
+
+        return VIMEClassifier(VIMEParams(**{**(vime or {}), "seed": seed}))
+    if name == "Logistic regression":
+        return LogisticRegressionModel(seed=seed)
+    if name == "XGBoost":
+        return XGBoostModel(XGBoostParams(seed=seed))
+    if name == "LDA":
+        return LDAModel(seed=seed)
+    raise ValueError(f"unknown model {name!r}")
+
+
+def trainable_cells(labels: np.ndarray) -> np.ndarray:
+    """Labelled cells of populations with enough labels to train on."""
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    keep = ids[counts >= MIN_LABELS_FOR_TRAINING]
+    return np.flatnonzero(np.isin(labels, keep))
+
+
+def train_and_apply(
+    dataset: Dataset, x: np.ndarray, spec: TransformSpec, labels: np.ndarray, names: dict[int, str],
+    request: TrainingRequest, models_dir: Path, progress: Progress, should_stop: ShouldStop,
+) -> TrainingOutcome:
+    """Compare models on the user's labels, fit the chosen one on all of them, save its bundle, label every cell."""
+    started = time.perf_counter()
+    cells = trainable_cells(labels)
+    y = labels[cells].astype(np.int64)
+    if np.unique(y).size < 2:
+        raise CytoInputError(f"Training needs at least two populations with {MIN_LABELS_FOR_TRAINING} or more labelled cells each.")
+    unlabelled = np.flatnonzero(labels < 0)
+    rng = np.random.default_rng(request.seed)
+    if unlabelled.size > request.max_unlabeled:
+        unlabelled = np.sort(rng.choice(unlabelled, request.max_unlabeled, replace=False))
+    x_l, x_u = x[cells], x[unlabelled]
+
+    compare = [m for m in request.compare if m in MODEL_NAMES]
+    rows = []
+    for i, name in enumerate(compare):
+        check_stop(should_stop)
+        progress(0.6 * i / max(len(compare), 1), f"comparing: {name} ({i + 1}/{len(compare)})")
+        rows.append(evaluate_models({name: build_model(name, request.seed, request.vime)}, x_l, y, x_u,
+                                    seed=request.seed, folds=request.folds))
+    scores = pd.concat(rows) if rows else pd.DataFrame()
+
+    check_stop(should_stop)
+    model = build_model(request.apply, request.seed, request.vime)
+    model.fit(x_l, y, x_u, progress=lambda f, m: progress(0.6 + 0.3 * f, f"final {request.apply}: {m}"),
+              should_stop=should_stop)
+    bundle = ModelBundle(
+        classifier=model, spec=spec, class_ids=[int(c) for c in model.classes_],
+        class_names=[names[int(c)] for c in model.classes_], name=f"{request.apply} on {dataset.name}",
+        params=model.params_dict(), metrics={k: v for k, v in scores.to_dict(orient="index").items()},
+        seed=request.seed,
+    )
+    progress(0.92, "saving the model bundle")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=models_dir, prefix=".new-"))
+    bundle_hash = save_bundle(bundle, str(tmp))
+    final = models_dir / bundle_hash[:16]
+    if final.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(final)
+    progress(0.95, f"labelling all {dataset.n_cells:,} cells")
+    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover, request.threshold)
+    return TrainingOutcome(scores, final, bundle_hash, prediction, int(cells.size), time.perf_counter() - started)

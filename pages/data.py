@@ -1,0 +1,111 @@
+"""Data page: choose or upload a dataset, pick feature channels and the transform, see a summary."""
+import pandas as pd
+import streamlit as st
+
+from cytoauto_core.transforms import COFACTOR_FLOW, COFACTOR_MASS, TransformSpec
+from ui import state
+from ui.upload import store_uploads
+from ui.widgets import show_error
+
+ws = state.workspace()
+key, dataset = state.current_dataset()
+
+st.title("Data")
+
+records = ws.list_datasets()
+labels = {r.key: f"{r.name} — {r.n_cells:,} cells, {len(r.samples)} sample(s)" for r in records}
+choice = st.selectbox("Dataset in the workspace", list(labels), index=list(labels).index(key),
+                      format_func=labels.get, help="Everything you load stays here across refreshes and restarts.")
+if choice != key:
+    state.select_dataset(choice)
+    st.rerun()
+
+with st.expander("Upload FCS or CSV files", expanded=len(records) <= 1):
+    generation = st.session_state.setdefault("uploader_generation", 0)
+    files = st.file_uploader(
+        "FCS (2.0/3.0/3.1) or CSV/TSV files; several files are loaded together as samples",
+        accept_multiple_files=True, key=f"uploader-{generation}",
+    )
+    if files and st.button("Load files", type="primary"):
+        with st.spinner(f"Reading {len(files)} file(s)…"):
+            try:
+                new_key = store_uploads(ws, [(f.name, f) for f in files])
+            except Exception as exc:  # shown as one sentence
+                show_error(exc, "Reading the files")
+            else:
+                st.session_state["uploader_generation"] = generation + 1  # drops the upload buffers
+                state.select_dataset(new_key)
+                st.rerun()
+
+for warning in dataset.warnings:
+    st.warning(warning)
+
+spec = state.transform_spec(key, dataset)
+st.subheader("Channels and transform")
+left, right = st.columns([3, 1])
+with right:
+    kind = st.radio("Instrument", ["Mass cytometry (cofactor 5)", "Flow cytometry (cofactor 150)", "Custom"],
+                    index=0 if spec.cofactor == COFACTOR_MASS else 1 if spec.cofactor == COFACTOR_FLOW else 2)
+    default_cofactor = {0: COFACTOR_MASS, 1: COFACTOR_FLOW}.get(
+        ["Mass", "Flow", "Custom"].index(kind.split()[0]), spec.cofactor)
+    cofactor = st.number_input("arcsinh cofactor", min_value=0.1, value=float(default_cofactor),
+                               disabled=not kind.startswith("Custom"))
+    use_arcsinh = st.checkbox("Apply arcsinh", value=spec.arcsinh,
+                              help="Untick for data already on the arcsinh scale (e.g. an exported CSV).")
+    compensate = st.checkbox("Compensate with the file's spillover matrix", value=spec.compensate,
+                             disabled=dataset.spillover is None,
+                             help="Available when the file carries $SPILLOVER, SPILL or $COMP.")
+with left:
+    table = pd.DataFrame({
+        "use": [c.name in spec.features for c in dataset.channels],
+        "channel": dataset.channel_names,
+        "marker": [c.marker for c in dataset.channels],
+        "kind": [c.kind for c in dataset.channels],
+        "cofactor": [spec.cofactors.get(c.name) for c in dataset.channels],
+    })
+    edited = st.data_editor(
+        table, hide_index=True, width="stretch", key=f"channels-{key}",
+        disabled=["channel", "marker", "kind"],
+        column_config={
+            "use": st.column_config.CheckboxColumn("feature", help="Used for maps and models"),
+            "cofactor": st.column_config.NumberColumn("cofactor override", min_value=0.1),
+        },
+    )
+
+chosen = edited.loc[edited["use"], "channel"].tolist()
+kinds = dict(zip(table["channel"], table["kind"]))
+new_spec = TransformSpec(
+    features=chosen,
+    cofactor=float(cofactor),
+    cofactors={r.channel: float(r.cofactor) for r in edited.itertuples() if pd.notna(r.cofactor)},
+    linear=[c for c in chosen if kinds[c] in ("scatter", "time")],
+    compensate=bool(compensate and dataset.spillover is not None),
+    arcsinh=use_arcsinh,
+)
+if not chosen:
+    st.error("Choose at least one feature channel.")
+elif new_spec != spec:
+    state.save_transform_spec(key, new_spec)
+    spec = new_spec
+
+st.subheader("Summary")
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Cells", f"{dataset.n_cells:,}")
+c2.metric("Channels", len(dataset.channels))
+c3.metric("Feature markers", len(spec.features))
+c4.metric("Samples", len(dataset.samples))
+transform_text = (f"arcsinh(x / {spec.cofactor:g})" if spec.arcsinh else "none (data used as is)")
+st.markdown(
+    f"**Transform:** {transform_text}"
+    + (f", {len(spec.cofactors)} per-channel cofactor(s)" if spec.cofactors else "")
+    + (f"; scatter/time kept linear: {', '.join(spec.linear)}" if spec.linear else "")
+    + f"  \n**Compensation:** {'on' if spec.compensate else 'off' if dataset.spillover is not None else 'no spillover matrix in the file'}"
+    + f"  \n**Samples:** {', '.join(dataset.samples[:10])}{' …' if len(dataset.samples) > 10 else ''}"
+    + (f"  \n**Annotations:** {', '.join(map(str, dataset.annotations.columns))}" if len(dataset.annotations.columns) else "")
+)
+
+if spec.features:
+    x, _ = state.features(key, dataset)
+    preview = pd.DataFrame(x[:200], columns=[dataset.channels[i].marker for i in dataset.channel_index(spec.features)])
+    st.caption("First 200 cells after the transform")
+    st.dataframe(preview, height=240)

@@ -1,0 +1,43 @@
+"""Map page: compute PCA / t-SNE / UMAP coordinates for every cell in the background and view them."""
+import streamlit as st
+
+from cytoauto_core.embeddings import EmbeddingParams
+from ui import maps, state
+from ui.plots import scatter_figure
+from ui.widgets import job_panel
+
+key, dataset = state.current_dataset()
+x, spec = state.features(key, dataset)
+
+st.title("Map")
+with st.form("embed"):
+    c1, c2, c3, c4, c5 = st.columns(5)
+    method = c1.selectbox("Method", ["umap", "tsne", "pca"], format_func={"umap": "UMAP", "tsne": "t-SNE (openTSNE)", "pca": "PCA"}.get)
+    subsample = c2.number_input("Fit on (cells)", 1_000, 500_000, min(50_000, dataset.n_cells), step=5_000,
+                                help="t-SNE/UMAP are fitted on this many cells; the rest are placed next to their nearest fitted neighbours. PCA uses every cell.")
+    perplexity = c3.number_input("Perplexity (t-SNE)", 5, 200, 30)
+    neighbours = c4.number_input("Neighbours (UMAP)", 5, 200, 15)
+    seed = c5.number_input("Seed", 0, 2**31 - 1, 0)
+    submitted = st.form_submit_button("Compute map", type="primary")
+if submitted:
+    params = EmbeddingParams(method=method, max_fit_cells=int(subsample), perplexity=float(perplexity),
+                             n_neighbors=int(neighbours), seed=int(seed))
+    maps.start_embedding(key, dataset, params)
+
+job_panel(state.job_manager().get(f"embed-{key}"))
+
+picked = maps.map_picker(key)
+if picked is None:
+    st.info("No map yet: choose a method and press **Compute map**. It runs in the background; you can switch pages meanwhile.")
+    st.stop()
+name, coords, meta = picked
+st.caption(meta["description"])
+choices = maps.color_choices(dataset, spec.features)
+choice = st.selectbox("Colour by", choices)
+values, categories = maps.color_values(choice, dataset, x, spec.features)
+rows = maps.drawn_rows(key, dataset.n_cells, choice if categories else "", values if categories else None)
+if rows.size < dataset.n_cells:
+    st.caption(f"Drawing {rows.size:,} of {dataset.n_cells:,} cells (stratified subsample, seed 0); every cell has coordinates.")
+fig = scatter_figure(coords, rows, values, categories=categories, title=meta["method"].upper(),
+                     hover=maps.hover_text(dataset, x, spec.features, rows))
+st.plotly_chart(fig, key=f"map-{name}")

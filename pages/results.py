@@ -1,0 +1,138 @@
+"""Results page: populations on the map, marker heatmap, abundances, validation metrics and downloads."""
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from cytoauto_core import metrics
+from cytoauto_core.export import abundance, csv_bytes, labelled_frame, names_of, write_labelled_fcs
+from ui import maps, state
+from ui.plots import heatmap_figure, scatter_figure
+from ui.results import load_result
+
+key, dataset = state.current_dataset()
+x, spec = state.features(key, dataset)
+markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+
+st.title("Results")
+result = load_result(key)
+if result is None:
+    st.info("No results yet: label a few cells on the **Label** page, then train and apply a model on the **Train** page.")
+    st.stop()
+
+meta = result.meta
+st.caption(f"Model **{meta['model']}** (bundle {meta['bundle_hash'][:12]}, seed {meta['seed']}), "
+           f"trained on {meta['n_labelled']:,} labelled cells of {len(meta['class_ids'])} populations.")
+threshold = st.slider("Confidence threshold (cells below it are 'unassigned')", 0.0, 1.0,
+                      float(meta.get("threshold", 0.5)), 0.05)
+picked = maps.map_picker(key, "Map")
+coords = picked[1] if picked else None
+cells = result.cells(threshold, None if coords is None else np.asarray(coords))
+names = cells.names
+order = sorted(names)
+codes = np.searchsorted(order, cells.population_id).astype(np.int32)
+codes[cells.population_id < 0] = -1
+colors = {p.id: p.color for p in state.label_store(key, dataset).populations()}
+
+st.subheader("Populations on the map")
+if coords is None:
+    st.info("Compute a map on the **Map** page to see the populations in 2-D.")
+else:
+    user = state.label_store(key, dataset).labels()
+    view = st.radio("Colour by", ["predicted population", "confidence", "changed vs. your labels"], horizontal=True)
+    rows = maps.drawn_rows(key, dataset.n_cells, "", None)
+    if view == "predicted population":
+        fig = scatter_figure(coords, rows, codes, categories=[names[i] for i in order],
+                             colors=[colors.get(i, "#888888") for i in order])
+    elif view == "confidence":
+        fig = scatter_figure(coords, rows, cells.confidence)
+    else:
+        changed = np.where(user < 0, -1, np.where(user == cells.population_id, 0, 1)).astype(np.int32)
+        fig = scatter_figure(coords, rows, changed, categories=["agrees with your label", "changed"],
+                             colors=["#2ca02c", "#d62728"])
+    st.plotly_chart(fig, key="results-map")
+
+st.subheader("Median expression per population")
+assigned = cells.population_id >= 0
+if assigned.any():
+    q01, q99 = np.quantile(x[:: max(1, dataset.n_cells // 200_000)], [0.01, 0.99], axis=0)
+    present = [i for i in order if (cells.population_id == i).any()]
+    medians = np.array([np.median(x[cells.population_id == i], axis=0) for i in present])
+    scaled = np.clip((medians - q01) / np.where(q99 > q01, q99 - q01, 1), 0, 1)
+    st.plotly_chart(heatmap_figure(pd.DataFrame(scaled, index=[names[i] for i in present], columns=markers),
+                                   "Median arcsinh expression, scaled to each marker's 1–99 % range",
+                                   colorscale="Viridis", zmid=None), key="results-heatmap")
+
+st.subheader("Abundance per sample")
+table = abundance(cells.population_id, names, dataset.sample_ids, dataset.samples)
+left, right = st.columns([2, 3])
+left.dataframe(table, hide_index=True, width="stretch")
+right.plotly_chart(px.bar(table, x="sample", y="percent", color="population", title="Population share per sample (%)"),
+                   key="results-abundance")
+
+st.subheader("Validation")
+m1, m2, m3 = st.columns(3)
+sil = metrics.silhouette(x, cells.population_id, sample_size=10_000, seed=0)
+m1.metric("Silhouette (10,000-cell subsample, seed 0)", f"{sil:.3f}")
+m2.metric("Unassigned cells", f"{(~assigned).mean():.1%}")
+m3.metric("Cross-validated macro-F1 on your labels", f"{meta['metrics'].get(meta['model'], {}).get('macro_f1', float('nan')):.3f}")
+st.caption("Model comparison on your labels (held-out labels or cross-validation):")
+st.dataframe(pd.DataFrame(meta["metrics"]).T, width="stretch")
+
+truth_columns = list(dataset.annotations.columns)
+if truth_columns:
+    column = st.selectbox("Compare with annotation column (ground truth)", truth_columns)
+    truth_names = dataset.annotations[column].astype(str).to_numpy()
+    predicted_names = names_of(cells.population_id, names)
+    vocabulary = sorted({n for n in truth_names if n.lower() not in ("unassigned", "nan", "")})
+    lookup = {n: i for i, n in enumerate(vocabulary)}
+    truth_codes = np.array([lookup.get(n, -1) for n in truth_names], dtype=np.int32)
+    other = len(vocabulary)  # a predicted name the annotation does not know: always wrong
+    pred_codes = np.array([-1 if n == "unassigned" else lookup.get(n, other) for n in predicted_names], dtype=np.int32)
+    cluster_codes = cells.population_id
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Purity", f"{metrics.purity(cluster_codes, truth_codes):.3f}")
+    c2.metric("Adjusted Rand index", f"{metrics.adjusted_rand(cluster_codes, truth_codes):.3f}")
+    c3.metric("Accuracy (by name)", f"{metrics.accuracy(pred_codes, truth_codes):.3f}")
+    c4.metric("Macro-F1 (by name)", f"{metrics.macro_f1(pred_codes, truth_codes):.3f}")
+    st.caption("Ground-truth cells marked unassigned are left out. Accuracy and F1 match populations by name.")
+    report = metrics.per_population_report(pred_codes, truth_codes, dict(enumerate(vocabulary)))
+    st.dataframe(report, hide_index=True, width="stretch")
+    conf = metrics.confusion(pred_codes, truth_codes)
+    label_of = {**dict(enumerate(vocabulary)), -1: "unassigned"}
+    conf.index = [label_of.get(i, str(i)) for i in conf.index]
+    conf.columns = [label_of.get(i, "other") for i in conf.columns]
+    st.plotly_chart(heatmap_figure(conf, "Confusion matrix (rows: truth, columns: prediction)", colorscale="Blues",
+                                   zmid=None, text=True), key="results-confusion")
+
+st.subheader("Downloads")
+with_features = st.checkbox("Include transformed features in the CSV")
+with_proba = st.checkbox("Include per-population probabilities in the CSV")
+summary = {
+    "dataset": dataset.name, "dataset_hash": key, "cells": dataset.n_cells, "model": meta["model"],
+    "bundle_hash": meta["bundle_hash"], "seed": meta["seed"], "threshold": threshold,
+    "transform": spec.to_dict(), "populations": {str(k): v for k, v in names.items()},
+    "abundance": table.to_dict(orient="records"), "metrics": meta["metrics"],
+}
+d1, d2, d3 = st.columns(3)
+if d1.button("Prepare CSV"):
+    frame = labelled_frame(dataset, cells, x if with_features else None, markers if with_features else None,
+                           include_probabilities=with_proba)
+    st.session_state["results-csv"] = csv_bytes(frame)
+if "results-csv" in st.session_state:
+    d1.download_button("Download labelled cells (CSV)", st.session_state["results-csv"],
+                       file_name=f"{Path(dataset.name).stem}_labelled.csv", mime="text/csv", key="dl-csv")
+if d2.button("Prepare FCS"):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "labelled.fcs"
+        write_labelled_fcs(path, dataset, cells)
+        st.session_state["results-fcs"] = path.read_bytes()
+if "results-fcs" in st.session_state:
+    d2.download_button("Download labelled cells (FCS)", st.session_state["results-fcs"],
+                       file_name=f"{Path(dataset.name).stem}_labelled.fcs", mime="application/octet-stream", key="dl-fcs")
+d3.download_button("Download summary (JSON)", json.dumps(summary, indent=1, default=str),
+                   file_name=f"{Path(dataset.name).stem}_summary.json", mime="application/json")

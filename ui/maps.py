@@ -1,0 +1,102 @@
+"""Map helpers shared by the Map, Label and Results pages: stored embeddings, colouring and drawn rows."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import streamlit as st
+
+from cytoauto_core.dataset import Dataset
+from cytoauto_core.embeddings import EmbeddingParams, embed, embedding_key, stratified_subsample
+from cytoauto_core.jobs import Job
+from ui import state
+
+MAX_DRAWN = 100_000
+PREFIX = "embedding-"
+
+
+def stored_maps(key: str) -> dict[str, dict]:
+    """Stored embeddings of dataset `key`: array name → metadata."""
+    ws = state.workspace()
+    out = {}
+    for name in ws.list_arrays(key, PREFIX):
+        found = ws.load_array(key, name)
+        if found is not None:
+            out[name] = found[1]
+    return out
+
+
+def start_embedding(key: str, dataset: Dataset, params: EmbeddingParams) -> Job:
+    """Compute a map of every cell in the background and store it in the workspace."""
+    x, spec = state.features(key, dataset)
+    name = PREFIX + embedding_key(key, spec.features, spec.to_dict(), params)
+
+    def work(progress, should_stop):
+        result = embed(x, params, progress=progress, should_stop=should_stop)
+        state.workspace().save_array(key, name, result.coords, {
+            "method": params.method, "description": result.description, "seconds": result.seconds,
+            "params": asdict(params), "features": spec.features,
+        })
+        remember_map(key, name)
+        return name
+
+    return state.job_manager().start(f"embed-{key}", f"{params.method.upper()} map", work)
+
+
+def remember_map(key: str, name: str) -> None:
+    ws = state.workspace()
+    settings = ws.load_settings(key) or {}
+    settings["map"] = name
+    ws.save_settings(key, settings)
+
+
+def map_picker(key: str, label: str = "Map") -> tuple[str, np.ndarray, dict] | None:
+    """Let the user pick one of the stored maps (last used first); None when there is none yet."""
+    maps = stored_maps(key)
+    if not maps:
+        return None
+    names = list(maps)
+    last = (state.workspace().load_settings(key) or {}).get("map")
+    index = names.index(last) if last in names else len(names) - 1
+    name = st.selectbox(label, names, index=index, format_func=lambda n: maps[n]["description"], key=f"pick-{label}")
+    if name != last:
+        remember_map(key, name)
+    coords, meta = state.workspace().load_array(key, name)
+    return name, coords, meta
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def drawn_rows(key: str, n_cells: int, strata_name: str, _strata: np.ndarray | None) -> np.ndarray:
+    """A stable, stratified subsample of at most MAX_DRAWN cells to draw (rare groups kept)."""
+    return stratified_subsample(n_cells, MAX_DRAWN, _strata, seed=0)
+
+
+def color_choices(dataset: Dataset, spec_features: list[str], extra: list[str] = ()) -> list[str]:
+    """Everything a map can be coloured by: extras (labels, predictions), annotations, sample, markers."""
+    markers = [f"marker: {dataset.channels[i].marker}" for i in dataset.channel_index(spec_features)]
+    annotations = [f"annotation: {c}" for c in dataset.annotations.columns]
+    samples = ["sample"] if len(dataset.samples) > 1 else []
+    return [*extra, *annotations, *samples, *markers]
+
+
+def color_values(choice: str, dataset: Dataset, x: np.ndarray, spec_features: list[str]
+                 ) -> tuple[np.ndarray | None, list[str] | None]:
+    """Colour values for a choice from `color_choices`: (codes, categories) or (numbers, None)."""
+    if choice.startswith("marker: "):
+        markers = [dataset.channels[i].marker for i in dataset.channel_index(spec_features)]
+        return x[:, markers.index(choice[len("marker: "):])], None
+    if choice == "sample":
+        return dataset.sample_ids, list(dataset.samples)
+    if choice.startswith("annotation: "):
+        column = dataset.annotations[choice[len("annotation: "):]].astype(str)
+        categories = sorted(c for c in column.unique() if c.lower() not in ("unassigned", "", "nan"))
+        lookup = {c: i for i, c in enumerate(categories)}
+        return column.map(lookup).fillna(-1).to_numpy(np.int32), categories
+    return None, None
+
+
+def hover_text(dataset: Dataset, x: np.ndarray, spec_features: list[str], rows: np.ndarray, top: int = 6) -> np.ndarray:
+    """Hover text for the drawn rows: the first few markers' transformed values."""
+    markers = [dataset.channels[i].marker for i in dataset.channel_index(spec_features)][:top]
+    sub = x[rows, :top]
+    return np.array(["<br>".join(f"{m}: {v:.2f}" for m, v in zip(markers, row)) for row in sub.tolist()])

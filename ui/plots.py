@@ -1,0 +1,89 @@
+"""Plotly figures built from summaries (histogram counts, quantiles), never from millions of raw points."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from cytoauto_core.labels import PALETTE
+
+UNASSIGNED_COLOR = "#c8c8c8"
+
+
+def histogram_figure(values: np.ndarray, title: str, bins: int = 120) -> go.Figure:
+    """A histogram of every value in one column, clipped to its 0.1–99.9% range so tails do not flatten it."""
+    finite = values[np.isfinite(values)]
+    sample = finite if finite.size <= 200_000 else finite[:: finite.size // 200_000]
+    lo, hi = np.quantile(sample, [0.001, 0.999]) if sample.size else (0.0, 1.0)
+    counts, edges = np.histogram(finite, bins=bins, range=(float(lo), float(hi) if hi > lo else float(lo) + 1))
+    fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#1f6fb2"))
+    fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=10), bargap=0, showlegend=False)
+    return fig
+
+
+def box_figure(x: np.ndarray, names: list[str]) -> go.Figure:
+    """Boxplots from exact quartiles of every cell (whiskers at 1.5 IQR clipped to the data)."""
+    fig = go.Figure()
+    for j, name in enumerate(names):
+        col = x[:, j]
+        q1, med, q3 = np.quantile(col, [0.25, 0.5, 0.75])
+        iqr = q3 - q1
+        lo = max(float(col.min()), q1 - 1.5 * iqr)
+        hi = min(float(col.max()), q3 + 1.5 * iqr)
+        fig.add_trace(go.Box(name=name, q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi],
+                             marker_color="#1f6fb2", showlegend=False))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def heatmap_figure(frame: pd.DataFrame, title: str, colorscale: str = "RdBu_r", zmid: float | None = 0.0,
+                   text: bool = False) -> go.Figure:
+    """A labelled heatmap of a DataFrame (rows × columns)."""
+    fig = go.Figure(go.Heatmap(
+        z=frame.to_numpy(), x=[str(c) for c in frame.columns], y=[str(i) for i in frame.index],
+        colorscale=colorscale, zmid=zmid, texttemplate="%{z:.2f}" if text else None,
+    ))
+    fig.update_layout(title=title, height=max(320, 22 * len(frame) + 120), margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def scatter_figure(
+    xy: np.ndarray, rows: np.ndarray, color: np.ndarray | None, *, categories: list[str] | None = None,
+    colors: list[str] | None = None, title: str = "", axis: tuple[str, str] = ("dim 1", "dim 2"),
+    hover: np.ndarray | None = None, height: int = 620,
+) -> go.Figure:
+    """One Scattergl trace (selection-safe) of the drawn `rows`, customdata = row id.
+
+    `color` is numeric (continuous colour bar) or integer codes into `categories` (-1 = unassigned);
+    a categorical legend is drawn with empty dummy traces so selection still reads one trace.
+    """
+    pts = xy[rows]
+    marker: dict = dict(size=3, opacity=0.8)
+    legend_traces = []
+    if color is not None and categories is not None:
+        codes = np.asarray(color)[rows]
+        palette = np.array((colors or PALETTE * (len(categories) // len(PALETTE) + 1))[: len(categories)] + [UNASSIGNED_COLOR])
+        marker["color"] = palette[np.where(codes < 0, len(categories), codes)].tolist()
+        for i, name in enumerate(categories):
+            legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=name,
+                                              marker=dict(size=9, color=palette[i]), hoverinfo="skip"))
+        if (codes < 0).any():
+            legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name="unassigned",
+                                              marker=dict(size=9, color=UNASSIGNED_COLOR), hoverinfo="skip"))
+    elif color is not None:
+        values = np.asarray(color)[rows]
+        lo, hi = np.nanquantile(values, [0.01, 0.99]) if values.size else (0, 1)
+        marker.update(color=values, colorscale="Viridis", cmin=float(lo), cmax=float(hi), showscale=True,
+                      colorbar=dict(thickness=12))
+    else:
+        marker["color"] = "#1f6fb2"
+    trace = go.Scattergl(
+        x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker, customdata=rows, showlegend=False,
+        text=None if hover is None else hover, hovertemplate="cell %{customdata}<br>%{text}<extra></extra>"
+        if hover is not None else "cell %{customdata}<extra></extra>",
+    )
+    fig = go.Figure([trace, *legend_traces])
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
+                      xaxis_title=axis[0], yaxis_title=axis[1], legend=dict(itemsizing="constant"),
+                      uirevision="keep")
+    return fig

@@ -1,0 +1,94 @@
+"""Per-session state that survives refreshes: the current dataset lives in the URL and the workspace."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import streamlit as st
+
+from cytoauto_core.dataset import Dataset
+from cytoauto_core.demo import ensure_demo
+from cytoauto_core.jobs import JobManager
+from cytoauto_core.labels import LabelStore
+from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
+from cytoauto_core.workspace import Workspace
+
+QUERY_KEY = "dataset"
+
+
+@st.cache_resource
+def workspace() -> Workspace:
+    """The one workspace of this server (folder from $CYTOAUTO_WORKSPACE or ./workspace)."""
+    return Workspace()
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """Background jobs shared by the server's sessions; keys carry the session or dataset."""
+    return JobManager()
+
+
+@st.cache_resource(show_spinner="Preparing the demo dataset…")
+def demo_key() -> str:
+    """Key of the built-in demo dataset, written as a real FCS file into the workspace on first use."""
+    return ensure_demo(workspace())
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _load(key: str) -> Dataset:
+    return workspace().load_dataset(key)
+
+
+def current_key() -> str:
+    """The dataset the user works on: from the URL (so a refresh keeps it), else the demo."""
+    key = st.query_params.get(QUERY_KEY) or st.session_state.get(QUERY_KEY)
+    if not key or not workspace().has_dataset(key):
+        key = demo_key()
+    select_dataset(key)
+    return key
+
+
+def select_dataset(key: str) -> None:
+    st.session_state[QUERY_KEY] = key
+    if st.query_params.get(QUERY_KEY) != key:
+        st.query_params[QUERY_KEY] = key
+
+
+def current_dataset() -> tuple[str, Dataset]:
+    key = current_key()
+    return key, _load(key)
+
+
+def transform_spec(key: str, dataset: Dataset) -> TransformSpec:
+    """The dataset's saved feature/transform settings, or sensible defaults."""
+    saved = (workspace().load_settings(key) or {}).get("transform")
+    return TransformSpec.from_dict(saved) if saved else default_spec(dataset)
+
+
+def save_transform_spec(key: str, spec: TransformSpec) -> None:
+    settings = workspace().load_settings(key) or {}
+    settings["transform"] = spec.to_dict()
+    workspace().save_settings(key, settings)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Transforming events…")
+def _features(key: str, spec_json: str) -> np.ndarray:
+    array = transform_features(_load(key), TransformSpec.from_dict(json.loads(spec_json)))
+    array.flags.writeable = False
+    return array
+
+
+def features(key: str, dataset: Dataset) -> tuple[np.ndarray, TransformSpec]:
+    """Transformed features of every cell (read-only, shared) and the spec that made them."""
+    spec = transform_spec(key, dataset)
+    return _features(key, json.dumps(spec.to_dict(), sort_keys=True)), spec
+
+
+def label_store(key: str, dataset: Dataset) -> LabelStore:
+    return LabelStore(workspace().labels_dir(key), dataset.n_cells)
+
+
+def session_id() -> str:
+    """A stable id for this browser session, used to key its background jobs."""
+    ctx = st.runtime.scriptrunner.get_script_run_ctx()
+    return ctx.session_id if ctx else "local"
