@@ -79,13 +79,16 @@ def chromium_page(width: int = 1400, height: int = 1000):
             browser.close()
 
 
-def wait_for_app(page) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running…' status widget)."""
+def wait_for_app(page, settle: float = 1.0) -> None:
+    """Wait until Streamlit has finished the script run and drawn every element (no status widget, no skeletons)."""
     page.wait_for_selector("[data-testid='stApp']")
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000
-    )
-    time.sleep(0.3)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000
-    )
+    script = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+        && !document.querySelector('[data-testid="stSkeleton"]')
+        && document.querySelector('[data-testid="stMain"] h1') !== null"""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        page.wait_for_function(script, timeout=120_000)
+        time.sleep(settle)
+        if page.evaluate(script):
+            return
+    raise TimeoutError("the app did not finish rendering")

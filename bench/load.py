@@ -1,0 +1,83 @@
+"""Benchmark loading: FCS and CSV files of 100k/1M/5M demo cells, read time and peak memory per read.
+
+Run: .venv/bin/python bench/load.py [--sizes 100000,1000000] [--seed 0]. Each read runs in a fresh
+subprocess with its peak RSS (VmHWM) reset
+through /proc/self/clear_refs (Linux), so earlier runs and the parent cannot contaminate it; files go to bench/out/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+_CHILD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from cytoauto_core.io import read_file
+
+def status_kb(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+
+open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM; ru_maxrss would keep the pre-exec parent's peak
+before = status_kb("VmRSS:")
+t = time.perf_counter()
+ds = read_file({path!r})
+seconds = time.perf_counter() - t
+print(json.dumps({{"seconds": seconds, "peak_mb": (status_kb("VmHWM:") - before) / 1024, "cells": ds.n_cells}}))
+"""
+
+
+def make_files(n_cells: int, seed: int) -> dict[str, Path]:
+    """Write the demo (39 channels + population → 40 FCS channels) as FCS and CSV, once per size and seed."""
+    from cytoauto_core.demo import make_demo
+    from cytoauto_core.io import write_fcs
+
+    fcs, csv = OUT / f"demo_{n_cells}_seed{seed}.fcs", OUT / f"demo_{n_cells}_seed{seed}.csv"
+    if not (fcs.exists() and csv.exists()):
+        ds = make_demo(n_cells, seed)
+        write_fcs(fcs, ds)
+        frame = ds.annotations.copy()
+        for i, name in enumerate(ds.channel_names):
+            frame[name] = ds.events[:, i]
+        _write_csv(frame, csv)
+    return {"FCS": fcs, "CSV": csv}
+
+
+def _write_csv(frame, path: Path) -> None:
+    """Write a frame as CSV quickly with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def measure(path: Path) -> dict:
+    """Read `path` in a fresh interpreter and return its read seconds and peak RSS increase."""
+    out = subprocess.run([sys.executable, "-c", _CHILD.format(root=str(ROOT), path=str(path))],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="100000,1000000,5000000", help="comma-separated cell counts")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"seed {args.seed}")
+    print(f"{'format':<6} {'cells':>10} {'file MB':>9} {'read s':>8} {'peak MB':>9} {'peak/file':>9}")
+    for n in (int(s) for s in args.sizes.split(",")):
+        for fmt, path in make_files(n, args.seed).items():
+            r = measure(path)
+            size_mb = path.stat().st_size / 2**20
+            print(f"{fmt:<6} {r['cells']:>10,} {size_mb:>9.1f} {r['seconds']:>8.3f} {r['peak_mb']:>9.1f} "
+                  f"{r['peak_mb'] / size_mb:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Write events as FCS 3.1 (float32, little-endian), with extra result channels and population names.
+
+Usage: `write_fcs(path, dataset)` writes a Dataset (a "population" annotation becomes a
+population_id channel plus the CYTOAUTO_POPULATIONS keyword); `write_fcs(path, events,
+channel_names=[...])` writes a bare array. `extra_channels` ({name: per-cell values}) are
+appended after the events; `metadata` keywords are added to (and override) the dataset's.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..dataset import Dataset, Spillover
+from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS, UNASSIGNED
+
+HEADER_LIMIT = 99_999_999
+CHUNK_ROWS = 1 << 16
+_REGENERATED = re.compile(
+    r"^\$?P\d+[A-Z]+$|^\$(PAR|TOT|BEGIN\w+|END\w+|NEXTDATA|BYTEORD|DATATYPE|MODE)$", re.I
+)
+
+
+def write_fcs(
+    path: Path,
+    data: Dataset | np.ndarray,
+    channel_names: Sequence[str] | None = None,
+    *,
+    markers: Sequence[str] | None = None,
+    extra_channels: dict[str, np.ndarray] | None = None,
+    population_names: dict[int, str] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write `data` (a Dataset, or an n × p array with `channel_names`) plus `extra_channels` to `path`."""
+    extra = dict(extra_channels or {})
+    keywords: dict[str, str] = {}
+    spill = None
+    if isinstance(data, Dataset):
+        events, names = data.events, data.channel_names
+        markers = [c.marker for c in data.channels]
+        keywords.update(data.metadata)
+        spill = data.spillover
+        if "population" in data.annotations.columns and POPULATION_CHANNEL not in extra:
+            ids, found = _population_ids(data.annotations["population"])
+            extra[POPULATION_CHANNEL] = ids
+            population_names = {**found, **(population_names or {})}
+    else:
+        if channel_names is None or len(channel_names) != data.shape[1]:
+            raise ValueError("channel_names must name every column of the events array")
+        events, names = data, list(channel_names)
+    keywords.update(metadata or {})
+    keywords = {k.strip(): str(v) for k, v in keywords.items()
+                if k.strip() and str(v).strip() and not _REGENERATED.match(k.strip())
+                and k.strip().upper() not in SPILL_KEYWORDS and k.strip().upper() != POPULATIONS_KEYWORD}
+    if population_names:
+        keywords[POPULATIONS_KEYWORD] = json.dumps({str(k): v for k, v in sorted(population_names.items())})
+    if spill is not None:
+        keywords["$SPILLOVER"] = _spill_text(spill)
+    n = events.shape[0]
+    for key, values in extra.items():
+        if np.shape(values) != (n,):
+            raise ValueError(f"extra channel {key!r} must hold one value per cell")
+    all_names = list(names) + list(extra)
+    all_markers = list(markers or names) + list(extra)
+    maxima = np.concatenate([events.max(axis=0, initial=1.0) if n else np.ones(len(names)),
+                             [np.max(np.asarray(v, np.float64), initial=1.0) for v in extra.values()]])
+    path = Path(path)
+    with open(path, "wb") as fh:
+        data_bytes = n * len(all_names) * 4
+        fh.write(_header_and_text(all_names, all_markers, maxima, n, data_bytes, keywords))
+        _write_events(fh, events, list(extra.values()))
+    return path
+
+
+def _population_ids(column: pd.Series) -> tuple[np.ndarray, dict[int, str]]:
+    """Per-cell ids 1..k for named populations (sorted by name), 0 for unassigned or empty."""
+    values = column.astype(object).where(column.notna(), "").astype(str).to_numpy()
+    codes, uniques = pd.factorize(values, sort=True)
+    ids = np.zeros(len(uniques), np.float32)
+    mapping: dict[int, str] = {}
+    for i, label in enumerate(uniques):
+        if label.strip() and label != UNASSIGNED:
+            ids[i] = len(mapping) + 1
+            mapping[len(mapping) + 1] = label
+    return ids[codes], mapping
+
+
+def _spill_text(spill: Spillover) -> str:
+    """The $SPILLOVER value: n, the channel names, then the matrix row by row."""
+    values = ",".join(repr(float(v)) for v in np.asarray(spill.matrix, np.float64).ravel())
+    return f"{len(spill.channels)},{','.join(spill.channels)},{values}"
+
+
+def _header_and_text(names: list[str], markers: list[str], maxima: np.ndarray, n: int, data_bytes: int,
+                     keywords: dict[str, str]) -> bytes:
+    """HEADER plus TEXT; data offsets are written 20 digits wide so the TEXT length does not depend on them."""
+    def text_for(begin: int, end: int) -> bytes:
+        pairs = [
+            ("$BEGINANALYSIS", "0"), ("$ENDANALYSIS", "0"), ("$BEGINSTEXT", "0"), ("$ENDSTEXT", "0"),
+            ("$BEGINDATA", f"{begin:020d}"), ("$ENDDATA", f"{end:020d}"),
+            ("$BYTEORD", "1,2,3,4"), ("$DATATYPE", "F"), ("$MODE", "L"), ("$NEXTDATA", "0"),
+            ("$PAR", str(len(names))), ("$TOT", str(n)),
+        ]
+        for i, (name, marker, top) in enumerate(zip(names, markers, maxima), start=1):
+            pairs += [(f"$P{i}N", name), (f"$P{i}B", "32"), (f"$P{i}E", "0,0"),
+                      (f"$P{i}R", str(max(int(np.ceil(top)), 1)) if np.isfinite(top) else "262144")]
+            if marker and marker != name:
+                pairs.append((f"$P{i}S", marker))
+        pairs += list(keywords.items())
+        return ("/" + "".join(f"{_escape(k)}/{_escape(v)}/" for k, v in pairs)).encode("utf-8")
+
+    text_len = len(text_for(0, 0))
+    begin = 58 + text_len
+    end = begin + data_bytes - 1 if data_bytes else begin
+    fits = end <= HEADER_LIMIT
+    header = "FCS3.1    " + "".join(f"{v:>8}" for v in (58, 57 + text_len, begin if fits else 0, end if fits else 0, 0, 0))
+    return header.encode("ascii") + text_for(begin, end)
+
+
+def _escape(value: str) -> str:
+    """Double the '/' delimiter so a value is stored literally."""
+    return value.replace("/", "//")
+
+
+def _write_events(fh, events: np.ndarray, extra: list[np.ndarray]) -> None:
+    """Write rows as little-endian float32 with numpy, in chunks when extra columns must be interleaved."""
+    if not extra and events.dtype == np.dtype("<f4") and events.flags.c_contiguous:
+        events.tofile(fh)
+        return
+    p = events.shape[1]
+    block = np.empty((min(CHUNK_ROWS, events.shape[0]), p + len(extra)), "<f4")
+    for start in range(0, events.shape[0], CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, events.shape[0])
+        out = block[: stop - start]
+        out[:, :p] = events[start:stop]
+        for j, values in enumerate(extra):
+            out[:, p + j] = values[start:stop]
+        out.tofile(fh)
