@@ -16,8 +16,13 @@ x, spec = state.features(key, dataset)
 store = state.label_store(key, dataset)
 markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
 SELECTED = f"selected-{key}"
+PREVIEW_CELLS = 20_000  # median preview per population: a seeded subsample keeps it instant on 1M cells
 
 st.title("Label")
+
+
+def _at_most(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rows if rows.size <= n else np.sort(rng.choice(rows, n, replace=False))
 
 
 def _act(action, *args) -> None:
@@ -124,8 +129,10 @@ def labelling() -> None:
                 st.warning(f"Too few labelled cells to train (fewer than {MIN_LABELS_FOR_TRAINING}): {', '.join(few)}.")
             labelled = counts[counts["cells"] > 0]
             if not labelled.empty:
+                rng = np.random.default_rng(0)
                 medians = pd.DataFrame(
-                    [np.median(x[labels == pid], axis=0) for pid in labelled["id"]],
+                    [np.median(x[_at_most(np.flatnonzero(labels == pid), PREVIEW_CELLS, rng)], axis=0)
+                     for pid in labelled["id"]],
                     index=labelled["name"], columns=markers,
                 )
                 st.plotly_chart(heatmap_figure(medians, "Median expression of labelled cells (transformed)",

@@ -38,6 +38,7 @@ values, categories = maps.color_values(choice, dataset, x, spec.features)
 rows = maps.drawn_rows(key, dataset.n_cells, choice if categories else "", values if categories else None)
 if rows.size < dataset.n_cells:
     st.caption(f"Drawing {rows.size:,} of {dataset.n_cells:,} cells (stratified subsample, seed 0); every cell has coordinates.")
-fig = scatter_figure(coords, rows, values, categories=categories, title=meta["method"].upper(),
+method = meta["method"].upper()
+fig = scatter_figure(coords, rows, values, categories=categories, title=method, axis=(f"{method} 1", f"{method} 2"),
                      hover=maps.hover_text(dataset, x, spec.features, rows))
 st.plotly_chart(fig, key=f"map-{name}")

@@ -31,6 +31,7 @@ threshold = st.slider("Confidence threshold (cells below it are 'unassigned')", 
                       float(meta.get("threshold", 0.5)), 0.05)
 picked = maps.map_picker(key, "Map")
 coords = picked[1] if picked else None
+axis = (f"{picked[2]['method'].upper()} 1", f"{picked[2]['method'].upper()} 2") if picked else ("", "")
 cells = result.cells(threshold, None if coords is None else np.asarray(coords))
 names = cells.names
 order = sorted(names)
@@ -47,13 +48,13 @@ else:
     rows = maps.drawn_rows(key, dataset.n_cells, "", None)
     if view == "predicted population":
         fig = scatter_figure(coords, rows, codes, categories=[names[i] for i in order],
-                             colors=[colors.get(i, "#888888") for i in order])
+                             colors=[colors.get(i, "#888888") for i in order], axis=axis)
     elif view == "confidence":
-        fig = scatter_figure(coords, rows, cells.confidence)
+        fig = scatter_figure(coords, rows, cells.confidence, axis=axis)
     else:
         changed = np.where(user < 0, -1, np.where(user == cells.population_id, 0, 1)).astype(np.int32)
         fig = scatter_figure(coords, rows, changed, categories=["agrees with your label", "changed"],
-                             colors=["#2ca02c", "#d62728"])
+                             colors=["#2ca02c", "#d62728"], axis=axis)
     st.plotly_chart(fig, key="results-map")
 
 st.subheader("Median expression per population")

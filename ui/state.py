@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -11,15 +12,19 @@ from cytoauto_core.demo import ensure_demo
 from cytoauto_core.jobs import JobManager
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.workspace import Workspace, default_root
 
 QUERY_KEY = "dataset"
 
 
-@st.cache_resource
 def workspace() -> Workspace:
-    """The one workspace of this server (folder from $CYTOAUTO_WORKSPACE or ./workspace)."""
-    return Workspace()
+    """The workspace of this server (folder from $CYTOAUTO_WORKSPACE or ./workspace)."""
+    return _workspace(str(default_root()))
+
+
+@st.cache_resource
+def _workspace(root: str) -> Workspace:
+    return Workspace(Path(root))
 
 
 @st.cache_resource
@@ -28,15 +33,23 @@ def job_manager() -> JobManager:
     return JobManager()
 
 
-@st.cache_resource(show_spinner="Preparing the demo dataset…")
 def demo_key() -> str:
     """Key of the built-in demo dataset, written as a real FCS file into the workspace on first use."""
-    return ensure_demo(workspace())
+    return _demo_key(str(workspace().root))
+
+
+@st.cache_resource(show_spinner="Preparing the demo dataset…")
+def _demo_key(root: str) -> str:
+    return ensure_demo(_workspace(root))
+
+
+def _load(key: str) -> Dataset:
+    return _load_from(str(workspace().root), key)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _load(key: str) -> Dataset:
-    return workspace().load_dataset(key)
+def _load_from(root: str, key: str) -> Dataset:
+    return _workspace(root).load_dataset(key)
 
 
 def current_key() -> str:

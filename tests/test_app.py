@@ -1,0 +1,110 @@
+"""AppTests of every page: the demo opens, uploads load or fail with one sentence, labels and training flow."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import CORPUS, ROOT
+from cytoauto_core.demo import DEMO_CELLS
+from cytoauto_core.workspace import Workspace
+
+APP = str(ROOT / "app.py")
+
+
+def open_app(workspace_dir) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_app_opens_on_demo_data(workspace_dir):
+    at = open_app(workspace_dir)
+    assert metrics(at)["Cells"] == f"{DEMO_CELLS:,}"
+    assert metrics(at)["Feature markers"] == "32", "DNA, Time, beads and viability are not default features"
+    [record] = Workspace(workspace_dir).list_datasets()
+    assert record.name.endswith(".fcs"), "the demo goes through the FCS reader like a user's file"
+
+
+def test_upload_flow_real_fcs(workspace_dir):
+    at = open_app(workspace_dir)
+    data = (CORPUS / "flowio_G11.fcs").read_bytes()
+    at.file_uploader[0].set_value(("G11.fcs", data, "application/octet-stream")).run()
+    next(b for b in at.button if b.label == "Load files").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert metrics(at)["Cells"] == "5,785" and metrics(at)["Channels"] == "12"
+    assert len(Workspace(workspace_dir).list_datasets()) == 2
+    assert not list((workspace_dir / "uploads").iterdir()), "the temporary upload copy is deleted"
+
+
+def test_upload_garbage_gives_one_sentence(workspace_dir):
+    at = open_app(workspace_dir)
+    at.file_uploader[0].set_value(("broken.fcs", b"FCS3.0   garbage" * 3, "application/octet-stream")).run()
+    next(b for b in at.button if b.label == "Load files").click().run()
+    assert not at.exception
+    [error] = at.error
+    assert "broken.fcs" in error.value and "\n" not in error.value and "Traceback" not in error.value
+
+
+def test_transform_settings_persist(workspace_dir):
+    at = open_app(workspace_dir)
+    at.radio[0].set_value("Flow cytometry (cofactor 150)").run()
+    assert "arcsinh(x / 150)" in at.markdown[-1].value or any("150" in m.value for m in at.markdown)
+    again = open_app(workspace_dir)  # a new session (refresh) sees the saved transform
+    assert any("arcsinh(x / 150)" in m.value for m in again.markdown)
+
+
+def test_explore_page_statistics(workspace_dir):
+    at = open_app(workspace_dir)
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception
+    stats = at.dataframe[0].value
+    assert {"mean", "median", "sd", "skewness", "kurtosis"} <= set(stats.columns)
+    assert len(stats) == 32
+
+
+def _wait_job(at: AppTest, text: str, timeout: float = 240) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        at.run()
+        if any(text in s.value for s in at.success) or any(text in c.value for c in at.caption):
+            return
+        time.sleep(1)
+    raise AssertionError(f"'{text}' never appeared")
+
+
+def test_map_label_train_results(workspace_dir):
+    at = open_app(workspace_dir)
+    at.switch_page("pages/map.py").run()
+    at.selectbox[0].set_value("pca")
+    next(b for b in at.button if b.label == "Compute map").click().run()
+    _wait_job(at, "PCA of all")
+    assert not at.exception
+
+    at.switch_page("pages/label.py").run()
+    number_inputs = {n.label: n for n in at.number_input}
+    number_inputs["Cells per population (0 = all)"].set_value(10)
+    next(b for b in at.button if b.label == "Import from annotation").click().run()
+    counts = at.dataframe[0].value
+    assert len(counts) == 14 and (counts["cells"] == 10).all()
+
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    at.multiselect[0].set_value(["LDA"])
+    at.selectbox[0].set_value("LDA")
+    next(b for b in at.button if b.label == "Train and apply").click().run()
+    _wait_job(at, "Trained and applied")
+    table = at.dataframe[-1].value
+    assert "LDA" in table.index and 0.5 < table.loc["LDA", "accuracy"] <= 1
+
+    at.switch_page("pages/results.py").run()
+    assert not at.exception, at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert float(values["Accuracy (by name)"]) > 0.8, "10 labels per population label the demo well"
+    assert 0 <= float(values["Adjusted Rand index"]) <= 1
