@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 CHANNEL_KINDS = ("marker", "scatter", "time", "other")
+HASH_CHUNK_ROWS = 65_536
 
 _TIME = re.compile(r"^(time|hdr[-_ ]?t)$", re.I)
 _SCATTER = re.compile(r"^(fsc|ssc|fs|ss)([-_ ]?(a|h|w|area|height|width|lin|log))*(\s.*)?$", re.I)
@@ -97,7 +98,8 @@ class Dataset:
     def content_hash(self) -> str:
         """A hash of the events, channel names and annotations: the workspace key."""
         h = hashlib.blake2b(digest_size=16)
-        h.update(np.ascontiguousarray(self.events).view(np.uint8).reshape(-1).data)
+        for start in range(0, self.n_cells, HASH_CHUNK_ROWS):  # row chunks: no full copy of a strided view
+            h.update(np.ascontiguousarray(self.events[start:start + HASH_CHUNK_ROWS]).data)
         h.update("\x1f".join(self.channel_names).encode())
         h.update(np.ascontiguousarray(self.sample_ids, dtype=np.int32).tobytes())
         for col in self.annotations.columns:

@@ -30,13 +30,20 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Save an array as .npy atomically (no pickle: object arrays are refused)."""
+def atomic_save_npy(path: Path, array: np.ndarray, chunk_rows: int = 65_536) -> None:
+    """Save an array as .npy atomically, in row chunks so a strided view is never copied whole (no pickle)."""
+    if array.dtype.hasobject:
+        raise TypeError("object arrays cannot be saved without pickle")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
+            np.lib.format.write_array_header_1_0(
+                handle, {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape})
+            if array.ndim == 0:
+                handle.write(array.tobytes())
+            for start in range(0, len(array) if array.ndim else 0, chunk_rows):
+                handle.write(np.ascontiguousarray(array[start:start + chunk_rows]).data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
