@@ -1,0 +1,149 @@
+"""Model bundles: a trained classifier with its transform, classes and provenance, saved without pickle and hash-checked."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..dataset import Spillover
+from ..errors import CytoInputError
+from ..transforms import TransformSpec, transform_events
+from .baselines import LDAModel, LogisticRegressionModel, XGBoostModel
+
+FORMAT = 1
+CHUNK_ROWS = 200_000
+
+
+def _model_types() -> dict:
+    """Classifier classes by `kind`; VIME is imported lazily because it pulls in TensorFlow only to train."""
+    from .vime import VIMEClassifier
+
+    return {c.kind: c for c in (VIMEClassifier, LogisticRegressionModel, LDAModel, XGBoostModel)}
+
+
+def current_versions() -> dict[str, str]:
+    """Library versions recorded in every bundle (TensorFlow/Keras only when already loaded)."""
+    import sys
+
+    import sklearn
+    import xgboost
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+                "xgboost": xgboost.__version__, "cytoauto": "0.1"}
+    for name in ("tensorflow", "keras"):
+        if name in sys.modules:
+            versions[name] = sys.modules[name].__version__
+    return versions
+
+
+@dataclass
+class ModelBundle:
+    """Everything needed to apply a classifier to a new file and to say where it came from."""
+
+    classifier: object
+    spec: TransformSpec
+    class_ids: list[int]
+    class_names: list[str]
+    name: str = "model"
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    seed: int = 0
+    versions: dict = field(default_factory=current_versions)
+
+
+@dataclass
+class Prediction:
+    """Per-cell result: class id (-1 = unassigned below the threshold), confidence and all probabilities."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    probabilities: np.ndarray
+    class_ids: list[int]
+    class_names: list[str]
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _canonical(meta: dict) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def save_bundle(bundle: ModelBundle, directory: str) -> str:
+    """Write the classifier's files and bundle.json (with each file's sha256) to `directory`; return the bundle hash."""
+    if [int(c) for c in bundle.classifier.classes_] != [int(c) for c in bundle.class_ids]:
+        raise ValueError("bundle.class_ids must equal the classifier's classes_ (same order)")
+    os.makedirs(directory, exist_ok=True)
+    config = bundle.classifier.save_state(directory)
+    files = sorted(f for f in os.listdir(directory) if f != "bundle.json")
+    meta = {
+        "format": FORMAT, "name": bundle.name, "kind": bundle.classifier.kind, "model": config,
+        "spec": bundle.spec.to_dict(), "class_ids": [int(c) for c in bundle.class_ids],
+        "class_names": list(bundle.class_names), "params": bundle.params, "metrics": bundle.metrics,
+        "seed": int(bundle.seed), "versions": bundle.versions,
+        "files": {f: _sha256(os.path.join(directory, f)) for f in files},
+    }
+    meta["bundle_hash"] = hashlib.sha256(_canonical(meta)).hexdigest()
+    with open(os.path.join(directory, "bundle.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, sort_keys=True, indent=1)
+    return meta["bundle_hash"]
+
+
+def load_bundle(directory: str) -> ModelBundle:
+    """Read a bundle, refusing it when any file or the metadata changed since it was saved."""
+    label = os.path.basename(os.path.normpath(directory))
+    try:
+        with open(os.path.join(directory, "bundle.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CytoInputError(f"The folder '{label}' does not contain a readable model bundle.") from exc
+    stored = meta.pop("bundle_hash", None)
+    if stored != hashlib.sha256(_canonical(meta)).hexdigest():
+        raise CytoInputError(f"The model bundle '{label}' has been modified since it was saved (bundle.json changed).")
+    for fname, digest in meta["files"].items():
+        path = os.path.join(directory, fname)
+        if not os.path.isfile(path) or _sha256(path) != digest:
+            raise CytoInputError(f"The model bundle '{label}' has been modified since it was saved ({fname} changed).")
+    kinds = _model_types()
+    if meta["kind"] not in kinds:
+        raise CytoInputError(f"The model bundle '{label}' holds an unknown model type '{meta['kind']}'.")
+    classifier = kinds[meta["kind"]].load_state(directory, meta["model"])
+    return ModelBundle(
+        classifier=classifier, spec=TransformSpec.from_dict(meta["spec"]), class_ids=meta["class_ids"],
+        class_names=meta["class_names"], name=meta["name"], params=meta["params"], metrics=meta["metrics"],
+        seed=meta["seed"], versions=meta["versions"],
+    )
+
+
+def predict_dataset(
+    bundle: ModelBundle,
+    events: np.ndarray,
+    channel_names: list[str],
+    spillover: Spillover | None = None,
+    threshold: float = 0.0,
+) -> Prediction:
+    """Apply a bundle to raw events, matching channels by name, in chunks of CHUNK_ROWS cells to bound memory."""
+    present = set(channel_names)
+    missing = [c for c in bundle.spec.features if c not in present]
+    if missing:
+        raise CytoInputError(f"This file lacks channel '{missing[0]}', which the model '{bundle.name}' needs.")
+    n, k = events.shape[0], len(bundle.class_ids)
+    proba = np.empty((n, k), np.float32)
+    for start in range(0, n, CHUNK_ROWS):
+        chunk = transform_events(events[start:start + CHUNK_ROWS], channel_names, bundle.spec, spillover)
+        proba[start:start + len(chunk)] = bundle.classifier.predict_proba(chunk)
+    ids = np.asarray(bundle.class_ids, np.int64)
+    best = proba.argmax(axis=1) if n else np.empty(0, np.int64)
+    confidence = proba.max(axis=1) if n else np.empty(0, np.float32)
+    labels = np.where(confidence >= threshold, ids[best], -1).astype(np.int64)
+    return Prediction(labels=labels, confidence=confidence.astype(np.float32), probabilities=proba,
+                      class_ids=list(bundle.class_ids), class_names=list(bundle.class_names))

@@ -1,0 +1,381 @@
+"""VIME (Yoon et al. 2020) for cells: masked self-supervised encoder, then a semi-supervised, self-training predictor."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..transforms import Scaler
+from . import Progress, ShouldStop, check_stop, encode_labels, report
+
+
+@dataclass
+class VIMEParams:
+    """Every VIMEClassifier hyperparameter; JSON-serialisable so bundles record exactly what was trained."""
+
+    p_m: float = 0.3  # corruption (mask) probability
+    alpha: float = 2.0  # weight of the reconstruction loss in self-supervision
+    beta: float = 1.0  # weight of the consistency loss (variance over K corrupted copies)
+    k: int = 3  # corrupted copies per unlabelled cell
+    entropy_weight: float = 0.1  # weight of entropy minimisation on unlabelled cells
+    encoder_sizes: list[int] = field(default_factory=lambda: [128])
+    predictor_sizes: list[int] = field(default_factory=lambda: [128])
+    skip_input: bool = True  # predictor also sees the scaled input beside the encoding
+    pretrain_steps: int = 300
+    pretrain_batch: int = 512
+    semi_steps: int = 400  # predictor steps per self-training round
+    rounds: int = 5  # self-training rounds; pseudo-labels are refreshed between rounds
+    batch_labeled: int = 256
+    batch_unlabeled: int = 256
+    learning_rate: float = 1e-3
+    teacher: str = "lda"  # 'lda': first pseudo-labels from shrinkage LDA; 'none': first round uses labels only
+    pseudo_threshold: float = 0.8  # minimum confidence of a pseudo-label
+    pseudo_fraction: float = 0.8  # share of each predicted class (most confident first) taken as pseudo-labels
+    pseudo_cap: int = 2000  # most pseudo-labels per class
+    pseudo_weight: float = 1.0  # loss weight of pseudo-labelled cells relative to labelled ones
+    balanced: bool = True  # sample classes uniformly in every batch (rare populations)
+    ensemble: int = 1  # independently initialised predictors averaged
+    max_unlabeled: int = 50_000  # unlabelled cells subsampled for training
+    threads: int = 2
+    progress_every: int = 50
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VIMEParams":
+        return cls(**d)
+
+
+# ---- masking and losses (TensorFlow; small pure functions so tests can check them by hand) ----
+
+def corrupt(x, p_m: float, generator):
+    """Mask entries with probability p_m and replace them by values from the same column of random rows.
+
+    Returns (x_tilde, mask) where mask is 1 where the value actually changed, as in the VIME reference.
+    """
+    import tensorflow as tf
+
+    n, d = tf.shape(x)[0], tf.shape(x)[1]
+    m = tf.cast(generator.uniform(tf.shape(x)) < p_m, x.dtype)
+    rows = generator.uniform(tf.shape(x), 0, n, dtype=tf.int32)
+    flat = rows * d + tf.range(d)[tf.newaxis, :]
+    x_bar = tf.gather(tf.reshape(x, [-1]), flat)
+    x_tilde = x * (1.0 - m) + x_bar * m
+    return x_tilde, tf.cast(tf.not_equal(x, x_tilde), x.dtype)
+
+
+def mask_loss(mask, mask_logits):
+    """Binary cross-entropy between the true mask and the mask head's logits (mean over entries)."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=mask, logits=mask_logits))
+
+
+def reconstruction_loss(x_target, x_hat):
+    """Mean squared error between min–max-scaled inputs and their reconstruction."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.square(x_target - x_hat))
+
+
+def consistency_loss(probs):
+    """Variance of class probabilities across K corrupted copies (axis 0 of K × n × C), averaged."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.math.reduce_variance(probs, axis=0))
+
+
+def entropy_loss(probs):
+    """Mean prediction entropy −Σ p log p over cells; minimising it pushes boundaries into low-density gaps."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(-tf.reduce_sum(probs * tf.math.log(probs + 1e-8), axis=1))
+
+
+def weighted_cross_entropy(labels, logits, weights):
+    """Cross-entropy averaged with per-cell weights (labelled 1, pseudo-labelled pseudo_weight)."""
+    import tensorflow as tf
+
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_sum(ce * weights) / tf.maximum(tf.reduce_sum(weights), 1e-8)
+
+
+# ---- numpy inference (fast, no TensorFlow needed to apply a saved model) ----
+
+def forward_logits(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, n_encoder: int, skip: bool) -> np.ndarray:
+    """Logits of one member: ReLU dense layers, the input re-joined after the encoder when `skip`."""
+    h = x
+    for i, (w, b) in enumerate(layers[:-1]):
+        h = h @ w
+        h += b
+        np.maximum(h, 0.0, out=h)
+        if skip and i == n_encoder - 1:
+            h = np.concatenate([h, x], axis=1)
+    w, b = layers[-1]
+    return h @ w + b
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32."""
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.astype(np.float32, copy=False)
+
+
+def select_pseudo_labels(probs: np.ndarray, threshold: float, fraction: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced confident pseudo-labels: per predicted class, the most confident share above threshold."""
+    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
+    picked: list[np.ndarray] = []
+    for c in range(probs.shape[1]):
+        cand = np.flatnonzero((pred == c) & (conf >= threshold))
+        n = min(cap, int(np.ceil(fraction * cand.size)))
+        picked.append(cand[np.argsort(-conf[cand], kind="stable")[:n]])
+    idx = np.concatenate(picked).astype(np.int64)
+    return idx, pred[idx].astype(np.int32)
+
+
+class VIMEClassifier:
+    """VIME encoder + semi-supervised predictor with LDA-seeded, class-balanced self-training."""
+
+    kind = "vime"
+
+    def __init__(self, params: VIMEParams | None = None) -> None:
+        self.params = params or VIMEParams()
+        self.classes_ = np.empty(0, np.int64)
+        self.scaler = Scaler("standard")
+        self.members: list[list[tuple[np.ndarray, np.ndarray]]] = []
+
+    # -- public contract --
+
+    def fit(
+        self,
+        x_labeled: np.ndarray,
+        y: np.ndarray,
+        x_unlabeled: np.ndarray | None = None,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> "VIMEClassifier":
+        """Pretrain the encoder on all cells, then train the predictor in self-training rounds."""
+        import keras
+
+        p = self.params
+        _configure_tensorflow(p.threads)
+        keras.utils.set_random_seed(p.seed)
+        rng = np.random.default_rng(p.seed)
+        self.classes_, yl = encode_labels(y)
+        n_classes = len(self.classes_)
+        xl = np.asarray(x_labeled, np.float32)
+        xu = np.empty((0, xl.shape[1]), np.float32) if x_unlabeled is None else np.asarray(x_unlabeled, np.float32)
+        if len(xu) > p.max_unlabeled:
+            xu = xu[np.sort(rng.choice(len(xu), p.max_unlabeled, replace=False))]
+        x_all = np.concatenate([xl, xu])
+        self.scaler = Scaler("standard").fit(x_all, seed=p.seed)
+        minmax = Scaler("minmax").fit(x_all, seed=p.seed)
+        s_all, s_l = self.scaler.transform(x_all), self.scaler.transform(xl)
+        s_u = self.scaler.transform(xu) if len(xu) else s_l
+        target = np.clip(minmax.transform(x_all), 0.0, 1.0)
+        clock = _Clock(p, progress, should_stop)
+
+        encoder_weights = self._pretrain(s_all, target, clock)
+        probs_u = self._teacher(s_l, yl, s_u) if p.teacher == "lda" else None
+        self.members = []
+        models = [self._build(xl.shape[1], n_classes, encoder_weights, p.seed + 1000 * (i + 1)) for i in range(p.ensemble)]
+        for r in range(p.rounds):
+            if probs_u is None:
+                px, py = np.empty((0, s_l.shape[1]), np.float32), np.empty(0, np.int32)
+            else:
+                idx, py = select_pseudo_labels(probs_u, p.pseudo_threshold, p.pseudo_fraction, p.pseudo_cap)
+                px = s_u[idx]
+            for i, (_, _, step) in enumerate(models):
+                self._train_round(step, s_l, yl, px, py, s_u, rng, clock, f"round {r + 1}/{p.rounds}, member {i + 1}")
+            self.members = [[(k.numpy(), b.numpy()) for k, b in ((l.kernel, l.bias) for l in layers)] for _, layers, _ in models]
+            probs_u = self._member_mean(s_u)
+        report(progress, 1.0, "VIME: done")
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n × n_classes, float32): the mean over ensemble members."""
+        s = self.scaler.transform(np.asarray(x, np.float32))
+        return self._member_mean(s)
+
+    def params_dict(self) -> dict:
+        return self.params.to_dict()
+
+    def save_state(self, directory: str) -> dict:
+        """Write every member's dense kernels and biases to weights.npz; return the JSON architecture."""
+        arrays = {"classes": self.classes_}
+        for i, layers in enumerate(self.members):
+            for j, (w, b) in enumerate(layers):
+                arrays[f"m{i}_l{j}_kernel"], arrays[f"m{i}_l{j}_bias"] = w, b
+        np.savez(os.path.join(directory, "weights.npz"), **arrays)
+        return {
+            "params": self.params.to_dict(),
+            "scaler": self.scaler.to_dict(),
+            "architecture": {"members": len(self.members), "layers": len(self.members[0]),
+                             "activation": "relu", "skip_after_encoder": self.params.skip_input},
+        }
+
+    @classmethod
+    def load_state(cls, directory: str, config: dict) -> "VIMEClassifier":
+        """Rebuild from weights.npz (pickle disabled) and the JSON architecture; no code is executed."""
+        model = cls(VIMEParams.from_dict(config["params"]))
+        model.scaler = Scaler.from_dict(config["scaler"])
+        arch = config["architecture"]
+        with np.load(os.path.join(directory, "weights.npz"), allow_pickle=False) as z:
+            model.classes_ = z["classes"]
+            model.members = [[(z[f"m{i}_l{j}_kernel"], z[f"m{i}_l{j}_bias"]) for j in range(arch["layers"])]
+                             for i in range(arch["members"])]
+        return model
+
+    # -- training stages --
+
+    def _pretrain(self, s_all: np.ndarray, target: np.ndarray, clock: "_Clock") -> list[np.ndarray]:
+        """Self-supervised stage: mask estimation (BCE) + alpha × reconstruction (MSE) on corrupted cells."""
+        import keras
+        import tensorflow as tf
+
+        p = self.params
+        d = s_all.shape[1]
+        encoder = _dense_stack(p.encoder_sizes, "encoder")
+        mask_head, recon_head = keras.layers.Dense(d, name="mask"), keras.layers.Dense(d, activation="sigmoid", name="recon")
+        inp = keras.Input((d,))
+        h = encoder(inp)
+        model = keras.Model(inp, [mask_head(h), recon_head(h)])
+        opt = keras.optimizers.Adam(p.learning_rate)
+        gen = tf.random.Generator.from_seed(p.seed)
+
+        @tf.function
+        def step(xb, tb):
+            x_tilde, m = corrupt(xb, p.p_m, gen)
+            with tf.GradientTape() as tape:
+                m_logits, x_hat = model(x_tilde, training=True)
+                lm, lr = mask_loss(m, m_logits), reconstruction_loss(tb, x_hat)
+                loss = lm + p.alpha * lr
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            return lm, lr
+
+        rng = np.random.default_rng(p.seed + 1)
+        for i in range(p.pretrain_steps):
+            idx = rng.integers(0, len(s_all), p.pretrain_batch)
+            lm, lr = step(s_all[idx], target[idx])
+            clock.tick(lambda: f"VIME self-supervised: step {i + 1}, mask loss {float(lm):.4f}, reconstruction {float(lr):.4f}")
+        return encoder.get_weights()
+
+    def _teacher(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray) -> np.ndarray:
+        """First pseudo-labels from shrinkage LDA, which is strong with very few labels per class."""
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(s_l, yl)
+        probs = np.zeros((len(s_u), len(self.classes_)), np.float32)
+        probs[:, lda.classes_] = lda.predict_proba(s_u)
+        return probs
+
+    def _build(self, d: int, n_classes: int, encoder_weights: list[np.ndarray], seed: int):
+        """One predictor (pretrained encoder + MLP head), its dense layers in order, and its compiled train step."""
+        import keras
+        import tensorflow as tf
+
+        p = self.params
+        keras.utils.set_random_seed(seed)
+        encoder = _dense_stack(p.encoder_sizes, "encoder")
+        inp = keras.Input((d,))
+        h = encoder(inp)
+        encoder.set_weights(encoder_weights)
+        if p.skip_input:
+            h = keras.layers.Concatenate()([h, inp])
+        head = [keras.layers.Dense(s, activation="relu") for s in p.predictor_sizes] + [keras.layers.Dense(n_classes)]
+        for layer in head:
+            h = layer(h)
+        model = keras.Model(inp, h)
+        opt = keras.optimizers.Adam(p.learning_rate)
+        gen = tf.random.Generator.from_seed(seed)
+
+        @tf.function
+        def step(xb, yb, wb, ub):
+            batch = tf.shape(ub)[0]
+            copies, _ = corrupt(tf.tile(ub, [p.k, 1]), p.p_m, gen)
+            with tf.GradientTape() as tape:
+                ce = weighted_cross_entropy(yb, model(xb, training=True), wb)
+                pu = tf.nn.softmax(model(tf.concat([ub, copies], 0), training=True))
+                cons = consistency_loss(tf.reshape(pu[batch:], [p.k, batch, n_classes]))
+                ent = entropy_loss(pu[:batch])
+                loss = ce + p.beta * cons + p.entropy_weight * ent
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            return ce, cons, ent
+
+        return model, list(encoder.layers) + head, step
+
+    def _train_round(self, step, s_l, yl, px, py, s_u, rng, clock: "_Clock", label: str) -> None:
+        """One self-training round: batches of labelled + pseudo-labelled cells (class-balanced) and unlabelled cells."""
+        p = self.params
+        half = p.batch_labeled // 2 if len(py) else p.batch_labeled
+        labeled, pseudo = _Sampler(yl, p.balanced), _Sampler(py, p.balanced)
+        for i in range(p.semi_steps):
+            li = labeled.draw(half, rng)
+            xb, yb, wb = s_l[li], yl[li], np.ones(len(li), np.float32)
+            if len(py):
+                pi = pseudo.draw(p.batch_labeled - half, rng)
+                xb, yb = np.concatenate([xb, px[pi]]), np.concatenate([yb, py[pi]])
+                wb = np.concatenate([wb, np.full(len(pi), p.pseudo_weight, np.float32)])
+            ub = s_u[rng.integers(0, len(s_u), p.batch_unlabeled)]
+            ce, cons, ent = step(xb, yb, wb, ub)
+            clock.tick(lambda: f"VIME {label}: step {i + 1}, cross-entropy {float(ce):.4f}, "
+                               f"consistency {float(cons):.4f}, entropy {float(ent):.4f}")
+
+    def _member_mean(self, s: np.ndarray) -> np.ndarray:
+        """Ensemble-mean probabilities of already-scaled cells."""
+        n_enc = len(self.params.encoder_sizes)
+        return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
+
+
+class _Clock:
+    """Counts training steps, reporting progress and honouring cancellation every `progress_every` steps."""
+
+    def __init__(self, p: VIMEParams, progress: Progress | None, should_stop: ShouldStop | None) -> None:
+        self.total = p.pretrain_steps + p.rounds * p.semi_steps * p.ensemble
+        self.every, self.done = max(1, p.progress_every), 0
+        self.progress, self.should_stop = progress, should_stop
+
+    def tick(self, message) -> None:
+        self.done += 1
+        if self.done % self.every == 0 or self.done == self.total:
+            check_stop(self.should_stop)
+            report(self.progress, 0.99 * self.done / self.total, message())
+
+
+class _Sampler:
+    """Draws row indices: uniformly over rows, or (balanced) a class uniformly then a row within it."""
+
+    def __init__(self, y: np.ndarray, balanced: bool) -> None:
+        self.order = np.argsort(y, kind="stable")
+        _, self.starts, self.counts = np.unique(y[self.order], return_index=True, return_counts=True)
+        self.balanced, self.n = balanced, len(y)
+
+    def draw(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        if not self.balanced:
+            return rng.integers(0, self.n, size)
+        c = rng.integers(0, len(self.starts), size)
+        return self.order[self.starts[c] + (rng.random(size) * self.counts[c]).astype(np.int64)]
+
+
+def _dense_stack(sizes: list[int], name: str):
+    """A Sequential of ReLU dense layers."""
+    import keras
+
+    return keras.Sequential([keras.layers.Dense(s, activation="relu") for s in sizes], name=name)
+
+
+def _configure_tensorflow(threads: int) -> None:
+    """Bound TensorFlow's thread pools and request deterministic ops (only possible before TF starts working)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised by an earlier fit in this process; the first setting stands
+    tf.config.experimental.enable_op_determinism()

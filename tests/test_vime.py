@@ -1,0 +1,86 @@
+"""VIME: masking, each loss term by hand, pseudo-label selection, and a small end-to-end train/apply."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from cytoauto_core.models import TrainingCancelled  # noqa: E402
+from cytoauto_core.models.vime import (  # noqa: E402
+    VIMEClassifier, VIMEParams, consistency_loss, corrupt, entropy_loss, mask_loss,
+    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
+)
+from synthetic import gaussian_cells, label_split  # noqa: E402
+
+TINY = dict(encoder_sizes=[32], predictor_sizes=[32], pretrain_steps=40, pretrain_batch=128, semi_steps=60,
+            rounds=2, batch_labeled=64, batch_unlabeled=64, progress_every=10)
+
+
+def test_corrupt_masks_at_rate_p_m_with_values_from_the_same_column():
+    n, d = 4000, 6
+    x = (np.arange(d)[None, :] * 10_000 + np.arange(n)[:, None]).astype(np.float32)  # column j holds [j·1e4, j·1e4+n)
+    x_tilde, mask = corrupt(tf.constant(x), 0.3, tf.random.Generator.from_seed(1))
+    x_tilde, mask = x_tilde.numpy(), mask.numpy()
+    assert abs(mask.mean() - 0.3) < 0.02
+    assert np.array_equal(mask == 1, x_tilde != x)
+    column_of_value = np.floor(x_tilde / 10_000)
+    assert np.array_equal(column_of_value, np.broadcast_to(np.arange(d), (n, d)))
+
+
+def test_mask_and_reconstruction_losses_by_hand():
+    m = tf.constant([[1.0, 0.0]])
+    assert float(mask_loss(m, tf.constant([[0.0, 0.0]]))) == pytest.approx(math.log(2), rel=1e-6)
+    expected = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(1.0))) / 2  # BCE(1, σ(2)), BCE(0, σ(1))
+    assert float(mask_loss(m, tf.constant([[2.0, 1.0]]))) == pytest.approx(expected, rel=1e-6)
+    assert float(reconstruction_loss(tf.constant([[0.0, 1.0]]), tf.constant([[0.5, 0.5]]))) == pytest.approx(0.25)
+
+
+def test_consistency_entropy_and_weighted_cross_entropy_by_hand():
+    copies = tf.constant([[[0.2, 0.8]], [[0.6, 0.4]]])  # K=2 copies of one cell: variance 0.04 per class
+    assert float(consistency_loss(copies)) == pytest.approx(0.04, rel=1e-5)
+    assert float(consistency_loss(tf.constant([[[0.3, 0.7]], [[0.3, 0.7]]]))) == pytest.approx(0.0)
+    assert float(entropy_loss(tf.constant([[0.5, 0.5], [1.0, 0.0]]))) == pytest.approx(math.log(2) / 2, rel=1e-5)
+    logits = tf.constant([[0.0, 0.0], [math.log(3.0), 0.0]])  # p(true) = 1/2 and 3/4
+    ce = weighted_cross_entropy(tf.constant([0, 0]), logits, tf.constant([1.0, 3.0]))
+    assert float(ce) == pytest.approx((math.log(2) + 3 * math.log(4 / 3)) / 4, rel=1e-5)
+
+
+def test_pseudo_labels_are_confident_and_class_balanced():
+    probs = np.array([[0.95, 0.05], [0.99, 0.01], [0.91, 0.09], [0.6, 0.4], [0.05, 0.95], [0.2, 0.8]], np.float32)
+    idx, labels = select_pseudo_labels(probs, threshold=0.9, fraction=0.5, cap=10)
+    assert idx.tolist() == [1, 0, 4] and labels.tolist() == [0, 0, 1]
+    idx, _ = select_pseudo_labels(probs, threshold=0.9, fraction=1.0, cap=1)
+    assert idx.tolist() == [1, 4]
+
+
+def test_train_and_apply_on_separated_populations_with_progress():
+    x, y = gaussian_cells()
+    lab, rest = label_split(y, 5)
+    calls: list[tuple[float, str]] = []
+    model = VIMEClassifier(VIMEParams(**TINY, seed=3)).fit(x[lab], y[lab], x[rest], progress=lambda f, m: calls.append((f, m)))
+    proba = model.predict_proba(x[rest])
+    assert proba.dtype == np.float32 and proba.shape == (len(rest), 4)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(model.classes_[proba.argmax(axis=1)] == y[rest]) > 0.9
+    fractions = [f for f, _ in calls]
+    assert len(calls) >= 10 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("loss" in m for _, m in calls) and any("cross-entropy" in m for _, m in calls)
+    again = VIMEClassifier(VIMEParams(**TINY, seed=3)).fit(x[lab], y[lab], x[rest]).predict_proba(x[rest])
+    np.testing.assert_allclose(again, proba, atol=1e-5)
+
+
+def test_should_stop_raises_training_cancelled():
+    x, y = gaussian_cells(100)
+    lab, rest = label_split(y, 5)
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) >= 2
+
+    with pytest.raises(TrainingCancelled):
+        VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest], should_stop=stop)
+    assert len(asked) == 2
