@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.models.vime import VIMEParams
 from cytoauto_core.training import MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
 from ui.results import load_result, save_result
@@ -34,16 +35,19 @@ with st.form("train"):
     threshold = c2.slider("Confidence threshold (below: unassigned)", 0.0, 1.0, 0.5, 0.05)
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
     with st.expander("VIME settings"):
+        d = VIMEParams()
         v1, v2, v3, v4 = st.columns(4)
         vime = {
-            "p_m": v1.number_input("mask probability p_m", 0.05, 0.9, 0.3, 0.05),
-            "alpha": v2.number_input("reconstruction weight alpha", 0.0, 10.0, 2.0, 0.5),
-            "beta": v3.number_input("consistency weight beta", 0.0, 10.0, 1.0, 0.5),
-            "k": v4.number_input("corrupted copies K", 1, 10, 3),
-            "entropy_weight": v1.number_input("entropy weight", 0.0, 5.0, 0.1, 0.05),
-            "rounds": v2.number_input("self-training rounds", 1, 10, 3),
-            "pretrain_steps": v3.number_input("self-supervised steps", 0, 5000, 300, 50),
-            "semi_steps": v4.number_input("semi-supervised steps per round", 50, 5000, 400, 50),
+            "p_m": v1.number_input("mask probability p_m", 0.05, 0.9, d.p_m, 0.05),
+            "alpha": v2.number_input("reconstruction weight alpha", 0.0, 10.0, d.alpha, 0.5),
+            "beta": v3.number_input("consistency weight beta", 0.0, 10.0, d.beta, 0.5),
+            "k": v4.number_input("corrupted copies K", 1, 10, d.k),
+            "entropy_weight": v1.number_input("entropy weight", 0.0, 5.0, d.entropy_weight, 0.05),
+            "rounds": v2.number_input("self-training rounds", 1, 10, d.rounds),
+            "pretrain_steps": v3.number_input("self-supervised steps", 0, 5000, d.pretrain_steps, 50),
+            "semi_steps": v4.number_input("semi-supervised steps per round", 50, 5000, d.semi_steps, 50),
+            "pseudo_threshold": v1.number_input("pseudo-label confidence", 0.5, 1.0, d.pseudo_threshold, 0.05),
+            "teacher": v2.selectbox("first teacher", ["lda", "none"], index=["lda", "none"].index(d.teacher)),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 
