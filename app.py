@@ -1,5 +1,8 @@
 """CytoAutoCluster: upload, explore, map, label, train and read results for cytometry data."""
 import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow start-up chatter out of the server log
 
 import streamlit as st
 

@@ -22,7 +22,8 @@ with st.form("embed"):
 if submitted:
     params = EmbeddingParams(method=method, max_fit_cells=int(subsample), perplexity=float(perplexity),
                              n_neighbors=int(neighbours), seed=int(seed))
-    maps.start_embedding(key, dataset, params)
+    if maps.start_embedding(key, dataset, params) is None:
+        st.toast("This map was already computed with these settings; it is shown below.")
 
 job_panel(state.job_manager().get(f"embed-{key}"))
 

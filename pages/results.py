@@ -12,21 +12,42 @@ from cytoauto_core import metrics
 from cytoauto_core.export import abundance, csv_bytes, labelled_frame, names_of, write_labelled_fcs
 from ui import maps, state
 from ui.plots import heatmap_figure, scatter_figure
-from ui.results import load_result
+from ui.results import apply_bundle, load_result, saved_bundles
+from ui.widgets import show_error
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
 markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
 
 st.title("Results")
+with st.expander("Apply a saved model to this dataset"):
+    bundles = saved_bundles()
+    if not bundles:
+        st.caption("No saved model yet: models you train on the **Train** page are saved in the workspace.")
+    else:
+        chosen = st.selectbox("Saved model", list(bundles))
+        st.caption("Upload new files on the **Data** page, select them there, then apply a model here. "
+                   "Channels are matched by name.")
+        if st.button("Apply to every cell"):
+            with st.spinner("Applying the model…"):
+                try:
+                    apply_bundle(key, dataset, bundles[chosen])
+                except Exception as exc:  # shown as one sentence
+                    show_error(exc, "Applying the model")
+                else:
+                    st.rerun()
+
 result = load_result(key)
 if result is None:
-    st.info("No results yet: label a few cells on the **Label** page, then train and apply a model on the **Train** page.")
+    st.info("No results yet: label a few cells on the **Label** page, then train and apply a model on the **Train** "
+            "page, or apply a saved model above.")
     st.stop()
 
 meta = result.meta
-st.caption(f"Model **{meta['model']}** (bundle {meta['bundle_hash'][:12]}, seed {meta['seed']}), "
-           f"trained on {meta['n_labelled']:,} labelled cells of {len(meta['class_ids'])} populations.")
+origin = (f"applied from saved model '{meta['applied_from']}'" if meta.get("applied_from")
+          else f"trained on {meta['n_labelled']:,} labelled cells")
+st.caption(f"Model **{meta['model']}** (bundle {meta['bundle_hash'][:12]}, seed {meta['seed']}), {origin} "
+           f"of {len(meta['class_ids'])} populations.")
 threshold = st.slider("Confidence threshold (cells below it are 'unassigned')", 0.0, 1.0,
                       float(meta.get("threshold", 0.5)), 0.05)
 picked = maps.map_picker(key, "Map")
@@ -80,9 +101,12 @@ m1, m2, m3 = st.columns(3)
 sil = metrics.silhouette(x, cells.population_id, sample_size=10_000, seed=0)
 m1.metric("Silhouette (10,000-cell subsample, seed 0)", f"{sil:.3f}")
 m2.metric("Unassigned cells", f"{(~assigned).mean():.1%}")
-m3.metric("Cross-validated macro-F1 on your labels", f"{meta['metrics'].get(meta['model'], {}).get('macro_f1', float('nan')):.3f}")
-st.caption("Model comparison on your labels (held-out labels or cross-validation):")
-st.dataframe(pd.DataFrame(meta["metrics"]).T, width="stretch")
+own_score = meta["metrics"].get(meta["model"], {}).get("macro_f1")
+if own_score is not None:
+    m3.metric("Held-out macro-F1 on your labels", f"{own_score:.3f}")
+if meta["metrics"]:
+    st.caption("Model comparison on your labels (held-out labels or cross-validation):")
+    st.dataframe(pd.DataFrame(meta["metrics"]).T, width="stretch")
 
 truth_columns = list(dataset.annotations.columns)
 if truth_columns:

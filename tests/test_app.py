@@ -108,3 +108,7 @@ def test_map_label_train_results(workspace_dir):
     values = {m.label: m.value for m in at.metric}
     assert float(values["Accuracy (by name)"]) > 0.8, "10 labels per population label the demo well"
     assert 0 <= float(values["Adjusted Rand index"]) <= 1
+
+    next(b for b in at.button if b.label == "Apply to every cell").click().run()
+    assert not at.exception and not at.error
+    assert any("applied from saved model" in c.value for c in at.caption)

@@ -26,10 +26,13 @@ def stored_maps(key: str) -> dict[str, dict]:
     return out
 
 
-def start_embedding(key: str, dataset: Dataset, params: EmbeddingParams) -> Job:
-    """Compute a map of every cell in the background and store it in the workspace."""
+def start_embedding(key: str, dataset: Dataset, params: EmbeddingParams) -> Job | None:
+    """Compute a map of every cell in the background and store it; None when the workspace already has it."""
     x, spec = state.features(key, dataset)
     name = PREFIX + embedding_key(key, spec.features, spec.to_dict(), params)
+    if state.workspace().load_array(key, name) is not None:
+        remember_map(key, name)
+        return None
 
     def work(progress, should_stop):
         result = embed(x, params, progress=progress, should_stop=should_stop)

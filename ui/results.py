@@ -1,12 +1,20 @@
 """The stored result of the last training on a dataset: per-cell probabilities plus what made them."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import streamlit as st
 
+from cytoauto_core.dataset import Dataset
 from cytoauto_core.export import LabelledCells
+from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset
+from cytoauto_core.storage import read_json
 from ui import state
+
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 RESULT = "result-proba"
 
@@ -41,3 +49,36 @@ def load_result(key: str) -> StoredResult | None:
 
 def save_result(key: str, proba: np.ndarray, meta: dict) -> None:
     state.workspace().save_array(key, RESULT, proba.astype(np.float32, copy=False), meta)
+
+
+def saved_bundles() -> dict[str, Path]:
+    """Model bundles in the workspace and shipped in models/: display name → folder."""
+    found = {}
+    for root in (state.workspace().models_dir, SHIPPED_MODELS):
+        for meta_path in sorted(root.glob("*/bundle.json")):
+            meta = read_json(meta_path)
+            found[f"{meta['name']} ({meta['kind']}, {meta_path.parent.name})"] = meta_path.parent
+    return found
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model bundle…")
+def _bundle(folder: str, bundle_hash: str) -> ModelBundle:
+    return load_bundle(folder)
+
+
+def cached_bundle(folder: Path) -> ModelBundle:
+    """A verified bundle, loaded once per content hash and shared read-only (predict only, never fit)."""
+    return _bundle(str(folder), read_json(folder / "bundle.json")["bundle_hash"])
+
+
+def apply_bundle(key: str, dataset: Dataset, folder: Path) -> None:
+    """Apply a saved bundle to every cell of a dataset and store it as the dataset's result."""
+    bundle = cached_bundle(folder)
+    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover)
+    meta = read_json(folder / "bundle.json")
+    save_result(key, prediction.probabilities, {
+        "model": meta["kind"], "bundle_hash": meta["bundle_hash"], "bundle_dir": folder.name,
+        "class_ids": prediction.class_ids, "class_names": prediction.class_names, "threshold": 0.5,
+        "seed": meta["seed"], "n_labelled": 0, "metrics": meta.get("metrics", {}), "seconds": 0.0,
+        "trained_at": time.time(), "applied_from": meta["name"],
+    })
