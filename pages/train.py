@@ -47,7 +47,6 @@ with st.form("train"):
             "pretrain_steps": v3.number_input("self-supervised steps", 0, 5000, d.pretrain_steps, 50),
             "semi_steps": v4.number_input("semi-supervised steps per round", 50, 5000, d.semi_steps, 50),
             "pseudo_threshold": v1.number_input("pseudo-label confidence", 0.5, 1.0, d.pseudo_threshold, 0.05),
-            "teacher": v2.selectbox("first teacher", ["lda", "none"], index=["lda", "none"].index(d.teacher)),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 

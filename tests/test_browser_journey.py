@@ -10,6 +10,8 @@ import pytest
 
 from browser import chromium_page, streamlit_server, wait_for_app
 from conftest import CORPUS, ROOT
+from cytoauto_core.labels import LabelStore
+from cytoauto_core.workspace import Workspace
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -69,7 +71,16 @@ def label_region(page, name: str, region: list[tuple[float, float]]) -> None:
     lasso(page, region)
     assert selected_count(page) >= 5, f"the lasso for {name} caught too few cells"
     page.get_by_role("button", name="Assign selection").click()
+    page.get_by_text("0 cells selected", exact=False).first.wait_for()  # the selection is cleared once saved
     wait_for_app(page)
+
+
+def saved_counts(workspace: Path) -> dict[str, int]:
+    """Labelled cells per population as saved in the workspace on disk."""
+    ws = Workspace(workspace)
+    [record] = ws.list_datasets()
+    counts = LabelStore(ws.labels_dir(record.key), record.n_cells).counts()
+    return dict(zip(counts["name"], counts["cells"]))
 
 
 def table_text(page) -> str:
@@ -117,10 +128,14 @@ def test_whole_journey_on_demo_data(tmp_path):
         assert "Left cells" in table and "Right cells" in table
         shot(page, "4-label")
 
+        saved = saved_counts(tmp_path / "ws")
+        assert saved["Left cells"] >= 5 and saved["Right cells"] >= 5, saved
         page.reload()
         wait_for_app(page)
+        page.get_by_test_id("stDataFrame").filter(has_text="Right cells").first.wait_for()
         after_reload = table_text(page)
         assert "Left cells" in after_reload and "Right cells" in after_reload, "labels must survive a reload"
+        assert f"{saved['Left cells']}" in after_reload and f"{saved['Right cells']}" in after_reload
 
         goto_page(page, "Train")
         for model in ("VIME", "XGBoost"):

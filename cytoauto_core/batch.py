@@ -1,0 +1,297 @@
+"""Apply a saved model bundle to many files on Dask workers: the same labelled exports as the Results page, plus one abundance table."""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .dataset import Dataset, make_unique
+from .errors import CytoInputError
+from .export import LabelledCells, abundance, csv_bytes, labelled_frame, write_labelled_fcs
+from .io import read_file
+from .models.bundle import ModelBundle, load_bundle, predict_dataset
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+FORMATS = ("csv", "fcs")
+CHUNK_CELLS = 1_000_000
+DEFAULT_WORKERS = 2
+SUMMARY_NAME = "abundance.csv"
+# Once a file is read, its predictions and writer run before the next file is read (bounds worker memory).
+READ_PRIORITY, FILE_PRIORITY = 0, 1
+
+
+class BatchUsageError(CytoInputError):
+    """The batch request itself is unusable (no bundle, no files, bad option): nothing was run."""
+
+
+@dataclass
+class FileResult:
+    """One input's outcome: 'ok' or 'failed', cells labelled, summed task seconds, files written, error sentence."""
+
+    input: str
+    status: str
+    cells: int = 0
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class BatchReport:
+    """Per-file rows, the abundance table's path (None when no file succeeded) and wall-clock seconds."""
+
+    files: list[FileResult]
+    abundance_path: Path | None
+    seconds: float
+    startup_seconds: float
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status != "ok"]
+
+    @property
+    def cells(self) -> int:
+        return sum(f.cells for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every file was labelled, 1 when some failed."""
+        return 1 if self.failed else 0
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """How a worker finds the bundle: its folder (visible to every worker) and the hash the client saw."""
+
+    directory: str
+    bundle_hash: str
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One input file and the unique output stem its exports get."""
+
+    path: str
+    name: str
+    stem: str
+
+
+@dataclass
+class _Loaded:
+    """A read file with its read time."""
+
+    dataset: Dataset
+    seconds: float
+
+
+@dataclass
+class _Chunk:
+    """Predicted ids and confidence for one row range of a file, with the time it took."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    seconds: float
+
+
+@dataclass
+class _Written:
+    """What the writer task returns: the file's row and its abundance table."""
+
+    result: FileResult
+    table: pd.DataFrame
+
+
+def resolve_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Expand globs (sorted, '**' allowed) and keep plain paths as given, dropping repeats; missing plain paths fail later, per file."""
+    found: dict[str, Path] = {}
+    for item in inputs:
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        for m in matches:
+            if not os.path.isdir(m):
+                found.setdefault(os.path.abspath(m), Path(m))
+    if not found:
+        raise BatchUsageError(f"No input file matches {' '.join(inputs) or '(nothing given)'}.")
+    return list(found.values())
+
+
+def read_bundle_ref(directory: str | Path) -> BundleRef:
+    """The bundle's folder and stored hash, read from bundle.json without loading the model (no TensorFlow here)."""
+    try:
+        with open(Path(directory) / "bundle.json", encoding="utf-8") as f:
+            bundle_hash = json.load(f)["bundle_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BatchUsageError(f"'{directory}' is not a readable model bundle folder.") from exc
+    return BundleRef(str(Path(directory).resolve()), str(bundle_hash))
+
+
+@lru_cache(maxsize=4)
+def worker_bundle(ref: BundleRef) -> ModelBundle:
+    """The bundle, loaded (and hash-checked) once per worker process and shared by all its tasks."""
+    if read_bundle_ref(ref.directory).bundle_hash != ref.bundle_hash:
+        raise CytoInputError(f"The model bundle '{Path(ref.directory).name}' changed while the batch was running.")
+    return load_bundle(ref.directory)
+
+
+def _class_names(ref: BundleRef) -> dict[int, str]:
+    """Population names by id from the worker's cached bundle (loading and hash-checking it on first call)."""
+    bundle = worker_bundle(ref)
+    return {int(i): str(n) for i, n in zip(bundle.class_ids, bundle.class_names)}
+
+
+def _read(path: str, name: str) -> _Loaded:
+    started = time.perf_counter()
+    return _Loaded(read_file(Path(path), name), time.perf_counter() - started)
+
+
+def _n_cells(loaded: _Loaded) -> int:
+    return loaded.dataset.n_cells
+
+
+def _predict(loaded: _Loaded, start: int, stop: int, ref: BundleRef, threshold: float) -> _Chunk:
+    """Labels for rows start:stop, exactly as predict_dataset gives them for the whole file."""
+    started = time.perf_counter()
+    ds = loaded.dataset
+    p = predict_dataset(worker_bundle(ref), ds.events[start:stop], ds.channel_names, ds.spillover, threshold)
+    return _Chunk(p.labels.astype(np.int32), p.confidence, time.perf_counter() - started)
+
+
+def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, str], out_dir: str,
+           formats: tuple[str, ...]) -> _Written:
+    """Join a file's chunks, write its exports (temp name, then rename) and count its populations."""
+    started = time.perf_counter()
+    ds = loaded.dataset
+    cells = LabelledCells(np.concatenate([c.labels for c in chunks]), names,
+                          np.concatenate([c.confidence for c in chunks]))
+    outputs = []
+    for fmt in formats:
+        path = Path(out_dir) / f"{job.stem}_labelled.{fmt}"
+        tmp = path.with_name(f".{path.name}.partial")
+        if fmt == "csv":
+            tmp.write_bytes(csv_bytes(labelled_frame(ds, cells)))
+        else:
+            write_labelled_fcs(tmp, ds, cells)
+        tmp.replace(path)
+        outputs.append(str(path))
+    table = abundance(cells.population_id, names, ds.sample_ids, ds.samples)
+    table.insert(0, "file", job.path)
+    seconds = loaded.seconds + sum(c.seconds for c in chunks) + time.perf_counter() - started
+    return _Written(FileResult(job.path, "ok", ds.n_cells, seconds, outputs), table)
+
+
+def _sentence(exc: BaseException, name: str) -> str:
+    """A user's file error is already one sentence; anything else is wrapped into one naming the file."""
+    if isinstance(exc, CytoInputError):
+        return str(exc)
+    return f"'{name}' could not be processed ({type(exc).__name__}: {exc})."
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
+    """A client of the cluster at `scheduler`, or of an embedded LocalCluster (processes, one thread each, no dashboard)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers or DEFAULT_WORKERS, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _check_options(formats: Sequence[str], threshold: float, chunk_cells: int, scheduler: str | None,
+                   workers: int | None) -> tuple[str, ...]:
+    """Validate the options before any cluster starts; return the formats in a fixed order."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise BatchUsageError(f"The output format must be csv, fcs or both (got {', '.join(unknown) or 'none'}).")
+    if not 0.0 <= threshold <= 1.0:
+        raise BatchUsageError(f"The threshold must be between 0 and 1 (got {threshold}).")
+    if chunk_cells < 1:
+        raise BatchUsageError(f"--chunk-cells must be a positive number of cells (got {chunk_cells}).")
+    if workers is not None and (workers < 1 or scheduler):
+        raise BatchUsageError("--workers must be positive and applies only to the embedded cluster, not with --scheduler.")
+    return tuple(f for f in FORMATS if f in formats)
+
+
+def apply_to_files(
+    bundle_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, formats: Sequence[str] = ("csv",),
+    threshold: float = 0.5, scheduler: str | None = None, workers: int | None = None,
+    chunk_cells: int = CHUNK_CELLS, progress: bool = True,
+) -> BatchReport:
+    """Label every input with the bundle on Dask (files and chunks of `chunk_cells` events are the tasks).
+
+    Paths must be visible to every worker (shared file system when `scheduler` is a remote cluster).
+    Raises BatchUsageError before anything runs when the request is unusable.
+    """
+    started = time.perf_counter()
+    formats = _check_options(formats, threshold, chunk_cells, scheduler, workers)
+    ref = read_bundle_ref(bundle_dir)
+    paths = resolve_inputs([str(p) for p in inputs])
+    stems = make_unique([p.stem for p in paths])
+    jobs = [_Job(str(p), p.name, s) for p, s in zip(paths, stems)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with dask_client(scheduler, workers) as client:
+        try:
+            names = next(iter(client.run(_class_names, ref).values()))  # every worker loads it now, once
+        except CytoInputError as exc:
+            raise BatchUsageError(str(exc)) from exc
+        startup = time.perf_counter() - started
+        written = _run(client, jobs, ref, names, str(out), formats, threshold, chunk_cells, progress)
+    rows = [written[j].result if isinstance(written[j], _Written) else written[j] for j in jobs]
+    tables = [w.table for w in written.values() if isinstance(w, _Written)]
+    summary = None
+    if tables:
+        summary = out / SUMMARY_NAME
+        pd.concat(tables, ignore_index=True).to_csv(summary, index=False, float_format="%.4f")
+    return BatchReport(rows, summary, time.perf_counter() - started, startup)
+
+
+def _run(client: Client, jobs: list[_Job], ref: BundleRef, names: dict[int, str], out_dir: str, formats: tuple[str, ...],
+         threshold: float, chunk_cells: int, progress: bool) -> dict[_Job, _Written | FileResult]:
+    """Submit reads up front; when a file's size is known, submit its chunk predictions and writer; collect as they finish."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    pending: dict = {}
+    done: dict[_Job, _Written | FileResult] = {}
+    finished = as_completed()
+    for job in jobs:
+        loaded = client.submit(_read, job.path, job.name, pure=False, priority=READ_PRIORITY)
+        size = client.submit(_n_cells, loaded, pure=False, priority=FILE_PRIORITY)
+        pending[size] = (job, loaded)
+        finished.add(size)
+    with tqdm(total=len(jobs), unit="file", file=sys.stderr, disable=not progress) as bar:
+        for future in finished:
+            job, loaded = pending.pop(future)
+            if future.status == "error":
+                done[job] = FileResult(job.path, "failed", error=_sentence(future.exception(), job.name))
+            elif loaded is not None:
+                n = future.result()
+                chunks = [client.submit(_predict, loaded, s, min(s + chunk_cells, n), ref, threshold, pure=False,
+                                        priority=FILE_PRIORITY) for s in range(0, max(n, 1), chunk_cells)]
+                writer = client.submit(_write, loaded, chunks, job, names, out_dir, formats, pure=False,
+                                       priority=FILE_PRIORITY)
+                pending[writer] = (job, None)
+                finished.add(writer)
+                continue
+            else:
+                done[job] = future.result()
+            bar.update()
+            bar.set_postfix(failed=sum(isinstance(d, FileResult) for d in done.values()), refresh=False)
+    return done
