@@ -106,8 +106,6 @@ def test_outputs_equal_the_apps_prediction(run):
         np.testing.assert_array_equal(events[:, : source.events.shape[1]], source.events)
 
 
-@pytest.mark.xfail(strict=True, reason="read_fcs treats population_id 0 as unassigned, but bundles number classes "
-                                        "from 0: the app's own labelled FCS loses its first population on re-read")
 def test_labelled_fcs_rereads_every_population_name(run):
     root, _, _, report = run
     row = next(r for r in report.files if r.status == "ok")

@@ -292,7 +292,7 @@ def _populations_to_annotation(
         return events, channels, pd.DataFrame()
     j = [c.name for c in channels].index(POPULATION_CHANNEL)
     ids = np.rint(events[:, j]).astype(np.int64)
-    known = np.array(sorted(k for k in id_to_name if k != 0), dtype=np.int64)
+    known = np.array(sorted(id_to_name), dtype=np.int64)  # ids outside the mapping (e.g. -1) are unassigned
     categories = list(dict.fromkeys([id_to_name[k] for k in known] + [UNASSIGNED]))
     index = {c: i for i, c in enumerate(categories)}
     codes = np.full(len(ids), index[UNASSIGNED], dtype=np.int32)
