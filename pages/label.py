@@ -54,10 +54,7 @@ def labelling() -> None:
 
     populations = store.populations()
     labels = store.labels()
-    ids = [p.id for p in populations]
-    codes = np.full(labels.shape, -1, np.int32)
-    for i, pid in enumerate(ids):
-        codes[labels == pid] = i
+    codes = maps.codes_for(labels, [p.id for p in populations])
     rows = maps.drawn_rows(key, dataset.n_cells, "", None)
     fig = scatter_figure(xy, rows, codes, categories=[p.name for p in populations],
                          colors=[p.color for p in populations], axis=axis,

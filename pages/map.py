@@ -4,6 +4,7 @@ import streamlit as st
 from cytoauto_core.embeddings import EmbeddingParams
 from ui import maps, state
 from ui.plots import scatter_figure
+from ui.results import load_result
 from ui.widgets import job_panel
 
 key, dataset = state.current_dataset()
@@ -33,13 +34,27 @@ if picked is None:
     st.stop()
 name, coords, meta = picked
 st.caption(meta["description"])
-choices = maps.color_choices(dataset, spec.features)
-choice = st.selectbox("Colour by", choices)
-values, categories = maps.color_values(choice, dataset, x, spec.features)
+store = state.label_store(key, dataset)
+result = load_result(key)
+extra = (["your labels"] if store.populations() else []) + (["predicted population", "confidence"] if result else [])
+choice = st.selectbox("Colour by", maps.color_choices(dataset, spec.features, extra))
+colors = None
+if choice == "your labels":
+    populations = store.populations()
+    values, categories = maps.codes_for(store.labels(), [p.id for p in populations]), [p.name for p in populations]
+    colors = [p.color for p in populations]
+elif choice == "predicted population":
+    cells = result.cells(float(result.meta.get("threshold", 0.5)))
+    ids = sorted(cells.names)
+    values, categories = maps.codes_for(cells.population_id, ids), [cells.names[i] for i in ids]
+elif choice == "confidence":
+    values, categories = result.proba.max(axis=1), None
+else:
+    values, categories = maps.color_values(choice, dataset, x, spec.features)
 rows = maps.drawn_rows(key, dataset.n_cells, choice if categories else "", values if categories else None)
 if rows.size < dataset.n_cells:
     st.caption(f"Drawing {rows.size:,} of {dataset.n_cells:,} cells (stratified subsample, seed 0); every cell has coordinates.")
 method = meta["method"].upper()
-fig = scatter_figure(coords, rows, values, categories=categories, title=method, axis=(f"{method} 1", f"{method} 2"),
+fig = scatter_figure(coords, rows, values, categories=categories, colors=colors, title=method, axis=(f"{method} 1", f"{method} 2"),
                      hover=maps.hover_text(dataset, x, spec.features, rows))
 st.plotly_chart(fig, key=f"map-{name}")

@@ -56,8 +56,7 @@ axis = (f"{picked[2]['method'].upper()} 1", f"{picked[2]['method'].upper()} 2") 
 cells = result.cells(threshold, None if coords is None else np.asarray(coords))
 names = cells.names
 order = sorted(names)
-codes = np.searchsorted(order, cells.population_id).astype(np.int32)
-codes[cells.population_id < 0] = -1
+codes = maps.codes_for(cells.population_id, order)
 colors = {p.id: p.color for p in state.label_store(key, dataset).populations()}
 
 st.subheader("Populations on the map")

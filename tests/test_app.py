@@ -112,3 +112,10 @@ def test_map_label_train_results(workspace_dir):
     next(b for b in at.button if b.label == "Apply to every cell").click().run()
     assert not at.exception and not at.error
     assert any("applied from saved model" in c.value for c in at.caption)
+
+    at.switch_page("pages/map.py").run()
+    colour = next(sb for sb in at.selectbox if sb.label == "Colour by")
+    assert {"your labels", "predicted population", "confidence"} <= set(colour.options)
+    for option in ("your labels", "predicted population", "confidence"):
+        colour.set_value(option).run()
+        assert not at.exception, option

@@ -103,3 +103,11 @@ def hover_text(dataset: Dataset, x: np.ndarray, spec_features: list[str], rows: 
     markers = [dataset.channels[i].marker for i in dataset.channel_index(spec_features)][:top]
     sub = x[rows, :top]
     return np.array(["<br>".join(f"{m}: {v:.2f}" for m, v in zip(markers, row)) for row in sub.tolist()])
+
+
+def codes_for(ids: np.ndarray, ordered_ids: list[int]) -> np.ndarray:
+    """Colour codes 0..k-1 for population ids in `ordered_ids` order; -1 (grey) for anything else."""
+    codes = np.full(len(ids), -1, np.int32)
+    for code, pid in enumerate(ordered_ids):
+        codes[ids == pid] = code
+    return codes
