@@ -4,25 +4,33 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Yield a binary handle to a temp file beside `path`; on success it is synced and renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -34,22 +42,13 @@ def atomic_save_npy(path: Path, array: np.ndarray, chunk_rows: int = 65_536) -> 
     """Save an array as .npy atomically, in row chunks so a strided view is never copied whole (no pickle)."""
     if array.dtype.hasobject:
         raise TypeError("object arrays cannot be saved without pickle")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.lib.format.write_array_header_1_0(
-                handle, {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape})
-            if array.ndim == 0:
-                handle.write(array.tobytes())
-            for start in range(0, len(array) if array.ndim else 0, chunk_rows):
-                handle.write(np.ascontiguousarray(array[start:start + chunk_rows]).data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape})
+        if array.ndim == 0:
+            handle.write(array.tobytes())
+        for start in range(0, len(array) if array.ndim else 0, chunk_rows):
+            handle.write(np.ascontiguousarray(array[start:start + chunk_rows]).data)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
