@@ -88,21 +88,30 @@ def seed_setting(x, y, names, vime) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")[METRICS].round(4)
 
 
-def timing(x, y, split, vime, n_cells: int = 265_000) -> dict:
-    """Train VIME (10 labels/population, all cells unlabelled) and apply it to n_cells tiled, jittered cells."""
+def timing(x, y, split, vime, n_cells: int = 265_000, budget: int = 10) -> dict:
+    """Train VIME (`budget` labels/population, all cells unlabelled) and apply it to n_cells tiled, jittered cells.
+
+    Applying is timed three times (the machine is shared); the best and the median are reported.
+    """
     rng = np.random.default_rng(0)
     big = x[rng.integers(0, len(x), n_cells)] + rng.normal(0, 0.05, (n_cells, x.shape[1])).astype(np.float32)
     tr = np.flatnonzero(split == "train")
-    lab = tr[draw_labels(y[tr], 10, 0)]
+    lab = tr[draw_labels(y[tr], budget, 0)]
     model = VIMEClassifier(VIMEParams(**{**vime, "seed": 0}))
     start = time.perf_counter()
     model.fit(x[lab], y[lab], big)
     fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    model.predict_proba(big)
-    apply_s = time.perf_counter() - start
-    return {"cells": n_cells, "train_s": round(fit_s, 2), "apply_s": round(apply_s, 2),
-            "train_plus_apply_s": round(fit_s + apply_s, 2), "inference_cells_per_s": int(n_cells / apply_s)}
+    applies = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.predict_proba(big)
+        applies.append(time.perf_counter() - start)
+    teacher = "xgboost" if model.xgb_teacher is not None else ("lda" if model.linear_teacher is not None else "none")
+    return {"labels_per_population": budget, "teacher_in_model": teacher, "cells": n_cells, "train_s": round(fit_s, 2),
+            "apply_s": round(applies[0], 2), "train_plus_apply_s": round(fit_s + applies[0], 2),
+            "inference_cells_per_s_first": int(n_cells / applies[0]),
+            "inference_cells_per_s_best_of_3": int(n_cells / min(applies)),
+            "inference_cells_per_s_median_of_3": int(n_cells / float(np.median(applies)))}
 
 
 def parse_value(text: str):
@@ -134,7 +143,8 @@ def main() -> None:
         print(f"\nSeed project's setting (70/30 of all 30k labelled cells, seed 0); {PUBLISHED}")
         print(seed_setting(x, y, args.models, vime).to_string())
     if not args.no_timing and "VIME" in args.models:
-        print("\nVIME on 265k cells:", json.dumps(timing(x, y, split, vime)))
+        for budget in (10, 25):
+            print(f"\nVIME on 265k cells ({budget} labels/population):", json.dumps(timing(x, y, split, vime, budget=budget)), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ tf = pytest.importorskip("tensorflow")
 
 from cytoauto_core.models import TrainingCancelled  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
-    VIMEClassifier, VIMEParams, consistency_loss, corrupt, entropy_loss, mask_loss,
+    FusedNet, VIMEClassifier, VIMEParams, consistency_loss, forward_logits, softmax, corrupt, entropy_loss, mask_loss,
     reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
 )
 from synthetic import gaussian_cells, label_split  # noqa: E402
@@ -84,3 +84,50 @@ def test_should_stop_raises_training_cancelled():
     with pytest.raises(TrainingCancelled):
         VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest], should_stop=stop)
     assert len(asked) == 2
+
+
+@pytest.mark.parametrize("encoder, predictor, skip, members", [([16], [16], True, 1), ([16, 8], [], True, 2), ([16], [8], False, 1)])
+def test_fused_inference_matches_scaled_forward_pass(encoder, predictor, skip, members):
+    rng = np.random.default_rng(0)
+    d, c = 6, 4
+    nets = []
+    for _ in range(members):
+        sizes, layers = [d] + encoder, []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers.append((rng.normal(0, 0.5, (a, b)).astype(np.float32), rng.normal(0, 0.1, b).astype(np.float32)))
+        prev = encoder[-1] + (d if skip else 0)
+        for b in predictor + [c]:
+            layers.append((rng.normal(0, 0.5, (prev, b)).astype(np.float32), rng.normal(0, 0.1, b).astype(np.float32)))
+            prev = b
+        nets.append(layers)
+    x = rng.normal(3, 2, (1000, d)).astype(np.float32)
+    offset, scale = x.mean(axis=0), x.std(axis=0)
+    s = (x - offset) / scale
+    expected = sum(softmax(forward_logits(m, s, len(encoder), skip)) for m in nets) / members
+    got = FusedNet(nets, offset, scale, len(encoder), skip, chunk=300).predict_proba(x)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    lin = (rng.normal(0, 0.5, (d, c)).astype(np.float32), rng.normal(0, 0.1, c).astype(np.float32))
+    blended = FusedNet(nets, offset, scale, len(encoder), skip, linear=lin, linear_weight=0.25).predict_proba(x)
+    np.testing.assert_allclose(blended, 0.75 * expected + 0.25 * softmax(s @ lin[0] + lin[1]), atol=1e-5)
+
+
+def test_teacher_blend_is_saved_and_reloaded(tmp_path):
+    x, y = gaussian_cells()
+    lab, rest = label_split(y, 5)
+    model = VIMEClassifier(VIMEParams(**TINY, teacher="auto", final_teacher_weight=0.5)).fit(x[lab], y[lab], x[rest])
+    assert model.linear_teacher is not None  # 5 labels per class: the auto teacher is LDA
+    config = model.save_state(str(tmp_path))
+    again = VIMEClassifier.load_state(str(tmp_path), config)
+    np.testing.assert_allclose(again.predict_proba(x[rest]), model.predict_proba(x[rest]), atol=1e-6)
+    assert np.mean(model.classes_[model.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
+
+
+def test_xgboost_teacher_is_blended_saved_and_reloaded(tmp_path):
+    x, y = gaussian_cells()
+    lab, rest = label_split(y, 5)
+    model = VIMEClassifier(VIMEParams(**TINY, teacher="auto", xgb_min_labels=5)).fit(x[lab], y[lab], x[rest])
+    assert model.xgb_teacher is not None and model.linear_teacher is None  # 5 labels >= xgb_min_labels
+    proba = model.predict_proba(x[rest])
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    again = VIMEClassifier.load_state(str(tmp_path), model.save_state(str(tmp_path)))
+    np.testing.assert_allclose(again.predict_proba(x[rest]), proba, atol=1e-6)

@@ -29,10 +29,21 @@ class VIMEParams:
     batch_labeled: int = 256
     batch_unlabeled: int = 256
     learning_rate: float = 1e-3
-    teacher: str = "lda"  # 'lda': first pseudo-labels from shrinkage LDA; 'none': first round uses labels only
+    # first pseudo-labels: 'lda' (shrinkage LDA), 'ensemble' (mean of LDA, logistic regression and XGBoost),
+    # 'xgboost', 'auto' (XGBoost when the rarest class has >= xgb_min_labels labels, else LDA), 'none'
+    teacher: str = "auto"
+    xgb_min_labels: int = 25
+    teacher_mix: float = 0.5  # weight of the teacher when pseudo-labels are refreshed from network + teacher
+    final_teacher_weight: float = 0.5  # a linear (LDA) teacher's weight in the final probabilities (folded into inference)
     pseudo_threshold: float = 0.8  # minimum confidence of a pseudo-label
     pseudo_fraction: float = 0.8  # share of each predicted class (most confident first) taken as pseudo-labels
     pseudo_cap: int = 2000  # most pseudo-labels per class
+    # with an XGBoost teacher (accurate also near class boundaries) pseudo-labels are taken far more liberally
+    xgb_pseudo_threshold: float = 0.5
+    xgb_pseudo_fraction: float = 1.0
+    xgb_pseudo_cap: int = 5000
+    final_xgb_weight: float = 0.7  # an XGBoost teacher's weight in the final probabilities (kept in the model)
+    xgb_teacher_mix: float = 1.0  # teacher_mix with an XGBoost teacher (its pseudo-labels are kept as they are)
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled cells relative to labelled ones
     balanced: bool = True  # sample classes uniformly in every batch (rare populations)
     ensemble: int = 1  # independently initialised predictors averaged
@@ -118,6 +129,67 @@ def forward_logits(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, n
     return h @ w + b
 
 
+class FusedNet:
+    """Float32 inference of all members on raw (unscaled) cells with the scaler folded into the weights.
+
+    Every member's first layer, its skip-input block after the encoder, and the optional linear teacher are
+    rescaled so that x is used as is (no scaling pass, no concatenation); cells go through in large chunks.
+    """
+
+    def __init__(self, members, offset: np.ndarray, scale: np.ndarray, n_encoder: int, skip: bool, chunk: int = 8192,
+                 linear: tuple[np.ndarray, np.ndarray] | None = None, linear_weight: float = 0.0):
+        off, inv = np.asarray(offset, np.float64), 1.0 / np.asarray(scale, np.float64)
+
+        def fold(w, b):  # (x - off) / scale @ w + b  ==  x @ w' + b'
+            w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+            return np.ascontiguousarray(w * inv[:, None], np.float32), (b - (off * inv) @ w).astype(np.float32)
+
+        self.linear_weight = float(linear_weight) if linear is not None else 0.0
+        self.linear = fold(*linear) if self.linear_weight > 0 else None
+        self.members = []
+        for layers in members:
+            first = fold(*layers[0])
+            rest = []
+            for i, (w, b) in enumerate(layers[1:], start=1):
+                if skip and i == n_encoder:  # [h, s] @ w  ==  h @ w_h + x @ w_x'
+                    d = len(off)
+                    wx, bx = fold(w[-d:], b)
+                    rest.append((np.ascontiguousarray(w[:-d], np.float32), bx, wx))
+                else:
+                    rest.append((np.asarray(w, np.float32), np.asarray(b, np.float32), None))
+            self.members.append((first, rest))
+        self.chunk = chunk
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        n_classes = self.members[0][1][-1][0].shape[1] if self.members[0][1] else self.members[0][0][0].shape[1]
+        out = np.empty((len(x), n_classes), np.float32)
+        for start in range(0, len(x), self.chunk):
+            xc = x[start:start + self.chunk]
+            acc = None
+            for (w0, b0), rest in self.members:
+                h = xc @ w0
+                h += b0
+                np.maximum(h, 0.0, out=h)
+                for j, (w, b, wx) in enumerate(rest):
+                    z = h @ w
+                    if wx is not None:
+                        z += xc @ wx
+                    z += b
+                    if j < len(rest) - 1:
+                        np.maximum(z, 0.0, out=z)
+                    h = z
+                p = softmax(h)
+                acc = p if acc is None else acc + p
+            if len(self.members) > 1:
+                acc /= len(self.members)
+            if self.linear is not None:
+                acc *= 1.0 - self.linear_weight
+                acc += self.linear_weight * softmax(xc @ self.linear[0] + self.linear[1])
+            out[start:start + len(acc)] = acc
+        return out
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32."""
     z = z - z.max(axis=1, keepdims=True)
@@ -139,7 +211,12 @@ def select_pseudo_labels(probs: np.ndarray, threshold: float, fraction: float, c
 
 
 class VIMEClassifier:
-    """VIME encoder + semi-supervised predictor with LDA-seeded, class-balanced self-training."""
+    """VIME encoder + semi-supervised predictor with class-balanced self-training seeded by a budget-chosen teacher.
+
+    Teacher: shrinkage LDA below `xgb_min_labels` labels for the rarest class, XGBoost from there on. Final
+    probabilities blend the network with its teacher (LDA folded into the fused float32 forward pass; XGBoost kept
+    as a booster, which makes inference slower when it is present).
+    """
 
     kind = "vime"
 
@@ -148,6 +225,9 @@ class VIMEClassifier:
         self.classes_ = np.empty(0, np.int64)
         self.scaler = Scaler("standard")
         self.members: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        self._fused: FusedNet | None = None
+        self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # LDA kernel (d × C) and bias on scaled cells
+        self.xgb_teacher = None  # XGBoost booster on scaled cells, when that was the teacher
 
     # -- public contract --
 
@@ -181,42 +261,65 @@ class VIMEClassifier:
         clock = _Clock(p, progress, should_stop)
 
         encoder_weights = self._pretrain(s_all, target, clock)
-        probs_u = self._teacher(s_l, yl, s_u) if p.teacher == "lda" else None
-        self.members = []
+        self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
+        teacher_u = self._teacher(s_l, yl, s_u)
+        probs_u = teacher_u
+        strong = self._teacher_kind(yl) == "xgboost"
+        pseudo_rule = ((p.xgb_pseudo_threshold, p.xgb_pseudo_fraction, p.xgb_pseudo_cap) if strong
+                       else (p.pseudo_threshold, p.pseudo_fraction, p.pseudo_cap))
+        mix = p.xgb_teacher_mix if strong else p.teacher_mix
         models = [self._build(xl.shape[1], n_classes, encoder_weights, p.seed + 1000 * (i + 1)) for i in range(p.ensemble)]
         for r in range(p.rounds):
             if probs_u is None:
                 px, py = np.empty((0, s_l.shape[1]), np.float32), np.empty(0, np.int32)
             else:
-                idx, py = select_pseudo_labels(probs_u, p.pseudo_threshold, p.pseudo_fraction, p.pseudo_cap)
+                idx, py = select_pseudo_labels(probs_u, *pseudo_rule)
                 px = s_u[idx]
             for i, (_, _, step) in enumerate(models):
                 self._train_round(step, s_l, yl, px, py, s_u, rng, clock, f"round {r + 1}/{p.rounds}, member {i + 1}")
             self.members = [[(k.numpy(), b.numpy()) for k, b in ((l.kernel, l.bias) for l in layers)] for _, layers, _ in models]
             probs_u = self._member_mean(s_u)
+            if teacher_u is not None:
+                probs_u = (1.0 - mix) * probs_u + mix * teacher_u
         report(progress, 1.0, "VIME: done")
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (n × n_classes, float32): the mean over ensemble members."""
-        s = self.scaler.transform(np.asarray(x, np.float32))
-        return self._member_mean(s)
+        """Class probabilities (n × n_classes, float32): the members' mean, blended with the kept teacher
+        (LDA with weight final_teacher_weight, XGBoost with final_xgb_weight)."""
+        if self._fused is None:
+            self._fused = FusedNet(self.members, np.asarray(self.scaler.offset), np.asarray(self.scaler.scale),
+                                   len(self.params.encoder_sizes), self.params.skip_input,
+                                   linear=self.linear_teacher, linear_weight=self.params.final_teacher_weight)
+        proba = self._fused.predict_proba(x)
+        w = self.params.final_xgb_weight
+        if self.xgb_teacher is not None and w > 0:
+            proba *= 1.0 - w
+            proba += w * self._xgb_probs(self.scaler.transform(np.asarray(x, np.float32)))
+        return proba
 
     def params_dict(self) -> dict:
         return self.params.to_dict()
 
     def save_state(self, directory: str) -> dict:
-        """Write every member's dense kernels and biases to weights.npz; return the JSON architecture."""
+        """Write every member's dense kernels and biases (and an LDA teacher) to weights.npz, an XGBoost teacher to
+        teacher_xgb.json (XGBoost's own format, no pickle); return the JSON architecture."""
         arrays = {"classes": self.classes_}
+        if self.linear_teacher is not None:
+            arrays["teacher_kernel"], arrays["teacher_bias"] = self.linear_teacher
         for i, layers in enumerate(self.members):
             for j, (w, b) in enumerate(layers):
                 arrays[f"m{i}_l{j}_kernel"], arrays[f"m{i}_l{j}_bias"] = w, b
         np.savez(os.path.join(directory, "weights.npz"), **arrays)
+        if self.xgb_teacher is not None:
+            self.xgb_teacher.save_model(os.path.join(directory, "teacher_xgb.json"))
         return {
             "params": self.params.to_dict(),
             "scaler": self.scaler.to_dict(),
             "architecture": {"members": len(self.members), "layers": len(self.members[0]),
-                             "activation": "relu", "skip_after_encoder": self.params.skip_input},
+                             "activation": "relu", "skip_after_encoder": self.params.skip_input,
+                             "linear_teacher": self.linear_teacher is not None,
+                             "xgb_teacher": self.xgb_teacher is not None},
         }
 
     @classmethod
@@ -225,8 +328,15 @@ class VIMEClassifier:
         model = cls(VIMEParams.from_dict(config["params"]))
         model.scaler = Scaler.from_dict(config["scaler"])
         arch = config["architecture"]
+        if arch.get("xgb_teacher"):
+            import xgboost as xgb
+
+            model.xgb_teacher = xgb.Booster(params={"nthread": model.params.threads})
+            model.xgb_teacher.load_model(os.path.join(directory, "teacher_xgb.json"))
         with np.load(os.path.join(directory, "weights.npz"), allow_pickle=False) as z:
             model.classes_ = z["classes"]
+            if arch.get("linear_teacher"):
+                model.linear_teacher = (z["teacher_kernel"], z["teacher_bias"])
             model.members = [[(z[f"m{i}_l{j}_kernel"], z[f"m{i}_l{j}_bias"]) for j in range(arch["layers"])]
                              for i in range(arch["members"])]
         return model
@@ -265,14 +375,42 @@ class VIMEClassifier:
             clock.tick(lambda: f"VIME self-supervised: step {i + 1}, mask loss {float(lm):.4f}, reconstruction {float(lr):.4f}")
         return encoder.get_weights()
 
-    def _teacher(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray) -> np.ndarray:
-        """First pseudo-labels from shrinkage LDA, which is strong with very few labels per class."""
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    def _teacher_kind(self, yl: np.ndarray) -> str:
+        """The teacher actually used: 'auto' resolves by the rarest class's label count."""
+        p = self.params
+        if p.teacher == "auto":
+            return "xgboost" if np.bincount(yl).min() >= p.xgb_min_labels else "lda"
+        return p.teacher
 
-        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(s_l, yl)
-        probs = np.zeros((len(s_u), len(self.classes_)), np.float32)
-        probs[:, lda.classes_] = lda.predict_proba(s_u)
-        return probs
+    def _teacher(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray) -> np.ndarray | None:
+        """First pseudo-label probabilities on the unlabelled cells, chosen by the label budget (see VIMEParams.teacher)."""
+        p = self.params
+        kind = self._teacher_kind(yl)
+        if kind == "none":
+            return None
+        names = {"lda": ["lda"], "xgboost": ["xgboost"], "ensemble": ["lda", "logreg", "xgboost"]}[kind]
+        n_classes = len(self.classes_)
+        if names == ["lda"]:
+            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+            lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(s_l, yl)
+            coef, intercept = np.asarray(lda.coef_, np.float64), np.asarray(lda.intercept_, np.float64)
+            if n_classes == 2:  # binary LDA stores one row; softmax of (0, z) equals its sigmoid
+                coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+            self.linear_teacher = (coef.T.astype(np.float32), intercept.astype(np.float32))
+            probs = np.zeros((len(s_u), n_classes), np.float32)
+            probs[:, lda.classes_] = lda.predict_proba(s_u)
+            return probs
+        if names == ["xgboost"]:
+            self.xgb_teacher = _fit_xgboost(s_l, yl, n_classes, p)
+            return self._xgb_probs(s_u)
+        return sum(_teacher_probs(name, s_l, yl, s_u, n_classes, p) for name in names) / len(names)
+
+    def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
+        import xgboost as xgb
+
+        data = xgb.DMatrix(s, nthread=self.params.threads)
+        return self.xgb_teacher.predict(data).reshape(len(s), len(self.classes_)).astype(np.float32)
 
     def _build(self, d: int, n_classes: int, encoder_weights: list[np.ndarray], seed: int):
         """One predictor (pretrained encoder + MLP head), its dense layers in order, and its compiled train step."""
@@ -330,6 +468,38 @@ class VIMEClassifier:
         """Ensemble-mean probabilities of already-scaled cells."""
         n_enc = len(self.params.encoder_sizes)
         return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
+
+
+def _teacher_probs(name: str, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray, n_classes: int, p: VIMEParams) -> np.ndarray:
+    """Probabilities (n_u × n_classes) of one supervised teacher fitted on the labelled cells."""
+    probs = np.zeros((len(s_u), n_classes), np.float32)
+    if name == "xgboost":
+        import xgboost as xgb
+
+        booster = _fit_xgboost(s_l, yl, n_classes, p)
+        return booster.predict(xgb.DMatrix(s_u, nthread=p.threads)).reshape(len(s_u), n_classes).astype(np.float32)
+    if name == "lda":
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        est = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(s_l, yl)
+    elif name == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        est = LogisticRegression(C=1.0, max_iter=2000, random_state=p.seed).fit(s_l, yl)
+    else:
+        raise ValueError(f"unknown teacher {name!r}")
+    probs[:, est.classes_] = est.predict_proba(s_u)
+    return probs
+
+
+def _fit_xgboost(s_l: np.ndarray, yl: np.ndarray, n_classes: int, p: VIMEParams):
+    """The XGBoost teacher: the same settings as the XGBoost baseline (shallow hist trees, 200 rounds)."""
+    import xgboost as xgb
+
+    config = {"objective": "multi:softprob", "num_class": n_classes, "tree_method": "hist", "max_depth": 4,
+              "eta": 0.1, "min_child_weight": 0.5, "subsample": 0.9, "colsample_bytree": 0.8,
+              "nthread": p.threads, "seed": p.seed}
+    return xgb.train(config, xgb.DMatrix(s_l, label=yl, nthread=p.threads), 200)
 
 
 class _Clock:
