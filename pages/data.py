@@ -44,12 +44,12 @@ spec = state.transform_spec(key, dataset)
 st.subheader("Channels and transform")
 left, right = st.columns([3, 1])
 with right:
-    kind = st.radio("Instrument", ["Mass cytometry (cofactor 5)", "Flow cytometry (cofactor 150)", "Custom"],
-                    index=0 if spec.cofactor == COFACTOR_MASS else 1 if spec.cofactor == COFACTOR_FLOW else 2)
-    default_cofactor = {0: COFACTOR_MASS, 1: COFACTOR_FLOW}.get(
-        ["Mass", "Flow", "Custom"].index(kind.split()[0]), spec.cofactor)
-    cofactor = st.number_input("arcsinh cofactor", min_value=0.1, value=float(default_cofactor),
-                               disabled=not kind.startswith("Custom"))
+    presets = {"Mass cytometry (cofactor 5)": COFACTOR_MASS, "Flow cytometry (cofactor 150)": COFACTOR_FLOW,
+               "Custom": None}
+    current = next((name for name, value in presets.items() if value == spec.cofactor), "Custom")
+    preset = st.radio("Instrument", list(presets), index=list(presets).index(current))
+    cofactor = st.number_input("arcsinh cofactor", min_value=0.1, value=float(presets[preset] or spec.cofactor),
+                               disabled=presets[preset] is not None)
     use_arcsinh = st.checkbox("Apply arcsinh", value=spec.arcsinh,
                               help="Untick for data already on the arcsinh scale (e.g. an exported CSV).")
     compensate = st.checkbox("Compensate with the file's spillover matrix", value=spec.compensate,
