@@ -55,7 +55,7 @@ def test_upload_garbage_gives_one_sentence(workspace_dir):
 def test_transform_settings_persist(workspace_dir):
     at = open_app(workspace_dir)
     at.radio[0].set_value("Flow cytometry (cofactor 150)").run()
-    assert "arcsinh(x / 150)" in at.markdown[-1].value or any("150" in m.value for m in at.markdown)
+    assert any("arcsinh(x / 150)" in m.value for m in at.markdown)
     again = open_app(workspace_dir)  # a new session (refresh) sees the saved transform
     assert any("arcsinh(x / 150)" in m.value for m in again.markdown)
 
