@@ -57,13 +57,14 @@ cells = result.cells(threshold, None if coords is None else np.asarray(coords))
 names = cells.names
 order = sorted(names)
 codes = maps.codes_for(cells.population_id, order)
-colors = {p.id: p.color for p in state.label_store(key, dataset).populations()}
+store = state.label_store(key, dataset)
+colors = {p.id: p.color for p in store.populations()}
 
 st.subheader("Populations on the map")
 if coords is None:
     st.info("Compute a map on the **Map** page to see the populations in 2-D.")
 else:
-    user = state.label_store(key, dataset).labels()
+    user = store.labels()
     view = st.radio("Colour by", ["predicted population", "confidence", "changed vs. your labels"], horizontal=True)
     rows = maps.drawn_rows(key, dataset.n_cells, "", None)
     if view == "predicted population":

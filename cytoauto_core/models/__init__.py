@@ -51,3 +51,11 @@ def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted class ids and each label's index into them (models train on indices 0..C-1)."""
     classes, index = np.unique(np.asarray(y), return_inverse=True)
     return classes, index.astype(np.int32)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, shifted by each row's maximum for stability; `z` itself is not modified."""
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.astype(np.float32, copy=False)

@@ -10,15 +10,18 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from ..transforms import Scaler
-from . import Progress, ShouldStop, check_stop, encode_labels, report
+from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, shifted for stability."""
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z.astype(np.float32, copy=False)
+def linear_logit_weights(estimator) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted sklearn linear classifier's (coef n_classes × d, intercept) in float32, one row per class.
+
+    Binary problems store a single row; it is expanded to (0, z) so softmax equals the sigmoid.
+    """
+    coef, intercept = np.asarray(estimator.coef_, np.float64), np.asarray(estimator.intercept_, np.float64)
+    if coef.shape[0] == 1:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return coef.astype(np.float32), intercept.astype(np.float32)
 
 
 def _fit_scaler(x_labeled: np.ndarray, x_unlabeled: np.ndarray | None, seed: int) -> Scaler:
@@ -39,7 +42,8 @@ class LinearModel:
         self.coef_ = np.empty((0, 0), np.float32)
         self.intercept_ = np.empty(0, np.float32)
 
-    def _estimator(self):
+    def estimator(self):
+        """A fresh, unfitted sklearn estimator of this model's kind."""
         raise NotImplementedError
 
     def fit(
@@ -55,17 +59,14 @@ class LinearModel:
         report(progress, 0.0, f"{self.kind}: fitting")
         self.classes_, index = encode_labels(y)
         self.scaler = _fit_scaler(x_labeled, x_unlabeled, self.seed)
-        est = self._estimator().fit(self.scaler.transform(x_labeled), index)
-        coef, intercept = np.asarray(est.coef_, np.float64), np.asarray(est.intercept_, np.float64)
-        if coef.shape[0] == 1:  # binary problems store one row; expand to two logits
-            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-        self.coef_, self.intercept_ = coef.astype(np.float32), intercept.astype(np.float32)
+        est = self.estimator().fit(self.scaler.transform(x_labeled), index)
+        self.coef_, self.intercept_ = linear_logit_weights(est)
         report(progress, 1.0, f"{self.kind}: done")
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n × n_classes, float32)."""
-        return _softmax(self.scaler.transform(x) @ self.coef_.T + self.intercept_)
+        return softmax(self.scaler.transform(x) @ self.coef_.T + self.intercept_)
 
     def params_dict(self) -> dict:
         return {"seed": self.seed}
@@ -95,7 +96,7 @@ class LogisticRegressionModel(LinearModel):
         super().__init__(seed)
         self.c = c
 
-    def _estimator(self) -> LogisticRegression:
+    def estimator(self) -> LogisticRegression:
         return LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed)
 
     def params_dict(self) -> dict:
@@ -107,7 +108,7 @@ class LDAModel(LinearModel):
 
     kind = "lda"
 
-    def _estimator(self) -> LinearDiscriminantAnalysis:
+    def estimator(self) -> LinearDiscriminantAnalysis:
         return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
 
 
@@ -124,6 +125,16 @@ class XGBoostParams:
     reg_lambda: float = 1.0
     n_jobs: int = 2
     seed: int = 0
+
+
+def xgboost_config(params: XGBoostParams, n_classes: int) -> dict:
+    """The xgb.train settings for a multi-class softprob booster with these parameters."""
+    return {
+        "objective": "multi:softprob", "num_class": n_classes, "tree_method": "hist",
+        "max_depth": params.max_depth, "eta": params.learning_rate, "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample, "colsample_bytree": params.colsample_bytree, "lambda": params.reg_lambda,
+        "nthread": params.n_jobs, "seed": params.seed,
+    }
 
 
 class _XGBProgress(xgb.callback.TrainingCallback):
@@ -165,12 +176,7 @@ class XGBoostModel:
         self.classes_, index = encode_labels(y)
         self.scaler = _fit_scaler(x_labeled, x_unlabeled, p.seed)
         train = xgb.DMatrix(self.scaler.transform(x_labeled), label=index, nthread=p.n_jobs)
-        config = {
-            "objective": "multi:softprob", "num_class": len(self.classes_), "tree_method": "hist",
-            "max_depth": p.max_depth, "eta": p.learning_rate, "min_child_weight": p.min_child_weight,
-            "subsample": p.subsample, "colsample_bytree": p.colsample_bytree, "lambda": p.reg_lambda,
-            "nthread": p.n_jobs, "seed": p.seed, "eval_metric": "mlogloss",
-        }
+        config = {**xgboost_config(p, len(self.classes_)), "eval_metric": "mlogloss"}
         self.booster = xgb.train(config, train, p.n_estimators, evals=[(train, "train")], verbose_eval=False,
                                  callbacks=[_XGBProgress(p.n_estimators, progress, should_stop)])
         return self

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..transforms import Scaler
-from . import Progress, ShouldStop, check_stop, encode_labels, report
+from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
+from .baselines import LDAModel, LogisticRegressionModel, XGBoostParams, linear_logit_weights, xgboost_config
 
 
 @dataclass
@@ -188,14 +189,6 @@ class FusedNet:
                 acc += self.linear_weight * softmax(xc @ self.linear[0] + self.linear[1])
             out[start:start + len(acc)] = acc
         return out
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32."""
-    z = z - z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z.astype(np.float32, copy=False)
 
 
 def select_pseudo_labels(probs: np.ndarray, threshold: float, fraction: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -391,13 +384,9 @@ class VIMEClassifier:
         names = {"lda": ["lda"], "xgboost": ["xgboost"], "ensemble": ["lda", "logreg", "xgboost"]}[kind]
         n_classes = len(self.classes_)
         if names == ["lda"]:
-            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-            lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(s_l, yl)
-            coef, intercept = np.asarray(lda.coef_, np.float64), np.asarray(lda.intercept_, np.float64)
-            if n_classes == 2:  # binary LDA stores one row; softmax of (0, z) equals its sigmoid
-                coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-            self.linear_teacher = (coef.T.astype(np.float32), intercept.astype(np.float32))
+            lda = LDAModel().estimator().fit(s_l, yl)
+            coef, intercept = linear_logit_weights(lda)
+            self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
             probs = np.zeros((len(s_u), n_classes), np.float32)
             probs[:, lda.classes_] = lda.predict_proba(s_u)
             return probs
@@ -479,13 +468,9 @@ def _teacher_probs(name: str, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray, 
         booster = _fit_xgboost(s_l, yl, n_classes, p)
         return booster.predict(xgb.DMatrix(s_u, nthread=p.threads)).reshape(len(s_u), n_classes).astype(np.float32)
     if name == "lda":
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-        est = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(s_l, yl)
+        est = LDAModel().estimator().fit(s_l, yl)
     elif name == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        est = LogisticRegression(C=1.0, max_iter=2000, random_state=p.seed).fit(s_l, yl)
+        est = LogisticRegressionModel(seed=p.seed).estimator().fit(s_l, yl)
     else:
         raise ValueError(f"unknown teacher {name!r}")
     probs[:, est.classes_] = est.predict_proba(s_u)
@@ -493,13 +478,12 @@ def _teacher_probs(name: str, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray, 
 
 
 def _fit_xgboost(s_l: np.ndarray, yl: np.ndarray, n_classes: int, p: VIMEParams):
-    """The XGBoost teacher: the same settings as the XGBoost baseline (shallow hist trees, 200 rounds)."""
+    """The XGBoost teacher: the XGBoost baseline's settings, on this model's threads and seed."""
     import xgboost as xgb
 
-    config = {"objective": "multi:softprob", "num_class": n_classes, "tree_method": "hist", "max_depth": 4,
-              "eta": 0.1, "min_child_weight": 0.5, "subsample": 0.9, "colsample_bytree": 0.8,
-              "nthread": p.threads, "seed": p.seed}
-    return xgb.train(config, xgb.DMatrix(s_l, label=yl, nthread=p.threads), 200)
+    params = XGBoostParams(n_jobs=p.threads, seed=p.seed)
+    return xgb.train(xgboost_config(params, n_classes), xgb.DMatrix(s_l, label=yl, nthread=p.threads),
+                     params.n_estimators)
 
 
 class _Clock:
