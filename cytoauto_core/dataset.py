@@ -10,6 +10,8 @@ import pandas as pd
 
 CHANNEL_KINDS = ("marker", "scatter", "time", "other")
 HASH_CHUNK_ROWS = 65_536
+UNASSIGNED = "unassigned"
+NOT_A_POPULATION = ("", UNASSIGNED, "nan")  # lower-cased annotation values that name no population
 
 _TIME = re.compile(r"^(time|hdr[-_ ]?t)$", re.I)
 _SCATTER = re.compile(r"^(fsc|ssc|fs|ss)([-_ ]?(a|h|w|area|height|width|lin|log))*(\s.*)?$", re.I)

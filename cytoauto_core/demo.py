@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .dataset import Dataset, make_channels
+from .dataset import UNASSIGNED, Dataset, make_channels
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 PROFILES = Path(__file__).with_name("data") / "bone_marrow_profiles.json"
 DEMO_SEED = 0
 DEMO_CELLS = 20_000
-UNASSIGNED = "unassigned"
 MIN_CELLS, MAX_CELLS = 1_000, 5_000_000
 
 METALS = [

@@ -10,9 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .dataset import Dataset
+from .dataset import UNASSIGNED, Dataset
 
-UNASSIGNED_NAME = "unassigned"
 
 
 @dataclass
@@ -33,7 +32,7 @@ def names_of(population_id: np.ndarray, names: dict[int, str]) -> np.ndarray:
     """Per-cell population names for ids (-1 and unknown ids → 'unassigned')."""
     ids = np.asarray(population_id)
     size = max(max(names, default=-1), int(ids.max(initial=-1))) + 1
-    lookup = np.array([names.get(i, UNASSIGNED_NAME) for i in range(size)] + [UNASSIGNED_NAME], dtype=object)
+    lookup = np.array([names.get(i, UNASSIGNED) for i in range(size)] + [UNASSIGNED], dtype=object)
     return lookup[np.where(ids < 0, size, ids)]
 
 

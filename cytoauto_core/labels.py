@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from .dataset import NOT_A_POPULATION
 from .errors import CytoInputError
 from .storage import atomic_save_npy, atomic_write_json, read_json
 
@@ -159,7 +160,7 @@ class LabelStore:
         return self._import(cells.to_numpy(np.int64), frame["population"].astype(str).to_numpy())
 
     def import_annotation(
-        self, values: np.ndarray, per_population: int | None = None, seed: int = 0, skip: tuple[str, ...] = ("", "unassigned", "nan")
+        self, values: np.ndarray, per_population: int | None = None, seed: int = 0, skip: tuple[str, ...] = NOT_A_POPULATION
     ) -> int:
         """Label cells from an annotation column (e.g. ground truth), optionally only N random cells per population."""
         values = np.asarray(values).astype(str)

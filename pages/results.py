@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from cytoauto_core import metrics
+from cytoauto_core.dataset import NOT_A_POPULATION, UNASSIGNED
 from cytoauto_core.export import abundance, csv_bytes, labelled_frame, names_of, write_labelled_fcs
 from ui import maps, state
 from ui.plots import heatmap_figure, scatter_figure
@@ -113,11 +114,11 @@ if truth_columns:
     column = st.selectbox("Compare with annotation column (ground truth)", truth_columns)
     truth_names = dataset.annotations[column].astype(str).to_numpy()
     predicted_names = names_of(cells.population_id, names)
-    vocabulary = sorted({n for n in truth_names if n.lower() not in ("unassigned", "nan", "")})
+    vocabulary = sorted({n for n in truth_names if n.lower() not in NOT_A_POPULATION})
     lookup = {n: i for i, n in enumerate(vocabulary)}
     truth_codes = np.array([lookup.get(n, -1) for n in truth_names], dtype=np.int32)
     other = len(vocabulary)  # a predicted name the annotation does not know: always wrong
-    pred_codes = np.array([-1 if n == "unassigned" else lookup.get(n, other) for n in predicted_names], dtype=np.int32)
+    pred_codes = np.array([-1 if n == UNASSIGNED else lookup.get(n, other) for n in predicted_names], dtype=np.int32)
     cluster_codes = cells.population_id
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Purity", f"{metrics.purity(cluster_codes, truth_codes):.3f}")
@@ -128,7 +129,7 @@ if truth_columns:
     report = metrics.per_population_report(pred_codes, truth_codes, dict(enumerate(vocabulary)))
     st.dataframe(report, hide_index=True, width="stretch")
     conf = metrics.confusion(pred_codes, truth_codes)
-    label_of = {**dict(enumerate(vocabulary)), -1: "unassigned"}
+    label_of = {**dict(enumerate(vocabulary)), -1: UNASSIGNED}
     conf.index = [label_of.get(i, str(i)) for i in conf.index]
     conf.columns = [label_of.get(i, "other") for i in conf.columns]
     st.plotly_chart(heatmap_figure(conf, "Confusion matrix (rows: truth, columns: prediction)", colorscale="Blues",

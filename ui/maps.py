@@ -6,7 +6,7 @@ from dataclasses import asdict
 import numpy as np
 import streamlit as st
 
-from cytoauto_core.dataset import Dataset
+from cytoauto_core.dataset import NOT_A_POPULATION, Dataset
 from cytoauto_core.embeddings import EmbeddingParams, embed, embedding_key, stratified_subsample
 from cytoauto_core.jobs import Job
 from ui import state
@@ -92,7 +92,7 @@ def color_values(choice: str, dataset: Dataset, x: np.ndarray, spec_features: li
         return dataset.sample_ids, list(dataset.samples)
     if choice.startswith("annotation: "):
         column = dataset.annotations[choice[len("annotation: "):]].astype(str)
-        categories = sorted(c for c in column.unique() if c.lower() not in ("unassigned", "", "nan"))
+        categories = sorted(c for c in column.unique() if c.lower() not in NOT_A_POPULATION)
         lookup = {c: i for i, c in enumerate(categories)}
         return column.map(lookup).fillna(-1).to_numpy(np.int32), categories
     return None, None

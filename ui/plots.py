@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from cytoauto_core.dataset import UNASSIGNED
 from cytoauto_core.labels import PALETTE
 
 UNASSIGNED_COLOR = "#c8c8c8"
@@ -68,7 +69,7 @@ def scatter_figure(
             legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=name,
                                               marker=dict(size=9, color=palette[i]), hoverinfo="skip"))
         if (codes < 0).any():
-            legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name="unassigned",
+            legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=UNASSIGNED,
                                               marker=dict(size=9, color=UNASSIGNED_COLOR), hoverinfo="skip"))
     elif color is not None:
         values = np.asarray(color)[rows]

@@ -15,13 +15,12 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from ..dataset import Channel, Dataset, Spillover, make_channels, make_unique
+from ..dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, make_unique
 from ..errors import CytoInputError
 
 HEADER_BYTES = 58
 POPULATIONS_KEYWORD = "CYTOAUTO_POPULATIONS"
 POPULATION_CHANNEL = "population_id"
-UNASSIGNED = "unassigned"
 SPILL_KEYWORDS = ("$SPILLOVER", "SPILLOVER", "$SPILL", "SPILL", "$COMP", "COMP")
 
 

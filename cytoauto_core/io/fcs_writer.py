@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import Dataset, Spillover
-from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS, UNASSIGNED
+from ..dataset import UNASSIGNED, Dataset, Spillover
+from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS
 
 HEADER_LIMIT = 99_999_999
 CHUNK_ROWS = 1 << 16
