@@ -1,6 +1,4 @@
 """Train page: compare VIME with baselines on the user's labels, then label every cell in the background."""
-import time
-
 import pandas as pd
 import streamlit as st
 
@@ -58,13 +56,10 @@ if go:
 
     def work(progress, should_stop):
         outcome = train_and_apply(dataset, x, spec, snapshot, names, request, ws.models_dir, progress, should_stop)
-        save_result(key, outcome.prediction.probabilities, {
-            "model": request.apply, "bundle_hash": outcome.bundle_hash, "bundle_dir": outcome.bundle_dir.name,
-            "class_ids": outcome.prediction.class_ids, "class_names": outcome.prediction.class_names,
-            "threshold": request.threshold, "seed": request.seed, "n_labelled": outcome.n_labelled,
-            "metrics": outcome.scores.to_dict(orient="index"), "seconds": outcome.seconds,
-            "trained_at": time.time(), "vime": request.vime,
-        })
+        save_result(key, outcome.prediction, model=request.apply, bundle_hash=outcome.bundle_hash,
+                    bundle_dir=outcome.bundle_dir.name, threshold=request.threshold, seed=request.seed,
+                    n_labelled=outcome.n_labelled, metrics=outcome.scores.to_dict(orient="index"),
+                    seconds=outcome.seconds, vime=request.vime)
         return outcome.seconds
 
     state.job_manager().start(job_key, "Training", work)

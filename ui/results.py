@@ -10,7 +10,7 @@ import streamlit as st
 
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.export import LabelledCells
-from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset
+from cytoauto_core.models.bundle import ModelBundle, Prediction, load_bundle, predict_dataset
 from cytoauto_core.storage import read_json
 from ui import state
 
@@ -47,8 +47,14 @@ def load_result(key: str) -> StoredResult | None:
     return None if found is None else StoredResult(*found)
 
 
-def save_result(key: str, proba: np.ndarray, meta: dict) -> None:
-    state.workspace().save_array(key, RESULT, proba.astype(np.float32, copy=False), meta)
+def save_result(key: str, prediction: Prediction, *, model: str, bundle_hash: str, bundle_dir: str,
+                threshold: float, seed: int, n_labelled: int, metrics: dict, seconds: float, **extra) -> None:
+    """Store a model's per-cell probabilities as the dataset's result, with what made them."""
+    state.workspace().save_array(key, RESULT, prediction.probabilities.astype(np.float32, copy=False), {
+        "model": model, "bundle_hash": bundle_hash, "bundle_dir": bundle_dir, "class_ids": prediction.class_ids,
+        "class_names": prediction.class_names, "threshold": threshold, "seed": seed, "n_labelled": n_labelled,
+        "metrics": metrics, "seconds": seconds, "trained_at": time.time(), **extra,
+    })
 
 
 def saved_bundles() -> dict[str, Path]:
@@ -63,22 +69,15 @@ def saved_bundles() -> dict[str, Path]:
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model bundle…")
 def _bundle(folder: str, bundle_hash: str) -> ModelBundle:
-    return load_bundle(folder)
-
-
-def cached_bundle(folder: Path) -> ModelBundle:
     """A verified bundle, loaded once per content hash and shared read-only (predict only, never fit)."""
-    return _bundle(str(folder), read_json(folder / "bundle.json")["bundle_hash"])
+    return load_bundle(folder)
 
 
 def apply_bundle(key: str, dataset: Dataset, folder: Path) -> None:
     """Apply a saved bundle to every cell of a dataset and store it as the dataset's result."""
-    bundle = cached_bundle(folder)
-    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover)
     meta = read_json(folder / "bundle.json")
-    save_result(key, prediction.probabilities, {
-        "model": meta["kind"], "bundle_hash": meta["bundle_hash"], "bundle_dir": folder.name,
-        "class_ids": prediction.class_ids, "class_names": prediction.class_names, "threshold": 0.5,
-        "seed": meta["seed"], "n_labelled": 0, "metrics": meta.get("metrics", {}), "seconds": 0.0,
-        "trained_at": time.time(), "applied_from": meta["name"],
-    })
+    bundle = _bundle(str(folder), meta["bundle_hash"])
+    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover)
+    save_result(key, prediction, model=meta["kind"], bundle_hash=meta["bundle_hash"], bundle_dir=folder.name,
+                threshold=0.5, seed=meta["seed"], n_labelled=0, metrics=meta.get("metrics", {}), seconds=0.0,
+                applied_from=meta["name"])
