@@ -192,6 +192,13 @@ def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, st
     return _Written(FileResult(job.path, "ok", ds.n_cells, seconds, outputs), table)
 
 
+def _task_failure(future, name: str) -> str:
+    """One sentence for a task that errored (the file's own error, or a worker lost 3 times) or was cancelled."""
+    if future.status == "error":
+        return _sentence(future.exception(), name)
+    return f"'{name}' was not processed: its task was {future.status} on the cluster."
+
+
 def _sentence(exc: BaseException, name: str) -> str:
     """A user's file error is already one sentence; anything else is wrapped into one naming the file."""
     if isinstance(exc, CytoInputError):
@@ -279,8 +286,8 @@ def _run(client: Client, jobs: list[_Job], ref: BundleRef, names: dict[int, str]
     with tqdm(total=len(jobs), unit="file", file=sys.stderr, disable=not progress) as bar:
         for future in finished:
             job, loaded = pending.pop(future)
-            if future.status == "error":
-                done[job] = FileResult(job.path, "failed", error=_sentence(future.exception(), job.name))
+            if future.status != "finished":
+                done[job] = FileResult(job.path, "failed", error=_task_failure(future, job.name))
             elif loaded is not None:
                 n = future.result()
                 chunks = [client.submit(_predict, loaded, s, min(s + chunk_cells, n), ref, threshold, pure=False,

@@ -145,3 +145,21 @@ def test_cli_exit_codes(inputs, tmp_path):
     assert _cli("--model", str(tmp_path / "nope"), "--out", str(tmp_path), str(demo_paths[0])).returncode == 2
     missing = _cli("--model", str(root / "bundle"), "--out", str(tmp_path), str(tmp_path / "*.nothing"))
     assert missing.returncode == 2 and "No input file matches" in missing.stderr
+
+
+def test_a_cancelled_or_failed_task_becomes_one_sentence(cluster):
+    import time
+
+    from distributed import Client, wait
+
+    from cytoauto_core.batch import _task_failure
+
+    with Client(cluster) as client:
+        slow = client.submit(time.sleep, 30, pure=False)
+        slow.cancel()
+        broken = client.submit(read_file, ROOT / "no-such-file.fcs", pure=False)
+        wait([broken])
+        assert slow.status == "cancelled" and broken.status == "error"
+        assert _task_failure(slow, "x.fcs") == "'x.fcs' was not processed: its task was cancelled on the cluster."
+        sentence = _task_failure(broken, "no-such-file.fcs")
+        assert "no-such-file.fcs" in sentence and sentence.endswith(".") and "\n" not in sentence

@@ -1,6 +1,7 @@
 """VIME: masking, each loss term by hand, pseudo-label selection, and a small end-to-end train/apply."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -114,19 +115,29 @@ def test_fused_inference_matches_scaled_forward_pass(encoder, predictor, skip, m
 def test_teacher_blend_is_saved_and_reloaded(tmp_path):
     x, y = gaussian_cells()
     lab, rest = label_split(y, 5)
-    model = VIMEClassifier(VIMEParams(**TINY, teacher="auto", final_teacher_weight=0.5)).fit(x[lab], y[lab], x[rest])
-    assert model.linear_teacher is not None  # 5 labels per class: the auto teacher is LDA
+    model = VIMEClassifier(VIMEParams(**TINY, teacher="lda", final_teacher_weight=0.5)).fit(x[lab], y[lab], x[rest])
+    assert model.linear_teacher is not None and model.xgb_teacher is None
     config = model.save_state(str(tmp_path))
     again = VIMEClassifier.load_state(str(tmp_path), config)
     np.testing.assert_allclose(again.predict_proba(x[rest]), model.predict_proba(x[rest]), atol=1e-6)
     assert np.mean(model.classes_[model.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
 
 
-def test_xgboost_teacher_is_blended_saved_and_reloaded(tmp_path):
+def _root_cover(booster) -> float:
+    """Hessian mass at the first tree's root: grows with the (weighted) number of training rows."""
+    return float(json.loads(booster.get_dump(dump_format="json", with_stats=True)[0])["cover"])
+
+
+def test_xgboost_teachers_are_blended_saved_and_reloaded(tmp_path):
     x, y = gaussian_cells()
     lab, rest = label_split(y, 5)
-    model = VIMEClassifier(VIMEParams(**TINY, teacher="auto", xgb_min_labels=5)).fit(x[lab], y[lab], x[rest])
-    assert model.xgb_teacher is not None and model.linear_teacher is None  # 5 labels >= xgb_min_labels
+    fit = lambda minimum: VIMEClassifier(VIMEParams(**TINY, teacher="auto", xgb_min_labels=minimum)).fit(x[lab], y[lab], x[rest])
+    plain, cascade = fit(5), fit(6)  # 5 labels per class: 'auto' picks xgboost, then lda+xgboost
+    for m in (plain, cascade):
+        assert m.xgb_teacher is not None and m.linear_teacher is None
+        assert np.mean(m.classes_[m.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
+    assert _root_cover(cascade.xgb_teacher) > 5 * _root_cover(plain.xgb_teacher)  # LDA's pseudo-labels joined the labels
+    model = cascade
     proba = model.predict_proba(x[rest])
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     again = VIMEClassifier.load_state(str(tmp_path), model.save_state(str(tmp_path)))

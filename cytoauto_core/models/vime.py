@@ -8,7 +8,8 @@ import numpy as np
 
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
-from .baselines import LDAModel, LogisticRegressionModel, XGBoostParams, linear_logit_weights, xgboost_config
+from .baselines import LDAModel, XGBoostParams, linear_logit_weights, xgboost_config
+from .priors import estimate_priors, shift_priors
 
 
 @dataclass
@@ -30,10 +31,16 @@ class VIMEParams:
     batch_labeled: int = 256
     batch_unlabeled: int = 256
     learning_rate: float = 1e-3
-    # first pseudo-labels: 'lda' (shrinkage LDA), 'ensemble' (mean of LDA, logistic regression and XGBoost),
-    # 'xgboost', 'auto' (XGBoost when the rarest class has >= xgb_min_labels labels, else LDA), 'none'
+    # first pseudo-labels: 'lda' (shrinkage LDA), 'xgboost' (XGBoost on the labels), 'lda+xgboost' (XGBoost on the labels
+    # plus LDA's confident pseudo-labels), 'auto' ('lda+xgboost' when the rarest class has < xgb_min_labels labels,
+    # else 'xgboost'), 'none'
     teacher: str = "auto"
     xgb_min_labels: int = 25
+    # pseudo-labels LDA hands to XGBoost in the 'lda+xgboost' teacher: per class the most confident share above threshold
+    cascade_threshold: float = 0.9
+    cascade_fraction: float = 0.5
+    cascade_cap: int = 3000
+    prior_shift: bool = True  # re-estimate population frequencies on unlabelled cells (Saerens et al. 2002)
     teacher_mix: float = 0.5  # weight of the teacher when pseudo-labels are refreshed from network + teacher
     final_teacher_weight: float = 0.5  # a linear (LDA) teacher's weight in the final probabilities (folded into inference)
     pseudo_threshold: float = 0.8  # minimum confidence of a pseudo-label
@@ -221,6 +228,7 @@ class VIMEClassifier:
         self._fused: FusedNet | None = None
         self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # LDA kernel (d × C) and bias on scaled cells
         self.xgb_teacher = None  # XGBoost booster on scaled cells, when that was the teacher
+        self.teacher_kind = "none"  # the teacher fit() used ('auto' resolved)
 
     # -- public contract --
 
@@ -255,9 +263,10 @@ class VIMEClassifier:
 
         encoder_weights = self._pretrain(s_all, target, clock)
         self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
+        self.teacher_kind = self._teacher_kind(yl)
         teacher_u = self._teacher(s_l, yl, s_u)
         probs_u = teacher_u
-        strong = self._teacher_kind(yl) == "xgboost"
+        strong = self.xgb_teacher is not None
         pseudo_rule = ((p.xgb_pseudo_threshold, p.xgb_pseudo_fraction, p.xgb_pseudo_cap) if strong
                        else (p.pseudo_threshold, p.pseudo_fraction, p.pseudo_cap))
         mix = p.xgb_teacher_mix if strong else p.teacher_mix
@@ -271,7 +280,7 @@ class VIMEClassifier:
             for i, (_, _, step) in enumerate(models):
                 self._train_round(step, s_l, yl, px, py, s_u, rng, clock, f"round {r + 1}/{p.rounds}, member {i + 1}")
             self.members = [[(k.numpy(), b.numpy()) for k, b in ((l.kernel, l.bias) for l in layers)] for _, layers, _ in models]
-            probs_u = self._member_mean(s_u)
+            probs_u = self._shift(self._member_mean(s_u))
             if teacher_u is not None:
                 probs_u = (1.0 - mix) * probs_u + mix * teacher_u
         report(progress, 1.0, "VIME: done")
@@ -311,7 +320,7 @@ class VIMEClassifier:
             "scaler": self.scaler.to_dict(),
             "architecture": {"members": len(self.members), "layers": len(self.members[0]),
                              "activation": "relu", "skip_after_encoder": self.params.skip_input,
-                             "linear_teacher": self.linear_teacher is not None,
+                             "teacher": self.teacher_kind, "linear_teacher": self.linear_teacher is not None,
                              "xgb_teacher": self.xgb_teacher is not None},
         }
 
@@ -321,6 +330,7 @@ class VIMEClassifier:
         model = cls(VIMEParams.from_dict(config["params"]))
         model.scaler = Scaler.from_dict(config["scaler"])
         arch = config["architecture"]
+        model.teacher_kind = arch.get("teacher", "none")
         if arch.get("xgb_teacher"):
             import xgboost as xgb
 
@@ -372,28 +382,38 @@ class VIMEClassifier:
         """The teacher actually used: 'auto' resolves by the rarest class's label count."""
         p = self.params
         if p.teacher == "auto":
-            return "xgboost" if np.bincount(yl).min() >= p.xgb_min_labels else "lda"
+            return "xgboost" if np.bincount(yl).min() >= p.xgb_min_labels else "lda+xgboost"
+        if p.teacher not in ("lda", "xgboost", "lda+xgboost", "none"):
+            raise ValueError(f"unknown teacher {p.teacher!r}")
         return p.teacher
 
     def _teacher(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray) -> np.ndarray | None:
-        """First pseudo-label probabilities on the unlabelled cells, chosen by the label budget (see VIMEParams.teacher)."""
+        """First pseudo-label probabilities on the unlabelled cells from self.teacher_kind, shifted to the
+        population frequencies estimated on those cells when prior_shift is on."""
         p = self.params
-        kind = self._teacher_kind(yl)
+        kind = self.teacher_kind
         if kind == "none":
             return None
-        names = {"lda": ["lda"], "xgboost": ["xgboost"], "ensemble": ["lda", "logreg", "xgboost"]}[kind]
-        n_classes = len(self.classes_)
-        if names == ["lda"]:
-            lda = LDAModel().estimator().fit(s_l, yl)
+        if kind == "xgboost":
+            self.xgb_teacher = _fit_xgboost(s_l, yl, len(self.classes_), p)
+            return self._shift(self._xgb_probs(s_u))
+        lda = LDAModel().estimator().fit(s_l, yl)
+        probs = np.zeros((len(s_u), len(self.classes_)), np.float32)
+        probs[:, lda.classes_] = lda.predict_proba(s_u)
+        probs = self._shift(probs)
+        if kind == "lda":
             coef, intercept = linear_logit_weights(lda)
             self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
-            probs = np.zeros((len(s_u), n_classes), np.float32)
-            probs[:, lda.classes_] = lda.predict_proba(s_u)
             return probs
-        if names == ["xgboost"]:
-            self.xgb_teacher = _fit_xgboost(s_l, yl, n_classes, p)
-            return self._xgb_probs(s_u)
-        return sum(_teacher_probs(name, s_l, yl, s_u, n_classes, p) for name in names) / len(names)
+        idx, py = select_pseudo_labels(probs, p.cascade_threshold, p.cascade_fraction, p.cascade_cap)
+        self.xgb_teacher = _fit_xgboost(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), len(self.classes_), p)
+        return self._shift(self._xgb_probs(s_u))
+
+    def _shift(self, probs: np.ndarray) -> np.ndarray:
+        """Balanced-training posteriors moved to the population frequencies of these cells (when prior_shift)."""
+        if not self.params.prior_shift or len(probs) == 0:
+            return probs
+        return shift_priors(probs, estimate_priors(probs))
 
     def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
         import xgboost as xgb
@@ -459,30 +479,14 @@ class VIMEClassifier:
         return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
 
 
-def _teacher_probs(name: str, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray, n_classes: int, p: VIMEParams) -> np.ndarray:
-    """Probabilities (n_u × n_classes) of one supervised teacher fitted on the labelled cells."""
-    probs = np.zeros((len(s_u), n_classes), np.float32)
-    if name == "xgboost":
-        import xgboost as xgb
-
-        booster = _fit_xgboost(s_l, yl, n_classes, p)
-        return booster.predict(xgb.DMatrix(s_u, nthread=p.threads)).reshape(len(s_u), n_classes).astype(np.float32)
-    if name == "lda":
-        est = LDAModel().estimator().fit(s_l, yl)
-    elif name == "logreg":
-        est = LogisticRegressionModel(seed=p.seed).estimator().fit(s_l, yl)
-    else:
-        raise ValueError(f"unknown teacher {name!r}")
-    probs[:, est.classes_] = est.predict_proba(s_u)
-    return probs
-
-
-def _fit_xgboost(s_l: np.ndarray, yl: np.ndarray, n_classes: int, p: VIMEParams):
-    """The XGBoost teacher: the XGBoost baseline's settings, on this model's threads and seed."""
+def _fit_xgboost(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams):
+    """The XGBoost teacher: the XGBoost baseline's settings on this model's threads and seed, classes weighted equally."""
     import xgboost as xgb
 
+    counts = np.bincount(y, minlength=n_classes).astype(np.float32)
+    weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
     params = XGBoostParams(n_jobs=p.threads, seed=p.seed)
-    return xgb.train(xgboost_config(params, n_classes), xgb.DMatrix(s_l, label=yl, nthread=p.threads),
+    return xgb.train(xgboost_config(params, n_classes), xgb.DMatrix(s, label=y, weight=weight, nthread=p.threads),
                      params.n_estimators)
 
 
