@@ -40,6 +40,8 @@ class VIMEParams:
     cascade_threshold: float = 0.9
     cascade_fraction: float = 0.5
     cascade_cap: int = 3000
+    teacher_rounds: int = 200  # boosting rounds of an XGBoost teacher (its inference cost grows with them)
+    teacher_learning_rate: float = 0.1
     prior_shift: bool = True  # re-estimate population frequencies on unlabelled cells (Saerens et al. 2002)
     teacher_mix: float = 0.5  # weight of the teacher when pseudo-labels are refreshed from network + teacher
     final_teacher_weight: float = 0.5  # a linear (LDA) teacher's weight in the final probabilities (folded into inference)
@@ -416,10 +418,9 @@ class VIMEClassifier:
         return shift_priors(probs, estimate_priors(probs))
 
     def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
-        import xgboost as xgb
-
-        data = xgb.DMatrix(s, nthread=self.params.threads)
-        return self.xgb_teacher.predict(data).reshape(len(s), len(self.classes_)).astype(np.float32)
+        """The XGBoost teacher's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
+        proba = self.xgb_teacher.inplace_predict(np.ascontiguousarray(s, np.float32))
+        return proba.reshape(len(s), len(self.classes_)).astype(np.float32, copy=False)
 
     def _build(self, d: int, n_classes: int, encoder_weights: list[np.ndarray], seed: int):
         """One predictor (pretrained encoder + MLP head), its dense layers in order, and its compiled train step."""
@@ -485,7 +486,8 @@ def _fit_xgboost(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams):
 
     counts = np.bincount(y, minlength=n_classes).astype(np.float32)
     weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
-    params = XGBoostParams(n_jobs=p.threads, seed=p.seed)
+    params = XGBoostParams(n_estimators=p.teacher_rounds, learning_rate=p.teacher_learning_rate, n_jobs=p.threads,
+                           seed=p.seed)
     return xgb.train(xgboost_config(params, n_classes), xgb.DMatrix(s, label=y, weight=weight, nthread=p.threads),
                      params.n_estimators)
 
