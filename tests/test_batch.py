@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import flowio
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import CORPUS, ROOT
-from cytoauto_core.batch import apply_to_files
+from cytoauto_core.batch import _task_failure, apply_to_files
 from cytoauto_core.demo import make_demo
 from cytoauto_core.export import names_of
 from cytoauto_core.io import read_file, write_fcs
@@ -148,11 +149,7 @@ def test_cli_exit_codes(inputs, tmp_path):
 
 
 def test_a_cancelled_or_failed_task_becomes_one_sentence(cluster):
-    import time
-
     from distributed import Client, wait
-
-    from cytoauto_core.batch import _task_failure
 
     with Client(cluster) as client:
         slow = client.submit(time.sleep, 30, pure=False)

@@ -402,7 +402,9 @@ class VIMEClassifier:
         lda = LDAModel().estimator().fit(s_l, yl)
         probs = np.zeros((len(s_u), len(self.classes_)), np.float32)
         probs[:, lda.classes_] = lda.predict_proba(s_u)
-        probs = self._shift(probs)
+        label_prior = np.zeros(len(self.classes_))
+        label_prior[lda.classes_] = lda.priors_  # LDA's posteriors assume the label counts, not balance
+        probs = self._shift(probs, label_prior)
         if kind == "lda":
             coef, intercept = linear_logit_weights(lda)
             self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
@@ -411,11 +413,12 @@ class VIMEClassifier:
         self.xgb_teacher = _fit_xgboost(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), len(self.classes_), p)
         return self._shift(self._xgb_probs(s_u))
 
-    def _shift(self, probs: np.ndarray) -> np.ndarray:
-        """Balanced-training posteriors moved to the population frequencies of these cells (when prior_shift)."""
-        if not self.params.prior_shift or len(probs) == 0:
+    def _shift(self, probs: np.ndarray, train_prior: np.ndarray | None = None) -> np.ndarray:
+        """Posteriors trained under `train_prior` (uniform: balanced training) moved to the population frequencies
+        of these cells, when prior_shift is on."""
+        if not self.params.prior_shift:
             return probs
-        return shift_priors(probs, estimate_priors(probs))
+        return shift_priors(probs, estimate_priors(probs, train_prior), train_prior)
 
     def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
         """The XGBoost teacher's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
