@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
-from cytoauto_core.models.vime import VIMEParams
+from cytoauto_core.models.vime import TEACHERS, VIMEParams
 from cytoauto_core.training import MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
 from ui.results import load_result, save_result
@@ -45,6 +45,7 @@ with st.form("train"):
             "pretrain_steps": v3.number_input("self-supervised steps", 0, 5000, d.pretrain_steps, 50),
             "semi_steps": v4.number_input("semi-supervised steps per round", 50, 5000, d.semi_steps, 50),
             "pseudo_threshold": v1.number_input("pseudo-label confidence", 0.5, 1.0, d.pseudo_threshold, 0.05),
+            "teacher": v2.selectbox("teacher (first pseudo-labels)", TEACHERS, index=TEACHERS.index(d.teacher)),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 

@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 from cytoauto_core.models import TrainingCancelled  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
     FusedNet, VIMEClassifier, VIMEParams, consistency_loss, forward_logits, softmax, corrupt, entropy_loss, mask_loss,
-    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
+    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy, _product_of_experts,
 )
 from synthetic import gaussian_cells, label_split  # noqa: E402
 
@@ -55,6 +55,21 @@ def test_pseudo_labels_are_confident_and_class_balanced():
     assert idx.tolist() == [1, 0, 4] and labels.tolist() == [0, 0, 1]
     idx, _ = select_pseudo_labels(probs, threshold=0.9, fraction=1.0, cap=1)
     assert idx.tolist() == [1, 4]
+
+
+def test_product_of_experts_is_confident_only_where_both_agree():
+    a = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])
+    b = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
+    g = _product_of_experts(a, b)
+    np.testing.assert_allclose(g.sum(axis=1), 1.0)
+    np.testing.assert_allclose(g[0], [0.9, 0.1])  # agreeing experts keep their confidence
+    np.testing.assert_allclose(g[1], [0.5, 0.5])  # opposite convictions cancel
+    assert 0.5 < g[2, 0] < 0.9  # an undecided expert tempers a confident one
+
+
+def test_params_from_an_older_bundle_drop_retired_options():
+    old = {**VIMEParams(seed=4).to_dict(), "xgb_min_labels": 25}
+    assert VIMEParams.from_dict(old) == VIMEParams(seed=4)
 
 
 def test_train_and_apply_on_separated_populations_with_progress():
@@ -125,18 +140,19 @@ def test_teacher_blend_is_saved_and_reloaded(tmp_path):
 
 def _root_cover(booster) -> float:
     """Hessian mass at the first tree's root: grows with the (weighted) number of training rows."""
-    return float(json.loads(booster.get_dump(dump_format="json", with_stats=True)[0])["cover"])
+    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+    return float(trees[0]["sum_hessian"][0])
 
 
 def test_xgboost_teachers_are_blended_saved_and_reloaded(tmp_path):
     x, y = gaussian_cells()
     lab, rest = label_split(y, 5)
-    fit = lambda minimum: VIMEClassifier(VIMEParams(**TINY, teacher="auto", xgb_min_labels=minimum)).fit(x[lab], y[lab], x[rest])
-    plain, cascade = fit(5), fit(6)  # 5 labels per class: 'auto' picks xgboost, then lda+xgboost
+    fit = lambda teacher: VIMEClassifier(VIMEParams(**TINY, teacher=teacher)).fit(x[lab], y[lab], x[rest])
+    plain, cascade = fit("xgboost"), fit("cascade")
     for m in (plain, cascade):
         assert m.xgb_teacher is not None and m.linear_teacher is None
         assert np.mean(m.classes_[m.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
-    assert _root_cover(cascade.xgb_teacher) > 5 * _root_cover(plain.xgb_teacher)  # LDA's pseudo-labels joined the labels
+    assert _root_cover(cascade.xgb_teacher) > 5 * _root_cover(plain.xgb_teacher)  # the first guess's pseudo-labels joined the labels
     model = cascade
     proba = model.predict_proba(x[rest])
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)

@@ -12,6 +12,9 @@ from .baselines import LDAModel, XGBoostParams, linear_logit_weights, xgboost_co
 from .priors import estimate_priors, shift_priors
 
 
+TEACHERS = ("cascade", "lda", "xgboost", "none")  # where the first pseudo-labels come from (VIMEParams.teacher)
+
+
 @dataclass
 class VIMEParams:
     """Every VIMEClassifier hyperparameter; JSON-serialisable so bundles record exactly what was trained."""
@@ -31,17 +34,17 @@ class VIMEParams:
     batch_labeled: int = 256
     batch_unlabeled: int = 256
     learning_rate: float = 1e-3
-    # first pseudo-labels: 'lda' (shrinkage LDA), 'xgboost' (XGBoost on the labels), 'lda+xgboost' (XGBoost on the labels
-    # plus LDA's confident pseudo-labels), 'auto' ('lda+xgboost' when the rarest class has < xgb_min_labels labels,
-    # else 'xgboost'), 'none'
-    teacher: str = "auto"
-    xgb_min_labels: int = 25
-    # pseudo-labels LDA hands to XGBoost in the 'lda+xgboost' teacher: per class the most confident share above threshold
+    # first pseudo-labels: 'cascade' (LDA and XGBoost on the labels agree by product of their prior-shifted posteriors;
+    # the confident cells join the labels to train the teacher booster), 'lda' (shrinkage LDA), 'xgboost' (the teacher
+    # booster on the labels alone), 'none'
+    teacher: str = "cascade"
+    # pseudo-labels the first guess hands to the teacher booster: per class the most confident share above threshold
     cascade_threshold: float = 0.9
-    cascade_fraction: float = 0.5
+    cascade_fraction: float = 0.3
     cascade_cap: int = 3000
-    teacher_rounds: int = 200  # boosting rounds of an XGBoost teacher (its inference cost grows with them)
-    teacher_learning_rate: float = 0.1
+    teacher_rounds: int = 100  # boosting rounds of an XGBoost teacher (its inference cost grows with them)
+    teacher_learning_rate: float = 0.2
+    teacher_vector_leaves: bool = True  # one tree per round for all classes (XGBoost multi_output_tree): ~5× faster to apply
     prior_shift: bool = True  # re-estimate population frequencies on unlabelled cells (Saerens et al. 2002)
     teacher_mix: float = 0.5  # weight of the teacher when pseudo-labels are refreshed from network + teacher
     final_teacher_weight: float = 0.5  # a linear (LDA) teacher's weight in the final probabilities (folded into inference)
@@ -67,7 +70,10 @@ class VIMEParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VIMEParams":
-        return cls(**d)
+        """Parameters from a bundle; keys of retired training options (older bundles) are dropped, since applying a
+        model depends only on its saved weights and architecture."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ---- masking and losses (TensorFlow; small pure functions so tests can check them by hand) ----
@@ -213,11 +219,11 @@ def select_pseudo_labels(probs: np.ndarray, threshold: float, fraction: float, c
 
 
 class VIMEClassifier:
-    """VIME encoder + semi-supervised predictor with class-balanced self-training seeded by a budget-chosen teacher.
+    """VIME encoder + semi-supervised predictor with class-balanced self-training seeded by a teacher.
 
-    Teacher: shrinkage LDA below `xgb_min_labels` labels for the rarest class, XGBoost from there on. Final
-    probabilities blend the network with its teacher (LDA folded into the fused float32 forward pass; XGBoost kept
-    as a booster, which makes inference slower when it is present).
+    Teacher (default 'cascade'): the cells on which prior-shifted LDA and XGBoost agree with confidence join the
+    labels to train a vector-leaf XGBoost booster. Final probabilities blend the network with its teacher (an LDA
+    teacher folded into the fused float32 forward pass; a booster kept beside it).
     """
 
     kind = "vime"
@@ -230,7 +236,7 @@ class VIMEClassifier:
         self._fused: FusedNet | None = None
         self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # LDA kernel (d × C) and bias on scaled cells
         self.xgb_teacher = None  # XGBoost booster on scaled cells, when that was the teacher
-        self.teacher_kind = "none"  # the teacher fit() used ('auto' resolved)
+        self.teacher_kind = "none"  # the teacher fit() used
 
     # -- public contract --
 
@@ -265,7 +271,7 @@ class VIMEClassifier:
 
         encoder_weights = self._pretrain(s_all, target, clock)
         self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
-        self.teacher_kind = self._teacher_kind(yl)
+        self.teacher_kind = self._teacher_kind()
         teacher_u = self._teacher(s_l, yl, s_u)
         probs_u = teacher_u
         strong = self.xgb_teacher is not None
@@ -380,37 +386,36 @@ class VIMEClassifier:
             clock.tick(lambda: f"VIME self-supervised: step {i + 1}, mask loss {float(lm):.4f}, reconstruction {float(lr):.4f}")
         return encoder.get_weights()
 
-    def _teacher_kind(self, yl: np.ndarray) -> str:
-        """The teacher actually used: 'auto' resolves by the rarest class's label count."""
-        p = self.params
-        if p.teacher == "auto":
-            return "xgboost" if np.bincount(yl).min() >= p.xgb_min_labels else "lda+xgboost"
-        if p.teacher not in ("lda", "xgboost", "lda+xgboost", "none"):
-            raise ValueError(f"unknown teacher {p.teacher!r}")
-        return p.teacher
+    def _teacher_kind(self) -> str:
+        """The teacher fit() uses, checked."""
+        if self.params.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.params.teacher!r}")
+        return self.params.teacher
 
     def _teacher(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray) -> np.ndarray | None:
         """First pseudo-label probabilities on the unlabelled cells from self.teacher_kind, shifted to the
         population frequencies estimated on those cells when prior_shift is on."""
         p = self.params
-        kind = self.teacher_kind
+        kind, n_classes = self.teacher_kind, len(self.classes_)
         if kind == "none":
             return None
         if kind == "xgboost":
-            self.xgb_teacher = _fit_xgboost(s_l, yl, len(self.classes_), p)
+            self.xgb_teacher = _fit_xgboost(s_l, yl, n_classes, p)
             return self._shift(self._xgb_probs(s_u))
         lda = LDAModel().estimator().fit(s_l, yl)
-        probs = np.zeros((len(s_u), len(self.classes_)), np.float32)
+        probs = np.zeros((len(s_u), n_classes), np.float32)
         probs[:, lda.classes_] = lda.predict_proba(s_u)
-        label_prior = np.zeros(len(self.classes_))
+        label_prior = np.zeros(n_classes)
         label_prior[lda.classes_] = lda.priors_  # LDA's posteriors assume the label counts, not balance
         probs = self._shift(probs, label_prior)
         if kind == "lda":
             coef, intercept = linear_logit_weights(lda)
             self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
             return probs
+        first = _fit_xgboost(s_l, yl, n_classes, p, first_guess=True)
+        probs = _product_of_experts(probs, self._shift(_booster_probs(first, s_u, n_classes)))
         idx, py = select_pseudo_labels(probs, p.cascade_threshold, p.cascade_fraction, p.cascade_cap)
-        self.xgb_teacher = _fit_xgboost(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), len(self.classes_), p)
+        self.xgb_teacher = _fit_xgboost(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n_classes, p)
         return self._shift(self._xgb_probs(s_u))
 
     def _shift(self, probs: np.ndarray, train_prior: np.ndarray | None = None) -> np.ndarray:
@@ -421,9 +426,8 @@ class VIMEClassifier:
         return shift_priors(probs, estimate_priors(probs, train_prior), train_prior)
 
     def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
-        """The XGBoost teacher's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
-        proba = self.xgb_teacher.inplace_predict(np.ascontiguousarray(s, np.float32))
-        return proba.reshape(len(s), len(self.classes_)).astype(np.float32, copy=False)
+        """The XGBoost teacher's probabilities for scaled cells."""
+        return _booster_probs(self.xgb_teacher, s, len(self.classes_))
 
     def _build(self, d: int, n_classes: int, encoder_weights: list[np.ndarray], seed: int):
         """One predictor (pretrained encoder + MLP head), its dense layers in order, and its compiled train step."""
@@ -483,16 +487,37 @@ class VIMEClassifier:
         return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
 
 
-def _fit_xgboost(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams):
-    """The XGBoost teacher: the XGBoost baseline's settings on this model's threads and seed, classes weighted equally."""
+def _fit_xgboost(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams, first_guess: bool = False):
+    """An XGBoost booster with classes weighted equally, on this model's threads and seed: the teacher (teacher_rounds,
+    teacher_learning_rate, vector leaves when teacher_vector_leaves) or, for the cascade's first guess, the XGBoost
+    baseline's settings (one tree per class per round, which suits a handful of labels better)."""
     import xgboost as xgb
 
     counts = np.bincount(y, minlength=n_classes).astype(np.float32)
     weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
-    params = XGBoostParams(n_estimators=p.teacher_rounds, learning_rate=p.teacher_learning_rate, n_jobs=p.threads,
-                           seed=p.seed)
-    return xgb.train(xgboost_config(params, n_classes), xgb.DMatrix(s, label=y, weight=weight, nthread=p.threads),
-                     params.n_estimators)
+    if first_guess:
+        params, vector_leaves = XGBoostParams(n_jobs=p.threads, seed=p.seed), False
+    else:
+        params = XGBoostParams(n_estimators=p.teacher_rounds, learning_rate=p.teacher_learning_rate, n_jobs=p.threads,
+                               seed=p.seed)
+        vector_leaves = p.teacher_vector_leaves
+    config = xgboost_config(params, n_classes)
+    if vector_leaves:
+        config["multi_strategy"] = "multi_output_tree"
+    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=p.threads), params.n_estimators)
+
+
+def _booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
+    """A softprob booster's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
+    proba = booster.inplace_predict(np.ascontiguousarray(s, np.float32))
+    return proba.reshape(len(s), n_classes).astype(np.float32, copy=False)
+
+
+def _product_of_experts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Renormalised geometric mean of two posteriors: confident only where both models agree."""
+    g = np.sqrt(a * b)
+    g /= np.maximum(g.sum(axis=1, keepdims=True), 1e-30)
+    return g
 
 
 class _Clock:
