@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 from cytoauto_core.models import TrainingCancelled  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
     FusedNet, VIMEClassifier, VIMEParams, consistency_loss, forward_logits, softmax, corrupt, entropy_loss, mask_loss,
-    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy, _product_of_experts,
+    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy, product_of_experts,
 )
 from synthetic import gaussian_cells, label_split  # noqa: E402
 
@@ -60,7 +60,7 @@ def test_pseudo_labels_are_confident_and_class_balanced():
 def test_product_of_experts_is_confident_only_where_both_agree():
     a = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])
     b = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
-    g = _product_of_experts(a, b)
+    g = product_of_experts(a, b)
     np.testing.assert_allclose(g.sum(axis=1), 1.0)
     np.testing.assert_allclose(g[0], [0.9, 0.1])  # agreeing experts keep their confidence
     np.testing.assert_allclose(g[1], [0.5, 0.5])  # opposite convictions cancel

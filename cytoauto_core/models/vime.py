@@ -400,7 +400,7 @@ class VIMEClassifier:
         if kind == "none":
             return None
         if kind == "xgboost":
-            self.xgb_teacher = _fit_xgboost(s_l, yl, n_classes, p)
+            self.xgb_teacher = fit_booster(s_l, yl, n_classes, p)
             return self._shift(self._xgb_probs(s_u))
         lda = LDAModel().estimator().fit(s_l, yl)
         probs = np.zeros((len(s_u), n_classes), np.float32)
@@ -412,10 +412,10 @@ class VIMEClassifier:
             coef, intercept = linear_logit_weights(lda)
             self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
             return probs
-        first = _fit_xgboost(s_l, yl, n_classes, p, first_guess=True)
-        probs = _product_of_experts(probs, self._shift(_booster_probs(first, s_u, n_classes)))
+        first = fit_booster(s_l, yl, n_classes, p, first_guess=True)
+        probs = product_of_experts(probs, self._shift(booster_probs(first, s_u, n_classes)))
         idx, py = select_pseudo_labels(probs, p.cascade_threshold, p.cascade_fraction, p.cascade_cap)
-        self.xgb_teacher = _fit_xgboost(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n_classes, p)
+        self.xgb_teacher = fit_booster(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n_classes, p)
         return self._shift(self._xgb_probs(s_u))
 
     def _shift(self, probs: np.ndarray, train_prior: np.ndarray | None = None) -> np.ndarray:
@@ -427,7 +427,7 @@ class VIMEClassifier:
 
     def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
         """The XGBoost teacher's probabilities for scaled cells."""
-        return _booster_probs(self.xgb_teacher, s, len(self.classes_))
+        return booster_probs(self.xgb_teacher, s, len(self.classes_))
 
     def _build(self, d: int, n_classes: int, encoder_weights: list[np.ndarray], seed: int):
         """One predictor (pretrained encoder + MLP head), its dense layers in order, and its compiled train step."""
@@ -487,7 +487,7 @@ class VIMEClassifier:
         return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
 
 
-def _fit_xgboost(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams, first_guess: bool = False):
+def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams, first_guess: bool = False):
     """An XGBoost booster with classes weighted equally, on this model's threads and seed: the teacher (teacher_rounds,
     teacher_learning_rate, vector leaves when teacher_vector_leaves) or, for the cascade's first guess, the XGBoost
     baseline's settings (one tree per class per round, which suits a handful of labels better)."""
@@ -507,13 +507,13 @@ def _fit_xgboost(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams, fi
     return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=p.threads), params.n_estimators)
 
 
-def _booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
+def booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
     """A softprob booster's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
     proba = booster.inplace_predict(np.ascontiguousarray(s, np.float32))
     return proba.reshape(len(s), n_classes).astype(np.float32, copy=False)
 
 
-def _product_of_experts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def product_of_experts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Renormalised geometric mean of two posteriors: confident only where both models agree."""
     g = np.sqrt(a * b)
     g /= np.maximum(g.sum(axis=1, keepdims=True), 1e-30)
