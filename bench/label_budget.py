@@ -106,7 +106,7 @@ def timing(x, y, split, vime, n_cells: int = 265_000, budget: int = 10) -> dict:
         start = time.perf_counter()
         model.predict_proba(big)
         applies.append(time.perf_counter() - start)
-    return {"labels_per_population": budget, "teacher": model.teacher_kind, "cells": n_cells, "train_s": round(fit_s, 2),
+    return {"labels_per_population": budget, "teacher": model.params.teacher, "cells": n_cells, "train_s": round(fit_s, 2),
             "apply_s": round(applies[0], 2), "train_plus_apply_s": round(fit_s + applies[0], 2),
             "inference_cells_per_s_first": int(n_cells / applies[0]),
             "inference_cells_per_s_best_of_3": int(n_cells / min(applies)),

@@ -19,7 +19,7 @@ from sklearn.metrics import accuracy_score, f1_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.label_budget import draw_labels, load  # noqa: E402
-from cytoauto_core.models.baselines import LDAModel  # noqa: E402
+from cytoauto_core.models.baselines import XGBoostParams  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
     VIMEClassifier, VIMEParams, booster_probs, fit_booster, product_of_experts, select_pseudo_labels,
 )
@@ -57,16 +57,15 @@ def run_seed(x, y, split, budget: int, seed: int, big: np.ndarray) -> list[dict]
     n = len(model.classes_)
     model.scaler = Scaler("standard").fit(np.concatenate([x[lab], x[pool]]), seed=seed)
     s_l, s_u, s_t, s_big = (model.scaler.transform(a) for a in (x[lab], x[pool], x[te], big))
-    lda = LDAModel().estimator().fit(s_l, yl)
-    first = {"lda": model._shift(lda.predict_proba(s_u).astype(np.float32), lda.priors_)}
-    xgb_first = fit_booster(s_l, yl, n, model.params, first_guess=True)
+    p = model.params
+    first = {"lda": model.lda_guess(s_l, yl, s_u)[1]}
+    xgb_first = fit_booster(s_l, yl, n, XGBoostParams(n_jobs=p.threads, seed=seed))
     first["lda*xgboost"] = product_of_experts(first["lda"], model._shift(booster_probs(xgb_first, s_u, n)))
     rows = []
     for v in VARIANTS:
-        params = replace(model.params, teacher_rounds=v.rounds, teacher_learning_rate=v.eta,
-                         teacher_vector_leaves=v.vector_leaves)
-        idx, py = select_pseudo_labels(first[v.first_guess], params.cascade_threshold, v.fraction, params.cascade_cap)
-        booster = fit_booster(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n, params)
+        params = replace(model.teacher_booster_params(), n_estimators=v.rounds, learning_rate=v.eta)
+        idx, py = select_pseudo_labels(first[v.first_guess], p.cascade_threshold, v.fraction, p.cascade_cap)
+        booster = fit_booster(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n, params, v.vector_leaves)
         pred = model.classes_[booster_probs(booster, s_t, n).argmax(axis=1)]
         start = time.perf_counter()
         booster_probs(booster, s_big, n)

@@ -236,7 +236,6 @@ class VIMEClassifier:
         self._fused: FusedNet | None = None
         self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # LDA kernel (d × C) and bias on scaled cells
         self.xgb_teacher = None  # XGBoost booster on scaled cells, when that was the teacher
-        self.teacher_kind = "none"  # the teacher fit() used
 
     # -- public contract --
 
@@ -252,6 +251,8 @@ class VIMEClassifier:
         import keras
 
         p = self.params
+        if p.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {p.teacher!r}")
         _configure_tensorflow(p.threads)
         keras.utils.set_random_seed(p.seed)
         rng = np.random.default_rng(p.seed)
@@ -271,7 +272,6 @@ class VIMEClassifier:
 
         encoder_weights = self._pretrain(s_all, target, clock)
         self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
-        self.teacher_kind = self._teacher_kind()
         teacher_u = self._teacher(s_l, yl, s_u)
         probs_u = teacher_u
         strong = self.xgb_teacher is not None
@@ -328,7 +328,7 @@ class VIMEClassifier:
             "scaler": self.scaler.to_dict(),
             "architecture": {"members": len(self.members), "layers": len(self.members[0]),
                              "activation": "relu", "skip_after_encoder": self.params.skip_input,
-                             "teacher": self.teacher_kind, "linear_teacher": self.linear_teacher is not None,
+                             "linear_teacher": self.linear_teacher is not None,
                              "xgb_teacher": self.xgb_teacher is not None},
         }
 
@@ -338,7 +338,6 @@ class VIMEClassifier:
         model = cls(VIMEParams.from_dict(config["params"]))
         model.scaler = Scaler.from_dict(config["scaler"])
         arch = config["architecture"]
-        model.teacher_kind = arch.get("teacher", "none")
         if arch.get("xgb_teacher"):
             import xgboost as xgb
 
@@ -386,37 +385,44 @@ class VIMEClassifier:
             clock.tick(lambda: f"VIME self-supervised: step {i + 1}, mask loss {float(lm):.4f}, reconstruction {float(lr):.4f}")
         return encoder.get_weights()
 
-    def _teacher_kind(self) -> str:
-        """The teacher fit() uses, checked."""
-        if self.params.teacher not in TEACHERS:
-            raise ValueError(f"unknown teacher {self.params.teacher!r}")
-        return self.params.teacher
-
     def _teacher(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray) -> np.ndarray | None:
-        """First pseudo-label probabilities on the unlabelled cells from self.teacher_kind, shifted to the
+        """First pseudo-label probabilities on the unlabelled cells from params.teacher, shifted to the
         population frequencies estimated on those cells when prior_shift is on."""
         p = self.params
-        kind, n_classes = self.teacher_kind, len(self.classes_)
-        if kind == "none":
+        n_classes = len(self.classes_)
+        if p.teacher == "none":
             return None
-        if kind == "xgboost":
-            self.xgb_teacher = fit_booster(s_l, yl, n_classes, p)
+        if p.teacher == "xgboost":
+            self.xgb_teacher = fit_booster(s_l, yl, n_classes, self.teacher_booster_params(), p.teacher_vector_leaves)
             return self._shift(self._xgb_probs(s_u))
+        lda, probs = self.lda_guess(s_l, yl, s_u)
+        if p.teacher == "lda":
+            coef, intercept = linear_logit_weights(lda)
+            self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
+            return probs
+        first = fit_booster(s_l, yl, n_classes, XGBoostParams(n_jobs=p.threads, seed=p.seed))
+        probs = product_of_experts(probs, self._shift(booster_probs(first, s_u, n_classes)))
+        idx, py = select_pseudo_labels(probs, p.cascade_threshold, p.cascade_fraction, p.cascade_cap)
+        self.xgb_teacher = fit_booster(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n_classes,
+                                       self.teacher_booster_params(), p.teacher_vector_leaves)
+        return self._shift(self._xgb_probs(s_u))
+
+    def lda_guess(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray):
+        """Shrinkage LDA fitted on the labelled cells and its posteriors on the unlabelled ones, shifted from the label
+        counts LDA assumes to the frequencies estimated on those cells (when prior_shift is on)."""
+        n_classes = len(self.classes_)
         lda = LDAModel().estimator().fit(s_l, yl)
         probs = np.zeros((len(s_u), n_classes), np.float32)
         probs[:, lda.classes_] = lda.predict_proba(s_u)
         label_prior = np.zeros(n_classes)
-        label_prior[lda.classes_] = lda.priors_  # LDA's posteriors assume the label counts, not balance
-        probs = self._shift(probs, label_prior)
-        if kind == "lda":
-            coef, intercept = linear_logit_weights(lda)
-            self.linear_teacher = (np.ascontiguousarray(coef.T), intercept)
-            return probs
-        first = fit_booster(s_l, yl, n_classes, p, first_guess=True)
-        probs = product_of_experts(probs, self._shift(booster_probs(first, s_u, n_classes)))
-        idx, py = select_pseudo_labels(probs, p.cascade_threshold, p.cascade_fraction, p.cascade_cap)
-        self.xgb_teacher = fit_booster(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n_classes, p)
-        return self._shift(self._xgb_probs(s_u))
+        label_prior[lda.classes_] = lda.priors_
+        return lda, self._shift(probs, label_prior)
+
+    def teacher_booster_params(self) -> XGBoostParams:
+        """The teacher booster's settings: teacher_rounds and teacher_learning_rate on this model's threads and seed."""
+        p = self.params
+        return XGBoostParams(n_estimators=p.teacher_rounds, learning_rate=p.teacher_learning_rate, n_jobs=p.threads,
+                             seed=p.seed)
 
     def _shift(self, probs: np.ndarray, train_prior: np.ndarray | None = None) -> np.ndarray:
         """Posteriors trained under `train_prior` (uniform: balanced training) moved to the population frequencies
@@ -487,24 +493,17 @@ class VIMEClassifier:
         return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
 
 
-def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, p: VIMEParams, first_guess: bool = False):
-    """An XGBoost booster with classes weighted equally, on this model's threads and seed: the teacher (teacher_rounds,
-    teacher_learning_rate, vector leaves when teacher_vector_leaves) or, for the cascade's first guess, the XGBoost
-    baseline's settings (one tree per class per round, which suits a handful of labels better)."""
+def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, params: XGBoostParams, vector_leaves: bool = False):
+    """A softprob XGBoost booster on scaled cells with classes weighted equally; with `vector_leaves` one tree per
+    round serves all classes (multi_output_tree), which applies far faster than one tree per class."""
     import xgboost as xgb
 
     counts = np.bincount(y, minlength=n_classes).astype(np.float32)
     weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
-    if first_guess:
-        params, vector_leaves = XGBoostParams(n_jobs=p.threads, seed=p.seed), False
-    else:
-        params = XGBoostParams(n_estimators=p.teacher_rounds, learning_rate=p.teacher_learning_rate, n_jobs=p.threads,
-                               seed=p.seed)
-        vector_leaves = p.teacher_vector_leaves
     config = xgboost_config(params, n_classes)
     if vector_leaves:
         config["multi_strategy"] = "multi_output_tree"
-    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=p.threads), params.n_estimators)
+    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=params.n_jobs), params.n_estimators)
 
 
 def booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
