@@ -102,6 +102,18 @@ def test_upload_real_fcs_shows_summary(tmp_path):
         assert "dataset=" in page.url, "the current dataset is kept in the URL"
 
 
+def test_a_deep_link_as_first_request_opens_inside_the_app(tmp_path):
+    """A bookmarked page opened right after a server (re)start gets the app's navigation and sidebar."""
+    with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
+        page.goto(f"{url}/label")
+        wait_for_app(page)
+        assert page.get_by_role("heading", name="Label").first.is_visible()
+        nav = page.get_by_test_id("stSidebarNav").inner_text()
+        assert all(title in nav for title in ("Data", "Explore", "Map", "Label", "Train", "Results")), nav
+        assert "app" not in nav.split(), "the page ran outside app.py"
+        assert page.get_by_text("CytoAutoCluster").first.is_visible()
+
+
 def test_whole_journey_on_demo_data(tmp_path):
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)

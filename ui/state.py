@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import ensure_demo
@@ -15,6 +16,7 @@ from cytoauto_core.transforms import TransformSpec, default_spec, transform_feat
 from cytoauto_core.workspace import Workspace, default_root
 
 QUERY_KEY = "dataset"
+_SESSION_STARTED = "_session_started"
 
 
 def workspace() -> Workspace:
@@ -68,8 +70,23 @@ def select_dataset(key: str) -> None:
 
 
 def current_dataset() -> tuple[str, Dataset]:
+    """This session's dataset. Every page starts here, so this is also where a page makes sure it runs inside
+    app.py's navigation (see _route_through_app)."""
+    _route_through_app()
     key = current_key()
     return key, _load(key)
+
+
+def _route_through_app() -> None:
+    """Until app.py has called st.navigation once, Streamlit 1.67 runs a deep link such as /label straight from
+    pages/label.py (its legacy pages-folder mode) for every session, without app.py's layout and navigation.
+    Leave that mode; on a session's first run, where no click can be lost, rerun so app.py opens the page."""
+    first_run = _SESSION_STARTED not in st.session_state
+    st.session_state[_SESSION_STARTED] = True
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if first_run:
+            st.rerun()
 
 
 def transform_spec(key: str, dataset: Dataset) -> TransformSpec:
