@@ -45,7 +45,11 @@ with st.form("train"):
             "pretrain_steps": v3.number_input("self-supervised steps", 0, 5000, d.pretrain_steps, 50),
             "semi_steps": v4.number_input("semi-supervised steps per round", 50, 5000, d.semi_steps, 50),
             "pseudo_threshold": v1.number_input("pseudo-label confidence", 0.5, 1.0, d.pseudo_threshold, 0.05),
-            "teacher": v2.selectbox("teacher (first pseudo-labels)", TEACHERS, index=TEACHERS.index(d.teacher)),
+            "teacher": v2.selectbox(
+                "teacher (first pseudo-labels)", TEACHERS, index=TEACHERS.index(d.teacher),
+                help="cascade: cells that LDA and XGBoost agree on train a booster that guides the network (best in "
+                     "the benchmark); lda or xgboost: one model guides it; none: the network learns from your labels "
+                     "alone."),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 
