@@ -158,3 +158,22 @@ def test_xgboost_teachers_are_blended_saved_and_reloaded(tmp_path):
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     again = VIMEClassifier.load_state(str(tmp_path), model.save_state(str(tmp_path)))
     np.testing.assert_allclose(again.predict_proba(x[rest]), proba, atol=1e-6)
+
+
+def test_cascade_teacher_draws_a_valley_gate_and_the_bundle_keeps_it(tmp_path):
+    from test_valleys import mixture_valley, two_populations
+
+    x, y = two_populations()
+    lab = np.r_[np.flatnonzero(x[:, 0] < -0.8)[:8], np.flatnonzero(x[:, 0] > 3.8)[:8]]  # labels far from the valley
+    rest = np.setdiff1d(np.arange(len(y)), lab)
+    model = VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest])
+    config = model.save_state(str(tmp_path))
+    [gate] = config["valley_gates"]
+    assert (gate["low"], gate["high"], gate["marker"]) == (0, 1, 0)
+    assert abs(gate["threshold"] - mixture_valley()) < 0.3  # in marker units, not scaled ones
+    again = VIMEClassifier.load_state(str(tmp_path), json.loads(json.dumps(config)))
+    [reloaded] = again.gates_in_marker_units()
+    assert reloaded == pytest.approx(gate)
+    off = VIMEClassifier(VIMEParams(**TINY, valley_gates=False)).fit(x[lab], y[lab], x[rest])
+    assert off.valley_gates == [] and off.save_state(str(tmp_path))["valley_gates"] == []
+    assert _root_cover(model.xgb_teacher) > _root_cover(off.xgb_teacher)  # the gated cells joined the booster's cells

@@ -10,6 +10,7 @@ from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 from .baselines import LDAModel, XGBoostParams, linear_logit_weights, xgboost_config
 from .priors import estimate_priors, shift_priors
+from .valleys import ValleyGate, apply_valley_gates, find_valley_gates
 
 
 TEACHERS = ("cascade", "lda", "xgboost", "none")  # where the first pseudo-labels come from (VIMEParams.teacher)
@@ -42,6 +43,12 @@ class VIMEParams:
     cascade_threshold: float = 0.9
     cascade_fraction: float = 0.3
     cascade_cap: int = 3000
+    # cascade: pairs of populations the teacher hesitates between are settled at a density valley of one marker and the
+    # booster is trained again with those cells (cytoauto_core.models.valleys)
+    valley_gates: bool = True
+    valley_ambiguity: float = 0.02  # a cell hesitates when its second most likely population is above this
+    valley_min_cells: int = 20  # fewest hesitant cells for a pair to get a gate
+    valley_max_dip: float = 0.5  # valley density over the lower population density at its median, at most
     teacher_rounds: int = 100  # boosting rounds of an XGBoost teacher (its inference cost grows with them)
     teacher_learning_rate: float = 0.2
     teacher_vector_leaves: bool = True  # one tree per round for all classes (XGBoost multi_output_tree): ~5× faster to apply
@@ -236,6 +243,7 @@ class VIMEClassifier:
         self._fused: FusedNet | None = None
         self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # LDA kernel (d × C) and bias on scaled cells
         self.xgb_teacher = None  # XGBoost booster on scaled cells, when that was the teacher
+        self.valley_gates: list[ValleyGate] = []  # gates the cascade teacher drew (scaled units)
 
     # -- public contract --
 
@@ -272,6 +280,7 @@ class VIMEClassifier:
 
         encoder_weights = self._pretrain(s_all, target, clock)
         self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
+        self.valley_gates = []
         teacher_u = self._teacher(s_l, yl, s_u)
         probs_u = teacher_u
         strong = self.xgb_teacher is not None
@@ -326,6 +335,7 @@ class VIMEClassifier:
         return {
             "params": self.params.to_dict(),
             "scaler": self.scaler.to_dict(),
+            "valley_gates": self.gates_in_marker_units(),
             "architecture": {"members": len(self.members), "layers": len(self.members[0]),
                              "activation": "relu", "skip_after_encoder": self.params.skip_input,
                              "linear_teacher": self.linear_teacher is not None,
@@ -345,11 +355,24 @@ class VIMEClassifier:
             model.xgb_teacher.load_model(os.path.join(directory, "teacher_xgb.json"))
         with np.load(os.path.join(directory, "weights.npz"), allow_pickle=False) as z:
             model.classes_ = z["classes"]
+            model.valley_gates = [model._gate_from_marker_units(g) for g in config.get("valley_gates", [])]
             if arch.get("linear_teacher"):
                 model.linear_teacher = (z["teacher_kernel"], z["teacher_bias"])
             model.members = [[(z[f"m{i}_l{j}_kernel"], z[f"m{i}_l{j}_bias"]) for j in range(arch["layers"])]
                              for i in range(arch["members"])]
         return model
+
+    def gates_in_marker_units(self) -> list[dict]:
+        """The teacher's valley gates with population labels and thresholds in marker units (before scaling)."""
+        return [{"low": self.classes_[g.low].item(), "high": self.classes_[g.high].item(), "marker": g.marker,
+                 "threshold": g.threshold * self.scaler.scale[g.marker] + self.scaler.offset[g.marker], "dip": g.dip}
+                for g in self.valley_gates]
+
+    def _gate_from_marker_units(self, d: dict) -> ValleyGate:
+        """A saved gate back in scaled units with class indices."""
+        j = d["marker"]
+        return ValleyGate(int(np.searchsorted(self.classes_, d["low"])), int(np.searchsorted(self.classes_, d["high"])),
+                          j, (d["threshold"] - self.scaler.offset[j]) / self.scaler.scale[j], d["dip"])
 
     # -- training stages --
 
@@ -403,9 +426,29 @@ class VIMEClassifier:
         first = fit_booster(s_l, yl, n_classes, XGBoostParams(n_jobs=p.threads, seed=p.seed))
         probs = product_of_experts(probs, self._shift(booster_probs(first, s_u, n_classes)))
         idx, py = select_pseudo_labels(probs, p.cascade_threshold, p.cascade_fraction, p.cascade_cap)
-        self.xgb_teacher = fit_booster(np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py]), n_classes,
-                                       self.teacher_booster_params(), p.teacher_vector_leaves)
-        return self._shift(self._xgb_probs(s_u))
+        s_core, y_core = np.concatenate([s_l, s_u[idx]]), np.concatenate([yl, py])
+        self.xgb_teacher = fit_booster(s_core, y_core, n_classes, self.teacher_booster_params(), p.teacher_vector_leaves)
+        probs = self._shift(self._xgb_probs(s_u))
+        if p.valley_gates:
+            self.valley_gates, booster = self.refit_at_valleys(s_core, y_core, idx, s_u, probs)
+            if booster is not None:
+                self.xgb_teacher = booster
+                probs = self._shift(self._xgb_probs(s_u))
+        return probs
+
+    def refit_at_valleys(self, s_core: np.ndarray, y_core: np.ndarray, idx: np.ndarray, s_u: np.ndarray,
+                         probs: np.ndarray) -> tuple[list[ValleyGate], object]:
+        """Valley gates for the pairs the teacher booster hesitates between (`probs` on `s_u`) and, when there are
+        any, the booster trained again on its cells (`s_core`, `y_core`; pool rows `idx`) plus those the gates settle."""
+        p = self.params
+        gates = find_valley_gates(s_u, probs, s_core, y_core, p.valley_ambiguity, p.valley_min_cells, p.valley_max_dip)
+        if not gates:
+            return gates, None
+        gated, decided = apply_valley_gates(s_u, probs, gates, p.valley_ambiguity)
+        extra = np.setdiff1d(np.flatnonzero(decided), idx)
+        booster = fit_booster(np.concatenate([s_core, s_u[extra]]), np.concatenate([y_core, gated[extra]]),
+                              len(self.classes_), self.teacher_booster_params(), p.teacher_vector_leaves)
+        return gates, booster
 
     def lda_guess(self, s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray):
         """Shrinkage LDA fitted on the labelled cells and its posteriors on the unlabelled ones, shifted from the label
