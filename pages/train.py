@@ -3,10 +3,12 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.models.bundle import valley_gate_table
 from cytoauto_core.models.vime import TEACHERS, VIMEParams
+from cytoauto_core.storage import read_json
 from cytoauto_core.training import MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
-from ui.results import load_result, save_result
+from ui.results import bundle_folder, load_result, save_result
 from ui.widgets import job_panel
 
 key, dataset = state.current_dataset()
@@ -50,6 +52,10 @@ with st.form("train"):
                 help="cascade: cells that LDA and XGBoost agree on train a booster that guides the network (best in "
                      "the benchmark); lda or xgboost: one model guides it; none: the network learns from your labels "
                      "alone."),
+            "valley_gates": v3.checkbox(
+                "valley gates", d.valley_gates,
+                help="Where the teacher hesitates between two populations, settle those cells at the density valley "
+                     "of the marker that best separates them, as a gate would, and train the teacher again."),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 
@@ -81,3 +87,12 @@ if result is not None:
     st.dataframe(table.style.format(precision=3), width="stretch")
     st.caption(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed {result.meta['seed']} · "
                f"applied model: {result.meta['model']} (bundle {result.meta['bundle_hash'][:12]})")
+    folder = bundle_folder(result.meta["bundle_dir"])
+    marker_label = {c.name: c.label for c in dataset.channels}
+    gates = [] if folder is None else valley_gate_table(read_json(folder / "bundle.json"), marker_label)
+    if gates:
+        st.subheader("Gates the VIME teacher drew")
+        st.caption("Cells between two populations were settled at the density valley of one marker "
+                   "(threshold in transformed units; valley density relative to the lower of the two populations' "
+                   "densities at their centres).")
+        st.dataframe(pd.DataFrame(gates), hide_index=True)

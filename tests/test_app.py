@@ -109,9 +109,16 @@ def test_map_label_train_results(workspace_dir):
     assert float(values["Accuracy (by name)"]) > 0.8, "10 labels per population label the demo well"
     assert 0 <= float(values["Adjusted Rand index"]) <= 1
 
+    saved = next(sb for sb in at.selectbox if sb.label == "Saved model")
+    saved.set_value(next(o for o in saved.options if "demo_bone_marrow_vime" in o)).run()
     next(b for b in at.button if b.label == "Apply to every cell").click().run()
     assert not at.exception and not at.error
     assert any("applied from saved model" in c.value for c in at.caption)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert "Gates the VIME teacher drew" in [h.value for h in at.subheader]
+    gates = at.dataframe[-1].value
+    assert {"below", "above", "marker", "threshold"} <= set(gates.columns) and gates["marker"].str.contains("CD").any()
 
     at.switch_page("pages/map.py").run()
     colour = next(sb for sb in at.selectbox if sb.label == "Colour by")
