@@ -82,11 +82,16 @@ if job is not None and job.status == "done":
 
 result = load_result(key)
 if result is not None:
-    st.subheader("Model comparison on your labels")
-    table = pd.DataFrame(result.meta["metrics"]).T
-    st.dataframe(table.style.format(precision=3), width="stretch")
-    st.caption(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed {result.meta['seed']} · "
-               f"applied model: {result.meta['model']} (bundle {result.meta['bundle_hash'][:12]})")
+    if "applied_from" in result.meta:
+        st.caption(f"Current result: the saved model '{result.meta['applied_from']}' (bundle "
+                   f"{result.meta['bundle_hash'][:12]}), applied on the **Results** page; train here to compare "
+                   "models on your labels.")
+    else:
+        st.subheader("Model comparison on your labels")
+        table = pd.DataFrame(result.meta["metrics"]).T
+        st.dataframe(table.style.format(precision=3), width="stretch")
+        st.caption(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed {result.meta['seed']} · "
+                   f"applied model: {result.meta['model']} (bundle {result.meta['bundle_hash'][:12]})")
     folder = bundle_folder(result.meta["bundle_dir"])
     marker_label = {c.name: c.label for c in dataset.channels}
     gates = [] if folder is None else valley_gate_table(read_json(folder / "bundle.json"), marker_label)

@@ -116,7 +116,9 @@ def test_map_label_train_results(workspace_dir):
     assert any("applied from saved model" in c.value for c in at.caption)
     at.switch_page("pages/train.py").run()
     assert not at.exception
-    assert "Gates the VIME teacher drew" in [h.value for h in at.subheader]
+    headers = [h.value for h in at.subheader]
+    assert "Gates the VIME teacher drew" in headers and "Model comparison on your labels" not in headers
+    assert any("applied on the **Results** page" in c.value for c in at.caption)
     gates = at.dataframe[-1].value
     assert {"below", "above", "marker", "threshold"} <= set(gates.columns) and gates["marker"].str.contains("CD").any()
 
