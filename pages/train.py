@@ -92,6 +92,10 @@ if result is not None:
         st.dataframe(table.style.format(precision=3), width="stretch")
         st.caption(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed {result.meta['seed']} · "
                    f"applied model: {result.meta['model']} (bundle {result.meta['bundle_hash'][:12]})")
+        if "scheme" in table and "CV" in str(table["scheme"].iloc[0]):
+            st.caption("With few labels each model is scored on a handful of held-out labelled cells per population, "
+                       "every population counted equally. VIME adapts to how common each population is among the "
+                       "unlabelled cells, so it can score lower here than on the whole sample (BENCHMARKS.md).")
     folder = bundle_folder(result.meta["bundle_dir"])
     marker_label = {c.name: c.label for c in dataset.channels}
     gates = [] if folder is None else valley_gate_table(read_json(folder / "bundle.json"), marker_label)

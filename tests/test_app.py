@@ -102,6 +102,7 @@ def test_map_label_train_results(workspace_dir):
     _wait_job(at, "Trained and applied")
     table = at.dataframe[-1].value
     assert "LDA" in table.index and 0.5 < table.loc["LDA", "accuracy"] <= 1
+    assert any("held-out labelled cells per population" in c.value for c in at.caption), "few labels: CV is explained"
 
     at.switch_page("pages/results.py").run()
     assert not at.exception, at.exception
