@@ -86,13 +86,11 @@ def train_and_apply(
     x_l, x_u = x[cells], x[unlabelled]
 
     compare = [m for m in request.compare if m in MODEL_NAMES]
-    rows = []
-    for i, name in enumerate(compare):
-        check_stop(should_stop)
-        progress(0.6 * i / max(len(compare), 1), f"comparing: {name} ({i + 1}/{len(compare)})")
-        rows.append(evaluate_models({name: build_model(name, request.seed, request.vime)}, x_l, y, x_u,
-                                    seed=request.seed, folds=request.folds))
-    scores = pd.concat(rows) if rows else pd.DataFrame()
+    models = {name: build_model(name, request.seed, request.vime) for name in compare}
+    scores = pd.DataFrame()
+    if models:
+        scores = evaluate_models(models, x_l, y, x_u, seed=request.seed, folds=request.folds,
+                                 progress=lambda f, m: progress(0.6 * f, f"comparing {m}"), should_stop=should_stop)
 
     check_stop(should_stop)
     model = build_model(request.apply, request.seed, request.vime)

@@ -54,3 +54,19 @@ def test_evaluate_models_uses_cv_for_few_labels_and_holdout_for_many():
     many = evaluate_models({"lda": LDAModel()}, x, y, seed=1)
     assert many.loc["lda", "scheme"] == "holdout 30%"
     assert many.loc["lda", "accuracy"] > 0.9 and 0.9 < many.loc["lda", "auroc"] <= 1.0
+
+
+def test_evaluation_reports_progress_per_split_and_cancels_inside_a_fit():
+    x, y = gaussian_cells()
+    lab, rest = label_split(y, 6)
+    seen = []
+    evaluate_models({"lda": LDAModel(), "xgb": XGBoostModel(FAST_XGB)}, x[lab], y[lab], x[rest], folds=3,
+                    progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == pytest.approx(1.0)
+    assert any(m.startswith("xgb, split 3/3: ") for _, m in seen), "messages name the model, split and the fit's step"
+    assert len({f for f, m in seen if m.startswith("xgb, split 1/3")}) > 2, "progress moves inside a fit"
+    calls = []
+    with pytest.raises(TrainingCancelled):
+        evaluate_models({"xgb": XGBoostModel(FAST_XGB)}, x[lab], y[lab], x[rest], folds=3,
+                        should_stop=lambda: calls.append(1) or len(calls) > 1)

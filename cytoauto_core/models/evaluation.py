@@ -10,6 +10,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from . import Progress, ShouldStop, report
+
 
 @dataclass
 class Scores:
@@ -37,11 +39,13 @@ def score(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> Scores:
     )
 
 
-def fit_and_score(model, x_train, y_train, x_unlabeled, x_test, y_test) -> dict:
-    """Fit a copy of an unfitted model, score it on the test cells and time the fit."""
+def fit_and_score(model, x_train, y_train, x_unlabeled, x_test, y_test, progress: Progress | None = None,
+                  should_stop: ShouldStop | None = None) -> dict:
+    """Fit a copy of an unfitted model (passing on progress and cancellation), score it on the test cells and time
+    the fit."""
     model = copy.deepcopy(model)
     start = time.perf_counter()
-    model.fit(x_train, y_train, x_unlabeled)
+    model.fit(x_train, y_train, x_unlabeled, progress=progress, should_stop=should_stop)
     seconds = time.perf_counter() - start
     s = score(y_test, model.predict_proba(x_test), model.classes_)
     return {**s.__dict__, "fit_seconds": seconds}
@@ -56,9 +60,12 @@ def evaluate_models(
     seed: int = 0,
     min_per_class_for_holdout: int = 20,
     folds: int = 5,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> pd.DataFrame:
     """Score each unfitted model (name → model) on labelled cells: a stratified holdout when every class has
-    at least `min_per_class_for_holdout` labels, else stratified k-fold (k ≤ smallest class); mean over folds."""
+    at least `min_per_class_for_holdout` labels, else stratified k-fold (k ≤ smallest class); mean over folds.
+    Progress (0–1 over all fits) names the model and split; `should_stop` can cancel inside any fit."""
     y = np.asarray(y)
     smallest = int(np.unique(y, return_counts=True)[1].min())
     if smallest >= min_per_class_for_holdout:
@@ -69,8 +76,18 @@ def evaluate_models(
         splits = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
         scheme = f"{k}-fold CV"
     rows = []
-    for name, model in models.items():
-        results = [fit_and_score(model, x[tr], y[tr], x_unlabeled, x[te], y[te]) for tr, te in splits]
+    fits = len(models) * len(splits)
+    for m, (name, model) in enumerate(models.items()):
+        results = []
+        for f, (tr, te) in enumerate(splits):
+            step = _sub_progress(progress, (m * len(splits) + f) / fits, 1 / fits, f"{name}, split {f + 1}/{len(splits)}")
+            results.append(fit_and_score(model, x[tr], y[tr], x_unlabeled, x[te], y[te], step, should_stop))
         row = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         rows.append({"model": name, **row, "scheme": scheme})
     return pd.DataFrame(rows).set_index("model")
+
+
+def _sub_progress(progress: Progress | None, start: float, span: float, label: str) -> Progress:
+    """A fit's progress callback mapped onto [start, start + span] of the whole evaluation, its messages labelled."""
+    report(progress, start, label)
+    return lambda fraction, message: report(progress, start + span * fraction, f"{label}: {message}")
