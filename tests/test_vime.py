@@ -84,6 +84,7 @@ def test_train_and_apply_on_separated_populations_with_progress():
     fractions = [f for f, _ in calls]
     assert len(calls) >= 10 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("loss" in m for _, m in calls) and any("cross-entropy" in m for _, m in calls)
+    assert any(m.startswith("VIME teacher (cascade)") for _, m in calls), "the teacher stage is announced"
     again = VIMEClassifier(VIMEParams(**TINY, seed=3)).fit(x[lab], y[lab], x[rest]).predict_proba(x[rest])
     np.testing.assert_allclose(again, proba, atol=1e-5)
 

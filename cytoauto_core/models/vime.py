@@ -281,6 +281,7 @@ class VIMEClassifier:
         encoder_weights = self._pretrain(s_all, target, clock)
         self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
         self.valley_gates = []
+        clock.note(f"VIME teacher ({p.teacher}): first pseudo-labels")
         teacher_u = self._teacher(s_l, yl, s_u)
         probs_u = teacher_u
         strong = self.xgb_teacher is not None
@@ -575,6 +576,11 @@ class _Clock:
         if self.done % self.every == 0 or self.done == self.total:
             check_stop(self.should_stop)
             report(self.progress, 0.99 * self.done / self.total, message())
+
+    def note(self, message: str) -> None:
+        """Report a stage that is not counted in steps, at the current fraction, and honour cancellation."""
+        check_stop(self.should_stop)
+        report(self.progress, 0.99 * self.done / self.total, message)
 
 
 class _Sampler:
