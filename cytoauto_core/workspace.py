@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import Channel, Dataset, Spillover
-from .storage import atomic_save_npy, atomic_write_json, read_json
+from .storage import atomic_file, atomic_save_npy, atomic_write_json, read_json
 
 ENV_VAR = "CYTOAUTO_WORKSPACE"
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
@@ -76,9 +76,8 @@ class Workspace:
         atomic_save_npy(folder / "sample_ids.npy", np.asarray(dataset.sample_ids, dtype=np.int32))
         annotations = dataset.annotations.copy()
         annotations.columns = [str(c) for c in annotations.columns]
-        tmp = folder / ".annotations.parquet.tmp"
-        annotations.to_parquet(tmp, index=False)
-        os.replace(tmp, folder / "annotations.parquet")
+        with atomic_file(folder / "annotations.parquet") as handle:
+            annotations.to_parquet(handle, index=False)
         spill = dataset.spillover
         atomic_write_json(folder / "dataset.json", {
             "name": dataset.name,
