@@ -7,7 +7,6 @@ CyTOF-like counts (5·sinh(x)) so the demo goes through the same transform path 
 from __future__ import annotations
 
 import json
-import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,8 +124,5 @@ def ensure_demo(workspace: "Workspace", n_cells: int = DEMO_CELLS, seed: int = D
 
     path = workspace.root / "demo" / f"demo_bone_marrow_{n_cells}_seed{seed}.fcs"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # own temp file: processes may race here
-        write_fcs(tmp, make_demo(n_cells, seed))
-        tmp.replace(path)
+        write_fcs(path, make_demo(n_cells, seed))
     return workspace.add_dataset(read_file(path, display_name=path.name))

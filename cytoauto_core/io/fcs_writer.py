@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..dataset import UNASSIGNED, Dataset, Spillover
+from ..storage import atomic_file
 from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS
 
 HEADER_LIMIT = 99_999_999
@@ -35,7 +36,7 @@ def write_fcs(
     population_names: dict[int, str] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write `data` (a Dataset, or an n × p array with `channel_names`) plus `extra_channels` to `path`."""
+    """Write `data` (a Dataset, or an n × p array with `channel_names`) plus `extra_channels` to `path`, atomically."""
     extra = dict(extra_channels or {})
     keywords: dict[str, str] = {}
     spill = None
@@ -69,7 +70,7 @@ def write_fcs(
     maxima = np.concatenate([events.max(axis=0, initial=1.0) if n else np.ones(len(names)),
                              [np.max(np.asarray(v, np.float64), initial=1.0) for v in extra.values()]])
     path = Path(path)
-    with open(path, "wb") as fh:
+    with atomic_file(path) as fh:  # never half a file, even when two processes write the same path
         data_bytes = n * len(all_names) * 4
         fh.write(_header_and_text(all_names, all_markers, maxima, n, data_bytes, keywords))
         _write_events(fh, events, list(extra.values()))
