@@ -54,8 +54,9 @@ with st.form("train"):
                      "alone."),
             "valley_gates": v3.checkbox(
                 "valley gates", d.valley_gates,
-                help="Where the teacher hesitates between two populations, settle those cells at the density valley "
-                     "of the marker that best separates them, as a gate would, and train the teacher again."),
+                help="With the cascade teacher: where it hesitates between two populations, settle those cells at "
+                     "the density valley of the marker that best separates them, as a gate would, and train the "
+                     "teacher again."),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 
