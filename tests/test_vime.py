@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 from cytoauto_core.models import TrainingCancelled  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
     FusedNet, VIMEClassifier, VIMEParams, consistency_loss, forward_logits, softmax, corrupt, entropy_loss, mask_loss,
-    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy, product_of_experts,
+    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
 )
 from synthetic import gaussian_cells, label_split  # noqa: E402
 
@@ -57,16 +57,6 @@ def test_pseudo_labels_are_confident_and_class_balanced():
     assert idx.tolist() == [1, 4]
 
 
-def test_product_of_experts_is_confident_only_where_both_agree():
-    a = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])
-    b = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
-    g = product_of_experts(a, b)
-    np.testing.assert_allclose(g.sum(axis=1), 1.0)
-    np.testing.assert_allclose(g[0], [0.9, 0.1])  # agreeing experts keep their confidence
-    np.testing.assert_allclose(g[1], [0.5, 0.5])  # opposite convictions cancel
-    assert 0.5 < g[2, 0] < 0.9  # an undecided expert tempers a confident one
-
-
 def test_params_from_an_older_bundle_drop_retired_options():
     old = {**VIMEParams(seed=4).to_dict(), "xgb_min_labels": 25}
     assert VIMEParams.from_dict(old) == VIMEParams(seed=4)
@@ -84,7 +74,7 @@ def test_train_and_apply_on_separated_populations_with_progress():
     fractions = [f for f, _ in calls]
     assert len(calls) >= 10 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("loss" in m for _, m in calls) and any("cross-entropy" in m for _, m in calls)
-    assert any(m.startswith("VIME teacher (cascade)") for _, m in calls), "the teacher stage is announced"
+    assert any(m.startswith("VIME first guess") for _, m in calls), "the first-guess stage is announced"
     again = VIMEClassifier(VIMEParams(**TINY, seed=3)).fit(x[lab], y[lab], x[rest]).predict_proba(x[rest])
     np.testing.assert_allclose(again, proba, atol=1e-5)
 
@@ -128,53 +118,41 @@ def test_fused_inference_matches_scaled_forward_pass(encoder, predictor, skip, m
     np.testing.assert_allclose(blended, 0.75 * expected + 0.25 * softmax(s @ lin[0] + lin[1]), atol=1e-5)
 
 
-def test_teacher_blend_is_saved_and_reloaded(tmp_path):
+def test_first_guess_experts_are_blended_saved_and_reloaded(tmp_path):
     x, y = gaussian_cells()
     lab, rest = label_split(y, 5)
-    model = VIMEClassifier(VIMEParams(**TINY, teacher="lda", final_teacher_weight=0.5)).fit(x[lab], y[lab], x[rest])
-    assert model.linear_teacher is not None and model.xgb_teacher is None
-    config = model.save_state(str(tmp_path))
-    again = VIMEClassifier.load_state(str(tmp_path), config)
-    np.testing.assert_allclose(again.predict_proba(x[rest]), model.predict_proba(x[rest]), atol=1e-6)
-    assert np.mean(model.classes_[model.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
-
-
-def _root_cover(booster) -> float:
-    """Hessian mass at the first tree's root: grows with the (weighted) number of training rows."""
-    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
-    return float(trees[0]["sum_hessian"][0])
-
-
-def test_xgboost_teachers_are_blended_saved_and_reloaded(tmp_path):
-    x, y = gaussian_cells()
-    lab, rest = label_split(y, 5)
-    fit = lambda teacher: VIMEClassifier(VIMEParams(**TINY, teacher=teacher)).fit(x[lab], y[lab], x[rest])
-    plain, cascade = fit("xgboost"), fit("cascade")
-    for m in (plain, cascade):
-        assert m.xgb_teacher is not None and m.linear_teacher is None
-        assert np.mean(m.classes_[m.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
-    assert _root_cover(cascade.xgb_teacher) > 5 * _root_cover(plain.xgb_teacher)  # the first guess's pseudo-labels joined the labels
-    model = cascade
+    model = VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest])
+    assert model.linear_teacher is not None and model.xgb_teacher is not None
     proba = model.predict_proba(x[rest])
-    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    again = VIMEClassifier.load_state(str(tmp_path), model.save_state(str(tmp_path)))
+    p = model.params
+    scaler = (np.asarray(model.scaler.offset), np.asarray(model.scaler.scale))
+    network = FusedNet(model.members, *scaler, len(p.encoder_sizes), p.skip_input).predict_proba(x[rest])
+    s = model.scaler.transform(x[rest])
+    linear = softmax(s @ model.linear_teacher[0] + model.linear_teacher[1])
+    booster = model.xgb_teacher.inplace_predict(s).reshape(len(s), -1)
+    expected = (1 - p.final_xgb_weight) * ((1 - p.final_teacher_weight) * network + p.final_teacher_weight * linear)
+    np.testing.assert_allclose(proba, expected + p.final_xgb_weight * booster, atol=1e-5)
+    assert np.mean(model.classes_[proba.argmax(axis=1)] == y[rest]) > 0.9
+    again = VIMEClassifier.load_state(str(tmp_path), json.loads(json.dumps(model.save_state(str(tmp_path)))))
     np.testing.assert_allclose(again.predict_proba(x[rest]), proba, atol=1e-6)
 
 
-def test_cascade_teacher_draws_a_valley_gate_and_the_bundle_keeps_it(tmp_path):
-    from test_valleys import mixture_valley, two_populations
+def test_without_a_first_guess_the_network_learns_from_the_labels_alone():
+    x, y = gaussian_cells()
+    lab, rest = label_split(y, 5)
+    model = VIMEClassifier(VIMEParams(**TINY, teacher="none")).fit(x[lab], y[lab], x[rest])
+    assert model.linear_teacher is None and model.xgb_teacher is None
+    assert np.mean(model.classes_[model.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
 
-    x, y = two_populations()
-    lab = np.r_[np.flatnonzero(x[:, 0] < -0.8)[:8], np.flatnonzero(x[:, 0] > 3.8)[:8]]  # labels far from the valley
-    rest = np.setdiff1d(np.arange(len(y)), lab)
+
+def test_bundle_of_the_retired_cascade_teacher_still_loads_and_applies(tmp_path):
+    """Bundles saved before the first guess replaced the cascade keep their blend weights and their gates are ignored."""
+    x, y = gaussian_cells()
+    lab, rest = label_split(y, 5)
     model = VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest])
     config = model.save_state(str(tmp_path))
-    [gate] = config["valley_gates"]
-    assert (gate["low"], gate["high"], gate["marker"]) == (0, 1, 0)
-    assert abs(gate["threshold"] - mixture_valley()) < 0.3  # in marker units, not scaled ones
-    again = VIMEClassifier.load_state(str(tmp_path), json.loads(json.dumps(config)))
-    [reloaded] = again.gates_in_marker_units()
-    assert reloaded == pytest.approx(gate)
-    off = VIMEClassifier(VIMEParams(**TINY, valley_gates=False)).fit(x[lab], y[lab], x[rest])
-    assert off.valley_gates == [] and off.save_state(str(tmp_path))["valley_gates"] == []
-    assert _root_cover(model.xgb_teacher) > _root_cover(off.xgb_teacher)  # the gated cells joined the booster's cells
+    config["params"].update(teacher="cascade", valley_gates=True, cascade_fraction=0.3, final_xgb_weight=0.7)
+    config["valley_gates"] = [{"low": 0, "high": 1, "marker": 0, "threshold": 1.0, "dip": 0.2}]
+    old = VIMEClassifier.load_state(str(tmp_path), config)
+    assert old.params.final_xgb_weight == 0.7 and not hasattr(old.params, "valley_gates")
+    assert np.mean(old.classes_[old.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9

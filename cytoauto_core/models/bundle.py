@@ -124,16 +124,6 @@ def load_bundle(directory: str) -> ModelBundle:
     )
 
 
-def valley_gate_table(meta: dict, marker_labels: dict[str, str] | None = None) -> list[dict]:
-    """The density-valley gates a VIME teacher drew, from bundle.json: populations on either side, the marker
-    (channel name, or its label from `marker_labels`) and its threshold in transformed units, as the pages plot it."""
-    names = {int(i): n for i, n in zip(meta["class_ids"], meta["class_names"])}
-    features = [(marker_labels or {}).get(f, f) for f in meta["spec"]["features"]]
-    return [{"below": names[int(g["low"])], "above": names[int(g["high"])], "marker": features[g["marker"]],
-             "threshold": round(float(g["threshold"]), 3), "valley density": round(float(g["dip"]), 2)}
-            for g in meta["model"].get("valley_gates", [])]
-
-
 def predict_dataset(
     bundle: ModelBundle,
     events: np.ndarray,
