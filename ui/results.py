@@ -67,14 +67,6 @@ def saved_bundles() -> dict[str, Path]:
     return found
 
 
-def bundle_folder(name: str) -> Path | None:
-    """A bundle's folder by name, in the workspace or shipped in models/ (None when it is gone)."""
-    for root in (state.workspace().models_dir, SHIPPED_MODELS):
-        if (root / name / "bundle.json").is_file():
-            return root / name
-    return None
-
-
 @st.cache_resource(max_entries=8, show_spinner="Loading the model bundle…")
 def _bundle(folder: str, bundle_hash: str) -> ModelBundle:
     """A verified bundle, loaded once per content hash and shared read-only (predict only, never fit)."""
