@@ -30,15 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite_sets  # noqa: E402
 from devsuite_sets import DevSet  # noqa: E402
 
-from cytoauto_core.models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams  # noqa: E402
-from cytoauto_core.models.vime import VIMEClassifier, VIMEParams  # noqa: E402
 from cytoauto_core.recommendation import recommend_model  # noqa: E402
+from cytoauto_core.training import build_model  # noqa: E402
 
 BUDGETS = (5, 10, 25)
 SEEDS = (0, 1, 2)
 MAX_POOL = 50_000
 MODELS = ("VIME", "LogReg", "XGBoost", "LDA", "kNN", "LabelSpreading")
 SEMI_SUPERVISED = "VIME"  # every model whose name starts with this is a candidate, the rest are baselines
+APP_NAMES = {"VIME": "VIME", "Logistic regression": "LogReg", "XGBoost": "XGBoost", "LDA": "LDA"}  # app → bench
+BENCH_TO_APP = {bench: app for app, bench in APP_NAMES.items()}
 VIME_VARIANTS = {  # ablations: what each part of the default model provides
     "VIME": {},
     "VIME network alone": {"teacher": "none"},
@@ -78,15 +79,12 @@ class SklearnModel:
 
 
 def make_model(name: str, seed: int, vime: dict):
-    """A fresh, seeded model by benchmark name."""
+    """A fresh, seeded model by benchmark name: the app's own (cytoauto_core.training.build_model), VIME variants with
+    their overrides, or a scikit-learn baseline."""
     if name in VIME_VARIANTS:
-        return VIMEClassifier(VIMEParams(**{**vime, **VIME_VARIANTS[name], "seed": seed}))
-    if name == "LogReg":
-        return LogisticRegressionModel(seed=seed)
-    if name == "XGBoost":
-        return XGBoostModel(XGBoostParams(seed=seed))
-    if name == "LDA":
-        return LDAModel(seed=seed)
+        return build_model("VIME", seed, {**vime, **VIME_VARIANTS[name]})
+    if name in BENCH_TO_APP:
+        return build_model(BENCH_TO_APP[name], seed)
     return SklearnModel(name, seed)
 
 
@@ -151,9 +149,6 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["budget", "model"]).round(4)
 
 
-APP_NAMES = {"VIME": "VIME", "Logistic regression": "LogReg", "XGBoost": "XGBoost", "LDA": "LDA"}
-
-
 def recommendation_rate(df: pd.DataFrame) -> pd.DataFrame:
     """How often the Train page's recommended model is within 0.01 macro-F1 of the best model of a (set, budget, seed)
     case, per budget and overall; the best is taken over every model in the rows, baselines the app lacks included."""
@@ -203,7 +198,7 @@ def speed(vime: dict, budget: int = 10) -> None:
     lab = draw_labels(y, np.arange(len(y)), budget, 0)
     rest = np.setdiff1d(np.arange(len(y)), lab)
     start = time.perf_counter()
-    VIMEClassifier(VIMEParams(**{**vime, "seed": 0})).fit(x[lab], y[lab], x[rest])
+    build_model("VIME", 0, vime).fit(x[lab], y[lab], x[rest])
     print(json.dumps({"cells": len(y), "markers": 40, "populations": 30, "labels_per_population": budget,
                       "fit_s": round(time.perf_counter() - start, 2)}), flush=True)
     ds = devsuite_sets.levine32()
@@ -211,7 +206,7 @@ def speed(vime: dict, budget: int = 10) -> None:
     big = ds.x[rng.integers(0, len(ds.x), 265_000)] + rng.normal(0, 0.05, (265_000, ds.x.shape[1])).astype(np.float32)
     lab = draw_labels(ds.y, ds.train, budget, 0)
     start = time.perf_counter()
-    model = VIMEClassifier(VIMEParams(**{**vime, "seed": 0})).fit(ds.x[lab], ds.y[lab], big)
+    model = build_model("VIME", 0, vime).fit(ds.x[lab], ds.y[lab], big)
     fit_s = time.perf_counter() - start
     applies = []
     for _ in range(3):
@@ -238,7 +233,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--models", nargs="+", default=list(MODELS))
-    ap.add_argument("--vime", nargs="*", default=[], help="VIMEParams overrides, e.g. teacher=lda rounds=2")
+    ap.add_argument("--vime", nargs="*", default=[], help="VIMEParams overrides, e.g. teacher=none rounds=2")
     ap.add_argument("--fast", action="store_true", help=f"sets {', '.join(devsuite_sets.FAST)}, seed 0")
     ap.add_argument("--rows", type=Path, help="append raw rows (JSON lines) to this file")
     ap.add_argument("--summarise", type=Path, nargs="+", help="print tables from saved rows and exit")

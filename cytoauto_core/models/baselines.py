@@ -137,6 +137,23 @@ def xgboost_config(params: XGBoostParams, n_classes: int) -> dict:
     }
 
 
+def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, params: XGBoostParams, vector_leaves: bool = False):
+    """A softprob XGBoost booster on scaled cells with classes weighted equally; with `vector_leaves` one tree per
+    round serves all classes (multi_output_tree), which applies far faster than one tree per class."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float32)
+    weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
+    config = xgboost_config(params, n_classes)
+    if vector_leaves:
+        config["multi_strategy"] = "multi_output_tree"
+    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=params.n_jobs), params.n_estimators)
+
+
+def booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
+    """A softprob booster's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
+    proba = booster.inplace_predict(np.ascontiguousarray(s, np.float32))
+    return proba.reshape(len(s), n_classes).astype(np.float32, copy=False)
+
+
 class _XGBProgress(xgb.callback.TrainingCallback):
     """Reports progress with the training log loss every 10 rounds and honours cancellation."""
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
 from . import softmax
-from .baselines import LDAModel, XGBoostParams, linear_logit_weights
+from .baselines import LDAModel, LogisticRegressionModel, XGBoostParams, booster_probs, fit_booster, linear_logit_weights
 
 NEIGHBOURS = 15
 SMOOTHING_STEPS = 3
@@ -37,10 +36,8 @@ def fit_first_guess(s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray, n_classes:
                     rng: np.random.Generator) -> FirstGuess:
     """Fit LDA, logistic regression and XGBoost on the labels; smooth their product of experts over the kNN graph of
     up to MAX_SMOOTHED_CELLS unlabelled cells (each step: half its own agreement, half its neighbours' mean)."""
-    from .vime import booster_probs, fit_booster
-
     lda = LDAModel().estimator().fit(s_l, yl)
-    logreg = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(s_l, yl)
+    logreg = LogisticRegressionModel(seed=seed).estimator().fit(s_l, yl)
     (c1, b1), (c2, b2) = linear_logit_weights(lda), linear_logit_weights(logreg)
     kernel, bias = np.ascontiguousarray(((c1 + c2) / 2).T), (b1 + b2) / 2
     booster = fit_booster(s_l, yl, n_classes, XGBoostParams(n_estimators=BOOSTER_ROUNDS, learning_rate=BOOSTER_LEARNING_RATE,

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
-from .baselines import XGBoostParams, xgboost_config
+from .baselines import booster_probs
 from .teacher import fit_first_guess
 
 
@@ -437,25 +437,6 @@ class VIMEClassifier:
         """Ensemble-mean probabilities of already-scaled cells."""
         n_enc = len(self.params.encoder_sizes)
         return sum(softmax(forward_logits(m, s, n_enc, self.params.skip_input)) for m in self.members) / len(self.members)
-
-
-def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, params: XGBoostParams, vector_leaves: bool = False):
-    """A softprob XGBoost booster on scaled cells with classes weighted equally; with `vector_leaves` one tree per
-    round serves all classes (multi_output_tree), which applies far faster than one tree per class."""
-    import xgboost as xgb
-
-    counts = np.bincount(y, minlength=n_classes).astype(np.float32)
-    weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
-    config = xgboost_config(params, n_classes)
-    if vector_leaves:
-        config["multi_strategy"] = "multi_output_tree"
-    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=params.n_jobs), params.n_estimators)
-
-
-def booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
-    """A softprob booster's probabilities for scaled cells (in-place prediction: no DMatrix copy)."""
-    proba = booster.inplace_predict(np.ascontiguousarray(s, np.float32))
-    return proba.reshape(len(s), n_classes).astype(np.float32, copy=False)
 
 
 class _Clock:
