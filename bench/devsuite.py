@@ -43,7 +43,7 @@ BENCH_TO_APP = {bench: app for app, bench in APP_NAMES.items()}
 VIME_VARIANTS = {  # ablations: what each part of the default model provides
     "VIME": {},
     "VIME network alone": {"teacher": "none"},
-    "VIME first guess alone": {"final_teacher_weight": 1.0, "final_xgb_weight": 0.5},
+    "VIME first guess alone": {"final_weights": [0.0, 0.2, 0.7]},
 }
 
 

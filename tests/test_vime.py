@@ -9,10 +9,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from cytoauto_core.models import TrainingCancelled  # noqa: E402
+from cytoauto_core.models import TrainingCancelled, softmax  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
-    FusedNet, VIMEClassifier, VIMEParams, consistency_loss, forward_logits, softmax, corrupt, entropy_loss, mask_loss,
-    reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
+    FusedNet, VIMEClassifier, VIMEParams, blend, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
+    mask_loss, reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
 )
 from synthetic import gaussian_cells, label_split  # noqa: E402
 
@@ -113,9 +113,20 @@ def test_fused_inference_matches_scaled_forward_pass(encoder, predictor, skip, m
     expected = sum(softmax(forward_logits(m, s, len(encoder), skip)) for m in nets) / members
     got = FusedNet(nets, offset, scale, len(encoder), skip, chunk=300).predict_proba(x)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    lin = (rng.normal(0, 0.5, (d, c)).astype(np.float32), rng.normal(0, 0.1, c).astype(np.float32))
-    blended = FusedNet(nets, offset, scale, len(encoder), skip, linear=lin, linear_weight=0.25).predict_proba(x)
-    np.testing.assert_allclose(blended, 0.75 * expected + 0.25 * softmax(s @ lin[0] + lin[1]), atol=1e-5)
+    w, b = rng.normal(0, 0.5, (d, c)), rng.normal(0, 0.1, c)
+    w_raw, b_raw = fold_scaler(w, b, offset, scale)
+    np.testing.assert_allclose(x @ w_raw + b_raw, s @ w + b, atol=1e-4)
+
+
+def test_blends_weight_parts_as_documented():
+    a = np.array([[0.9, 0.1], [0.5, 0.5]], np.float32)
+    b = np.array([[0.2, 0.8], [0.1, 0.9]], np.float32)
+    np.testing.assert_allclose(blend([a, b], [1, 3], "arithmetic"), 0.25 * a + 0.75 * b, atol=1e-6)
+    log = 0.25 * np.log(a + 1e-6) + 0.75 * np.log(b + 1e-6)
+    np.testing.assert_allclose(blend([a, b], [0.5, 1.5], "geometric"), np.exp(log) / np.exp(log).sum(1, keepdims=True),
+                               atol=1e-6)
+    with pytest.raises(ValueError):
+        blend([a, b], [1, 1], "median")
 
 
 def test_first_guess_experts_are_blended_saved_and_reloaded(tmp_path):
@@ -130,8 +141,9 @@ def test_first_guess_experts_are_blended_saved_and_reloaded(tmp_path):
     s = model.scaler.transform(x[rest])
     linear = softmax(s @ model.linear_teacher[0] + model.linear_teacher[1])
     booster = model.xgb_teacher.inplace_predict(s).reshape(len(s), -1)
-    expected = (1 - p.final_xgb_weight) * ((1 - p.final_teacher_weight) * network + p.final_teacher_weight * linear)
-    np.testing.assert_allclose(proba, expected + p.final_xgb_weight * booster, atol=1e-5)
+    assert p.final_weights == [0.1, 0.2, 0.7] and p.final_blend == "geometric"
+    log = 0.1 * np.log(network + 1e-6) + 0.2 * np.log(linear + 1e-6) + 0.7 * np.log(booster + 1e-6)
+    np.testing.assert_allclose(proba, np.exp(log) / np.exp(log).sum(1, keepdims=True), atol=1e-5)
     assert np.mean(model.classes_[proba.argmax(axis=1)] == y[rest]) > 0.9
     again = VIMEClassifier.load_state(str(tmp_path), json.loads(json.dumps(model.save_state(str(tmp_path)))))
     np.testing.assert_allclose(again.predict_proba(x[rest]), proba, atol=1e-6)
@@ -151,8 +163,19 @@ def test_bundle_of_the_retired_cascade_teacher_still_loads_and_applies(tmp_path)
     lab, rest = label_split(y, 5)
     model = VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest])
     config = model.save_state(str(tmp_path))
-    config["params"].update(teacher="cascade", valley_gates=True, cascade_fraction=0.3, final_xgb_weight=0.7)
+    for key in ("final_weights", "final_blend"):
+        del config["params"][key]
+    config["params"].update(teacher="cascade", valley_gates=True, cascade_fraction=0.3, final_teacher_weight=0.5,
+                            final_xgb_weight=0.6)
     config["valley_gates"] = [{"low": 0, "high": 1, "marker": 0, "threshold": 1.0, "dip": 0.2}]
     old = VIMEClassifier.load_state(str(tmp_path), config)
-    assert old.params.final_xgb_weight == 0.7 and not hasattr(old.params, "valley_gates")
+    assert old.params.final_blend == "arithmetic" and not hasattr(old.params, "valley_gates")
+    np.testing.assert_allclose(old.params.final_weights, [0.2, 0.2, 0.6])
+    network = FusedNet(old.members, np.asarray(old.scaler.offset), np.asarray(old.scaler.scale),
+                       len(old.params.encoder_sizes), old.params.skip_input).predict_proba(x[rest])
+    s = old.scaler.transform(x[rest])
+    linear = softmax(s @ old.linear_teacher[0] + old.linear_teacher[1])
+    booster = old.xgb_teacher.inplace_predict(s).reshape(len(s), -1)
+    np.testing.assert_allclose(old.predict_proba(x[rest]), 0.4 * (0.5 * network + 0.5 * linear) + 0.6 * booster,
+                               atol=1e-5)
     assert np.mean(old.classes_[old.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9

@@ -123,6 +123,7 @@ class XGBoostParams:
     subsample: float = 0.9
     colsample_bytree: float = 0.8
     reg_lambda: float = 1.0
+    max_bin: int = 256  # quantile bins per marker (XGBoost's default)
     n_jobs: int = 2
     seed: int = 0
 
@@ -133,7 +134,7 @@ def xgboost_config(params: XGBoostParams, n_classes: int) -> dict:
         "objective": "multi:softprob", "num_class": n_classes, "tree_method": "hist",
         "max_depth": params.max_depth, "eta": params.learning_rate, "min_child_weight": params.min_child_weight,
         "subsample": params.subsample, "colsample_bytree": params.colsample_bytree, "lambda": params.reg_lambda,
-        "nthread": params.n_jobs, "seed": params.seed,
+        "max_bin": params.max_bin, "nthread": params.n_jobs, "seed": params.seed,
     }
 
 

@@ -20,6 +20,7 @@ SMOOTHING_STEPS = 3
 MAX_SMOOTHED_CELLS = 20_000
 BOOSTER_ROUNDS = 30  # vector-leaf trees (one per round for every population): few rounds keep training and applying fast
 BOOSTER_LEARNING_RATE = 0.3
+BOOSTER_BINS = 64  # a few hundred labelled cells need no finer split points; vector-leaf trees build ~5× faster than with 256
 
 
 @dataclass
@@ -41,7 +42,7 @@ def fit_first_guess(s_l: np.ndarray, yl: np.ndarray, s_u: np.ndarray, n_classes:
     (c1, b1), (c2, b2) = linear_logit_weights(lda), linear_logit_weights(logreg)
     kernel, bias = np.ascontiguousarray(((c1 + c2) / 2).T), (b1 + b2) / 2
     booster = fit_booster(s_l, yl, n_classes, XGBoostParams(n_estimators=BOOSTER_ROUNDS, learning_rate=BOOSTER_LEARNING_RATE,
-                                                         n_jobs=threads, seed=seed), vector_leaves=True)
+                                                         max_bin=BOOSTER_BINS, n_jobs=threads, seed=seed), vector_leaves=True)
 
     rows = np.arange(len(s_u)) if len(s_u) <= MAX_SMOOTHED_CELLS else np.sort(
         rng.choice(len(s_u), MAX_SMOOTHED_CELLS, replace=False))

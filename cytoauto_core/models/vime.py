@@ -13,6 +13,11 @@ from .teacher import fit_first_guess
 
 
 TEACHERS = ("ensemble", "none")  # where the first pseudo-labels come from (VIMEParams.teacher)
+FINAL_PARTS = ("network", "linear pair", "booster")
+# chosen on the dev suite (bench/devsuite.py, 8 sets × 3 budgets × 3 seeds) as the weights with the highest mean
+# margin over the best baseline, confirmed set by set leaving that set out of the choice (BENCHMARKS.md)
+FINAL_WEIGHTS = (0.1, 0.2, 0.7)
+PREDICT_CHUNK = 65_536  # cells per inference chunk: bounds the memory of the three probability tables
 
 
 @dataclass
@@ -42,11 +47,10 @@ class VIMEParams:
     pseudo_fraction: float = 0.8  # share of each predicted class (most confident first) taken as pseudo-labels
     pseudo_cap: int = 2000  # most pseudo-labels per class
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled cells relative to labelled ones
-    # the first guess's experts in the final probabilities, by default a third each with the network: the linear pair
-    # (LDA + logistic regression, logits averaged, folded into the fused forward pass) takes final_teacher_weight of the
-    # network + linear blend, and the booster final_xgb_weight of the whole
-    final_teacher_weight: float = 0.5
-    final_xgb_weight: float = 1 / 3
+    # final probabilities: weighted geometric mean of the network, the first guess's linear pair (LDA + logistic
+    # regression, logits averaged) and its booster, in that order (FINAL_PARTS); weights of absent parts are dropped
+    final_weights: list[float] = field(default_factory=lambda: list(FINAL_WEIGHTS))
+    final_blend: str = "geometric"  # or 'arithmetic': the weighted mean that bundles saved before December 2026 used
     balanced: bool = True  # sample classes uniformly in every batch (rare populations)
     ensemble: int = 1  # independently initialised predictors averaged
     max_unlabeled: int = 50_000  # unlabelled cells subsampled for training
@@ -60,9 +64,14 @@ class VIMEParams:
     @classmethod
     def from_dict(cls, d: dict) -> "VIMEParams":
         """Parameters from a bundle; keys of retired training options (older bundles) are dropped, since applying a
-        model depends only on its saved weights and architecture."""
+        model depends only on its saved weights and architecture. Bundles saved before the geometric blend keep
+        their arithmetic one: (1 - x)·((1 - t)·network + t·linear) + x·booster."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kept = {k: v for k, v in d.items() if k in known}
+        if "final_weights" not in d:
+            t, x = float(d.get("final_teacher_weight", 0.5)), float(d.get("final_xgb_weight", 1 / 3))
+            kept.update(final_weights=[(1 - x) * (1 - t), (1 - x) * t, x], final_blend="arithmetic")
+        return cls(**kept)
 
 
 # ---- masking and losses (TensorFlow; small pure functions so tests can check them by hand) ----
@@ -134,31 +143,29 @@ def forward_logits(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, n
     return h @ w + b
 
 
+def fold_scaler(w: np.ndarray, b: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dense layer on scaled cells rewritten for raw cells: ((x - offset) / scale) @ w + b == x @ w' + b'."""
+    inv = 1.0 / np.asarray(scale, np.float64)
+    w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+    return np.ascontiguousarray(w * inv[:, None], np.float32), (b - (np.asarray(offset, np.float64) * inv) @ w).astype(np.float32)
+
+
 class FusedNet:
     """Float32 inference of all members on raw (unscaled) cells with the scaler folded into the weights.
 
-    Every member's first layer, its skip-input block after the encoder, and the optional linear teacher are
-    rescaled so that x is used as is (no scaling pass, no concatenation); cells go through in large chunks.
+    Every member's first layer and its skip-input block after the encoder are rescaled so that x is used as is
+    (no scaling pass, no concatenation); cells go through in large chunks.
     """
 
-    def __init__(self, members, offset: np.ndarray, scale: np.ndarray, n_encoder: int, skip: bool, chunk: int = 8192,
-                 linear: tuple[np.ndarray, np.ndarray] | None = None, linear_weight: float = 0.0):
-        off, inv = np.asarray(offset, np.float64), 1.0 / np.asarray(scale, np.float64)
-
-        def fold(w, b):  # (x - off) / scale @ w + b  ==  x @ w' + b'
-            w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
-            return np.ascontiguousarray(w * inv[:, None], np.float32), (b - (off * inv) @ w).astype(np.float32)
-
-        self.linear_weight = float(linear_weight) if linear is not None else 0.0
-        self.linear = fold(*linear) if self.linear_weight > 0 else None
+    def __init__(self, members, offset: np.ndarray, scale: np.ndarray, n_encoder: int, skip: bool, chunk: int = 8192):
         self.members = []
         for layers in members:
-            first = fold(*layers[0])
+            first = fold_scaler(*layers[0], offset, scale)
             rest = []
             for i, (w, b) in enumerate(layers[1:], start=1):
                 if skip and i == n_encoder:  # [h, s] @ w  ==  h @ w_h + x @ w_x'
-                    d = len(off)
-                    wx, bx = fold(w[-d:], b)
+                    d = len(offset)
+                    wx, bx = fold_scaler(w[-d:], b, offset, scale)
                     rest.append((np.ascontiguousarray(w[:-d], np.float32), bx, wx))
                 else:
                     rest.append((np.asarray(w, np.float32), np.asarray(b, np.float32), None))
@@ -188,11 +195,19 @@ class FusedNet:
                 acc = p if acc is None else acc + p
             if len(self.members) > 1:
                 acc /= len(self.members)
-            if self.linear is not None:
-                acc *= 1.0 - self.linear_weight
-                acc += self.linear_weight * softmax(xc @ self.linear[0] + self.linear[1])
             out[start:start + len(acc)] = acc
         return out
+
+
+def blend(parts: list[np.ndarray], weights: list[float], kind: str) -> np.ndarray:
+    """Combine probability tables with weights (renormalised to sum 1): 'geometric' is the softmax of the weighted
+    mean log-probability (floored at 1e-6), 'arithmetic' the weighted mean."""
+    w = np.asarray(weights, np.float64) / np.sum(weights)
+    if kind == "arithmetic":
+        return sum(np.float32(wi) * p for wi, p in zip(w, parts)).astype(np.float32, copy=False)
+    if kind != "geometric":
+        raise ValueError(f"unknown blend {kind!r}")
+    return softmax(sum(np.float32(wi) * np.log(p + np.float32(1e-6)) for wi, p in zip(w, parts)))
 
 
 def select_pseudo_labels(probs: np.ndarray, threshold: float, fraction: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +239,7 @@ class VIMEClassifier:
         self.scaler = Scaler("standard")
         self.members: list[list[tuple[np.ndarray, np.ndarray]]] = []
         self._fused: FusedNet | None = None
+        self._linear_raw: tuple[np.ndarray, np.ndarray] | None = None  # linear pair folded onto raw cells
         self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # linear experts' kernel (d × C) and bias
         self.xgb_teacher = None  # the first guess's XGBoost booster on scaled cells
 
@@ -244,6 +260,10 @@ class VIMEClassifier:
         p = self.params
         if p.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {p.teacher!r}")
+        if len(p.final_weights) != len(FINAL_PARTS) or min(p.final_weights) < 0 or p.final_weights[0] + (
+                0 if p.teacher == "none" else sum(p.final_weights[1:])) <= 0:
+            raise ValueError(f"final_weights needs {len(FINAL_PARTS)} non-negative weights ({', '.join(FINAL_PARTS)}) "
+                             f"with a positive one for a part the model has")
         _configure_tensorflow(p.threads)
         keras.utils.set_random_seed(p.seed)
         rng = np.random.default_rng(p.seed)
@@ -287,18 +307,28 @@ class VIMEClassifier:
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (n × n_classes, float32): the members' mean, blended with the first guess's linear pair
-        (weight final_teacher_weight) and its booster (final_xgb_weight) when those weights are above zero."""
+        """Class probabilities (n × n_classes, float32): the members' mean, the linear pair and the booster blended
+        with final_weights (parts with weight 0 or absent from the model are skipped), in chunks of cells."""
+        x = np.asarray(x, np.float32)
+        weights = self.params.final_weights
+        offset, scale = np.asarray(self.scaler.offset), np.asarray(self.scaler.scale)
         if self._fused is None:
-            self._fused = FusedNet(self.members, np.asarray(self.scaler.offset), np.asarray(self.scaler.scale),
-                                   len(self.params.encoder_sizes), self.params.skip_input,
-                                   linear=self.linear_teacher, linear_weight=self.params.final_teacher_weight)
-        proba = self._fused.predict_proba(x)
-        w = self.params.final_xgb_weight
-        if self.xgb_teacher is not None and w > 0:
-            proba *= 1.0 - w
-            proba += w * self._xgb_probs(self.scaler.transform(np.asarray(x, np.float32)))
-        return proba
+            self._fused = FusedNet(self.members, offset, scale, len(self.params.encoder_sizes), self.params.skip_input)
+            self._linear_raw = None if self.linear_teacher is None else fold_scaler(*self.linear_teacher, offset, scale)
+        use_linear = self._linear_raw is not None and weights[1] > 0
+        use_booster = self.xgb_teacher is not None and weights[2] > 0
+        out = np.empty((len(x), len(self.classes_)), np.float32)
+        for start in range(0, len(x), PREDICT_CHUNK):
+            xc = x[start:start + PREDICT_CHUNK]
+            parts, w = [self._fused.predict_proba(xc)], [weights[0]]
+            if use_linear:
+                parts.append(softmax(xc @ self._linear_raw[0] + self._linear_raw[1]))
+                w.append(weights[1])
+            if use_booster:
+                parts.append(self._xgb_probs(self.scaler.transform(xc)))
+                w.append(weights[2])
+            out[start:start + len(xc)] = parts[0] if len(parts) == 1 else blend(parts, w, self.params.final_blend)
+        return out
 
     def params_dict(self) -> dict:
         return self.params.to_dict()
