@@ -142,6 +142,9 @@ def test_first_guess_experts_are_blended_saved_and_reloaded(tmp_path):
     linear = softmax(s @ model.linear_teacher[0] + model.linear_teacher[1])
     booster = model.xgb_teacher.inplace_predict(s).reshape(len(s), -1)
     assert p.final_weights == [0.1, 0.2, 0.7] and p.final_blend == "geometric"
+    parts = model.part_probabilities(x[rest])
+    for name, expected_part in zip(("network", "linear pair", "booster"), (network, linear, booster)):
+        np.testing.assert_allclose(parts[name], expected_part, atol=1e-5)
     log = 0.1 * np.log(network + 1e-6) + 0.2 * np.log(linear + 1e-6) + 0.7 * np.log(booster + 1e-6)
     np.testing.assert_allclose(proba, np.exp(log) / np.exp(log).sum(1, keepdims=True), atol=1e-5)
     assert np.mean(model.classes_[proba.argmax(axis=1)] == y[rest]) > 0.9

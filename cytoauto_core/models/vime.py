@@ -310,25 +310,31 @@ class VIMEClassifier:
         """Class probabilities (n × n_classes, float32): the members' mean, the linear pair and the booster blended
         with final_weights (parts with weight 0 or absent from the model are skipped), in chunks of cells."""
         x = np.asarray(x, np.float32)
-        weights = self.params.final_weights
-        offset, scale = np.asarray(self.scaler.offset), np.asarray(self.scaler.scale)
-        if self._fused is None:
-            self._fused = FusedNet(self.members, offset, scale, len(self.params.encoder_sizes), self.params.skip_input)
-            self._linear_raw = None if self.linear_teacher is None else fold_scaler(*self.linear_teacher, offset, scale)
-        use_linear = self._linear_raw is not None and weights[1] > 0
-        use_booster = self.xgb_teacher is not None and weights[2] > 0
+        weights = dict(zip(FINAL_PARTS, self.params.final_weights))
+        used = [name for name in FINAL_PARTS if name == "network" or weights[name] > 0]
         out = np.empty((len(x), len(self.classes_)), np.float32)
         for start in range(0, len(x), PREDICT_CHUNK):
-            xc = x[start:start + PREDICT_CHUNK]
-            parts, w = [self._fused.predict_proba(xc)], [weights[0]]
-            if use_linear:
-                parts.append(softmax(xc @ self._linear_raw[0] + self._linear_raw[1]))
-                w.append(weights[1])
-            if use_booster:
-                parts.append(self._xgb_probs(self.scaler.transform(xc)))
-                w.append(weights[2])
-            out[start:start + len(xc)] = parts[0] if len(parts) == 1 else blend(parts, w, self.params.final_blend)
+            parts = self.part_probabilities(x[start:start + PREDICT_CHUNK], used)
+            out[start:start + PREDICT_CHUNK] = next(iter(parts.values())) if len(parts) == 1 else blend(
+                list(parts.values()), [weights[name] for name in parts], self.params.final_blend)
         return out
+
+    def part_probabilities(self, x: np.ndarray, names: tuple[str, ...] | list[str] = FINAL_PARTS) -> dict[str, np.ndarray]:
+        """Each named part's probabilities for raw cells (keys from FINAL_PARTS; parts the model lacks are left out),
+        so that benchmarks and ablations can weigh them without retraining."""
+        x = np.asarray(x, np.float32)
+        if self._fused is None:
+            offset, scale = np.asarray(self.scaler.offset), np.asarray(self.scaler.scale)
+            self._fused = FusedNet(self.members, offset, scale, len(self.params.encoder_sizes), self.params.skip_input)
+            self._linear_raw = None if self.linear_teacher is None else fold_scaler(*self.linear_teacher, offset, scale)
+        parts = {}
+        if "network" in names:
+            parts["network"] = self._fused.predict_proba(x)
+        if "linear pair" in names and self._linear_raw is not None:
+            parts["linear pair"] = softmax(x @ self._linear_raw[0] + self._linear_raw[1])
+        if "booster" in names and self.xgb_teacher is not None:
+            parts["booster"] = self._xgb_probs(self.scaler.transform(x))
+        return parts
 
     def params_dict(self) -> dict:
         return self.params.to_dict()
