@@ -34,7 +34,8 @@ PREVIOUS = ("arithmetic", (1 / 3, 1 / 3, 1 / 3))
 
 
 def macro_f1(truth: np.ndarray, pred: np.ndarray, n_classes: int, present: np.ndarray) -> float:
-    """Macro-F1 over the populations present in the truth, from one confusion matrix."""
+    """Macro-F1 over the populations present in the truth, from one confusion matrix (sklearn's f1_score, once per
+    weighting and case, would take most of the run)."""
     cm = np.bincount(truth * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     tp, support, called = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
     f1 = np.divide(2 * tp, support + called, out=np.zeros(n_classes), where=support + called > 0)
@@ -43,10 +44,7 @@ def macro_f1(truth: np.ndarray, pred: np.ndarray, n_classes: int, present: np.nd
 
 def score_case(ds, budget: int, seed: int) -> list[dict]:
     """Fit the default VIME once and score every weighting of its parts on the test rows."""
-    lab = devsuite.draw_labels(ds.y, ds.train, budget, seed)
-    pool = np.setdiff1d(np.concatenate([ds.train, ds.pool_extra]), lab)
-    if pool.size > devsuite.MAX_POOL:
-        pool = np.sort(np.random.default_rng(seed).choice(pool, devsuite.MAX_POOL, replace=False))
+    lab, pool = devsuite.labelled_and_pool(ds, budget, seed)
     model = VIMEClassifier(VIMEParams(seed=seed)).fit(ds.x[lab], ds.y[lab], ds.x[pool])
     parts = [model.part_probabilities(ds.x[ds.test])[name] for name in FINAL_PARTS]
     classes = np.asarray(model.classes_)
@@ -58,6 +56,9 @@ def score_case(ds, budget: int, seed: int) -> list[dict]:
         pred = blend(parts, list(weights), kind).argmax(axis=1)
         rows.append({"set": ds.name, "budget": budget, "seed": seed, "blend": kind,
                      "weights": [round(w, 3) for w in weights], "macro_f1": macro_f1(truth, pred, len(classes) + 1, present)})
+    top = max(rows, key=lambda r: r["macro_f1"])
+    print(json.dumps({"set": ds.name, "budget": budget, "seed": seed, "best_weights": top["weights"],
+                      "best_macro_f1": round(top["macro_f1"], 4)}), flush=True)
     return rows
 
 
@@ -99,20 +100,7 @@ def main() -> None:
     if args.summarise:
         tables(pd.read_json(args.summarise, lines=True), baselines)
         return
-    rows = []
-    for name in args.sets:
-        ds = devsuite_sets.load(name)
-        print(ds.describe(), flush=True)
-        for budget in devsuite.BUDGETS:
-            for seed in args.seeds:
-                case = score_case(ds, budget, seed)
-                rows += case
-                top = max(case, key=lambda r: r["macro_f1"])
-                print(json.dumps({"set": name, "budget": budget, "seed": seed, "best_weights": top["weights"],
-                                  "best_macro_f1": round(top["macro_f1"], 4)}), flush=True)
-                if args.rows:
-                    with args.rows.open("a") as fh:
-                        fh.writelines(json.dumps(r) + "\n" for r in case)
+    rows = devsuite.run_cases(args.sets, list(devsuite.BUDGETS), args.seeds, score_case, args.rows)
     tables(pd.DataFrame(rows), baselines)
 
 

@@ -98,12 +98,36 @@ def draw_labels(y: np.ndarray, rows: np.ndarray, budget: int, seed: int) -> np.n
     return np.sort(np.concatenate(picks))
 
 
-def run_case(ds: DevSet, budget: int, seed: int, names: list[str], vime: dict) -> list[dict]:
-    """Every model on one (set, budget, seed): rows with macro-F1, accuracy, per-population F1 and fit seconds."""
+def labelled_and_pool(ds: DevSet, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled rows of one case and its unlabelled pool (the other train rows and every unscorable cell, at most
+    MAX_POOL of them, seeded)."""
     lab = draw_labels(ds.y, ds.train, budget, seed)
     pool = np.setdiff1d(np.concatenate([ds.train, ds.pool_extra]), lab)
     if pool.size > MAX_POOL:
         pool = np.sort(np.random.default_rng(seed).choice(pool, MAX_POOL, replace=False))
+    return lab, pool
+
+
+def run_cases(sets: list[str], budgets: list[int], seeds: list[int], run, rows_path: Path | None) -> list[dict]:
+    """Call run(ds, budget, seed) -> rows for every case, set by set; each case's rows are appended to rows_path (JSON
+    lines) as soon as they exist, so an interrupted run keeps what it measured."""
+    rows = []
+    for name in sets:
+        ds = devsuite_sets.load(name)
+        print(ds.describe(), flush=True)
+        for budget in budgets:
+            for seed in seeds:
+                case = run(ds, budget, seed)
+                rows += case
+                if rows_path:
+                    with rows_path.open("a") as fh:
+                        fh.writelines(json.dumps(r) + "\n" for r in case)
+    return rows
+
+
+def run_case(ds: DevSet, budget: int, seed: int, names: list[str], vime: dict) -> list[dict]:
+    """Every model on one (set, budget, seed): rows with macro-F1, accuracy, per-population F1 and fit seconds."""
+    lab, pool = labelled_and_pool(ds, budget, seed)
     y_test = ds.y[ds.test]
     populations = np.unique(y_test)
     rows = []
@@ -250,17 +274,8 @@ def main() -> None:
         return
     print(f"devsuite: sets {args.sets}; budgets {args.budgets}; seeds {args.seeds}; models {args.models}; "
           f"VIMEParams overrides {vime}; cpus {os.cpu_count()}", flush=True)
-    rows = []
-    for name in args.sets:
-        ds = devsuite_sets.load(name)
-        print(ds.describe(), flush=True)
-        for budget in args.budgets:
-            for seed in args.seeds:
-                case = run_case(ds, budget, seed, args.models, vime)
-                rows += case
-                if args.rows:
-                    with args.rows.open("a") as fh:
-                        fh.writelines(json.dumps(r) + "\n" for r in case)
+    rows = run_cases(args.sets, args.budgets, args.seeds,
+                     lambda ds, budget, seed: run_case(ds, budget, seed, args.models, vime), args.rows)
     print_tables(pd.DataFrame(rows))
 
 

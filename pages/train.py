@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
-from cytoauto_core.models.vime import TEACHERS, VIMEParams
+from cytoauto_core.models.vime import FINAL_WEIGHTS, TEACHERS, VIMEParams
 from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
@@ -14,15 +14,15 @@ VIME_PARTS = """
 VIME makes its call from three parts, combined as a weighted geometric mean of their probabilities:
 1. **The network** (VIME: an encoder pretrained by masked self-supervision on every cell, then a predictor trained on
    your labels and on pseudo-labels, with consistency over masked copies and entropy minimisation on unlabelled cells)
-   — weight 0.1: the part that learns the shape of populations from the unlabelled cells.
-2. **The linear pair** (LDA and logistic regression on your labels, logits averaged) — weight 0.2.
-3. **The booster** (XGBoost with vector leaves on your labels; soft probabilities from 30 shallow rounds) — weight 0.7:
+   — weight {0}: the part that learns the shape of populations from the unlabelled cells.
+2. **The linear pair** (LDA and logistic regression on your labels, logits averaged) — weight {1}.
+3. **The booster** (XGBoost with vector leaves on your labels; soft probabilities from 30 shallow rounds) — weight {2}:
    it leads where it is sure, and the other two decide where it is not.
 
 The three experts' agreement, smoothed over each cell's neighbours, chooses the network's pseudo-labels. The weights
 were chosen on eight labelled reference data sets and confirmed on each set with that set left out of the choice
 (BENCHMARKS.md); without the network the mean macro-F1 drops, most on the hardest sets.
-"""
+""".format(*FINAL_WEIGHTS)
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
