@@ -1,7 +1,9 @@
 """The label store: named populations and per-cell labels, saved on every action, with undo and redo.
 
 Every action runs under a file lock and starts from what is on disk, so two browser tabs (or a
-restart) never lose or overwrite each other's work. Labels are int16 population ids; -1 = unlabelled.
+restart) never lose or overwrite each other's work. Each action has one commit point, the rename of a
+small manifest naming the labels file and the undo/redo stacks, so a crash leaves the old or the new state.
+Labels are int16 population ids; -1 = unlabelled.
 """
 from __future__ import annotations
 
@@ -16,9 +18,12 @@ import pandas as pd
 
 from .dataset import NOT_A_POPULATION
 from .errors import CytoInputError
-from .storage import atomic_save_npy, atomic_write_json, read_json
+from .storage import atomic_file, atomic_save_npy, atomic_write_json, is_temp_file, read_json
 
 UNLABELLED = -1
+FORMAT = 2
+HEAD = "head.json"  # the manifest: populations, undo/redo stacks and the name of the current labels file
+LEGACY_STATE, LEGACY_LABELS = "state.json", "labels.npy"  # the layout before FORMAT 2, migrated on its first write
 MIN_LABELS_FOR_TRAINING = 5
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -43,6 +48,7 @@ class _State:
     undo: list[int]
     redo: list[int]
     next_action: int
+    labels_file: str | None
 
 
 class LabelStore:
@@ -56,7 +62,7 @@ class LabelStore:
 
     # ---- reading -------------------------------------------------------------------------
     def populations(self) -> list[Population]:
-        return self._read().populations
+        return [Population(**p) for p in self._shared_head()["populations"]]
 
     def labels(self) -> np.ndarray:
         """Per-cell population ids (int16, -1 = unlabelled)."""
@@ -64,7 +70,7 @@ class LabelStore:
 
     def version(self) -> int:
         """Increases with every action; lets a page notice changes made in another tab."""
-        return self._read().version
+        return self._shared_head()["version"]
 
     def counts(self) -> pd.DataFrame:
         """Labelled cells per population (id, name, color, cells, enough_for_training)."""
@@ -78,10 +84,10 @@ class LabelStore:
         return pd.DataFrame(rows, columns=["id", "name", "color", "cells", "enough_for_training"])
 
     def can_undo(self) -> bool:
-        return bool(self._read().undo)
+        return bool(self._shared_head()["undo"])
 
     def can_redo(self) -> bool:
-        return bool(self._read().redo)
+        return bool(self._shared_head()["redo"])
 
     # ---- actions -------------------------------------------------------------------------
     def create_population(self, name: str, color: str | None = None) -> int:
@@ -189,36 +195,81 @@ class LabelStore:
 
     # ---- persistence ---------------------------------------------------------------------
     @contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self, exclusive: bool = True) -> Iterator[None]:
+        """Writers hold the lock alone; readers share it, so no writer removes a file a reader is about to open."""
         with open(self.directory / "lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _head(self) -> dict:
+        """The committed manifest (or a folder of the earlier layout, read as one), without the labels array."""
+        head = read_json(self.directory / HEAD)
+        if head is None:
+            head = read_json(self.directory / LEGACY_STATE)
+            if head is None:
+                return {"populations": [], "version": 0, "undo": [], "redo": [], "next_action": 0, "labels": None}
+            head["labels"] = LEGACY_LABELS
+        return head
+
+    def _shared_head(self) -> dict:
+        with self._lock(exclusive=False):
+            return self._head()
+
     def _read(self) -> _State:
-        meta = read_json(self.directory / "state.json")
-        if meta is None:
-            return _State([], np.full(self.n_cells, UNLABELLED, np.int16), 0, [], [], 0)
-        labels = np.load(self.directory / "labels.npy")
+        with self._lock(exclusive=False):
+            return self._read_locked()
+
+    def _read_locked(self) -> _State:
+        head = self._head()
+        labels = np.full(self.n_cells, UNLABELLED, np.int16)
+        if head["labels"] is not None:
+            path = self.directory / head["labels"]
+            try:
+                labels = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise CytoInputError(f"The labels of this dataset cannot be read ({path.name} is missing or damaged).") from exc
+            if labels.shape != (self.n_cells,):
+                raise CytoInputError(f"The labels of this dataset ({path.name}) do not match its {self.n_cells:,} cells.")
         return _State(
-            [Population(**p) for p in meta["populations"]], labels, meta["version"],
-            meta["undo"], meta["redo"], meta["next_action"],
+            [Population(**p) for p in head["populations"]], labels, head["version"],
+            head["undo"], head["redo"], head["next_action"], head["labels"],
         )
 
-    def _write(self, state: _State) -> None:
-        atomic_save_npy(self.directory / "labels.npy", state.labels)
-        atomic_write_json(self.directory / "state.json", {
+    def _commit(self, state: _State, labels_changed: bool) -> None:
+        """Write changed labels under a new name, then switch to the new state with one rename of the manifest
+        (the commit point: a crash before it leaves the old state whole, after it the new one); then tidy up."""
+        state.version += 1
+        if labels_changed or state.labels_file is None:
+            state.labels_file = f"labels-{state.version}.npy"
+            atomic_save_npy(self.directory / state.labels_file, state.labels)
+        atomic_write_json(self.directory / HEAD, {
+            "format": FORMAT, "labels": state.labels_file,
             "populations": [asdict(p) for p in state.populations], "version": state.version,
             "undo": state.undo, "redo": state.redo, "next_action": state.next_action,
         })
+        self._remove_unreferenced(state)
+
+    def _remove_unreferenced(self, state: _State) -> None:
+        """Delete what the committed state no longer names: replaced labels, discarded actions, the earlier layout's
+        state file and temp files of killed writers (every writer holds the lock, so none is in use)."""
+        keep = {HEAD, "lock", state.labels_file}
+        for path in self.directory.iterdir():
+            if path.is_file() and path.name not in keep and (path.name.startswith("labels") or path.name == LEGACY_STATE
+                                                              or is_temp_file(path)):
+                path.unlink()
+        actions = {str(a) for a in state.undo + state.redo}
+        for path in (self.directory / "actions").iterdir():
+            if path.name.split(".")[0] not in actions or is_temp_file(path):
+                path.unlink()
 
     @contextmanager
     def _action(self, what: str) -> Iterator[_State]:
-        """Run one action atomically: lock, read, mutate, record an undo entry, write."""
+        """Run one action atomically: lock, read, mutate, record an undo entry, commit."""
         with self._lock():
-            state = self._read()
+            state = self._read_locked()
             before_labels = state.labels.copy()
             before_pops = [asdict(p) for p in state.populations]
             yield state
@@ -226,36 +277,39 @@ class LabelStore:
             after_pops = [asdict(p) for p in state.populations]
             if changed.size == 0 and after_pops == before_pops:
                 return
-            action = state.next_action
-            np.savez(
-                self.directory / "actions" / f"{action}.npz",
-                cells=changed, before=before_labels[changed], after=state.labels[changed],
-            )
-            atomic_write_json(self.directory / "actions" / f"{action}.json",
-                              {"what": what, "before": before_pops, "after": after_pops})
-            for stale in state.redo:
-                _remove_action(self.directory, stale)
+            action = state.next_action  # never named by the committed state, so its files may be (re)written freely
+            with atomic_file(self._action_path(action, ".npz")) as handle:
+                np.savez(handle, cells=changed, before=before_labels[changed], after=state.labels[changed])
+            atomic_write_json(self._action_path(action, ".json"), {"what": what, "before": before_pops, "after": after_pops})
             state.undo.append(action)
             state.redo = []
             state.next_action += 1
-            state.version += 1
-            self._write(state)
+            self._commit(state, labels_changed=changed.size > 0)
 
     def _step(self, backwards: bool) -> bool:
         with self._lock():
-            state = self._read()
+            state = self._read_locked()
             stack, other = (state.undo, state.redo) if backwards else (state.redo, state.undo)
             if not stack:
                 return False
             action = stack.pop()
-            with np.load(self.directory / "actions" / f"{action}.npz", allow_pickle=False) as arrays:
-                state.labels[arrays["cells"]] = arrays["before" if backwards else "after"]
-            pops = read_json(self.directory / "actions" / f"{action}.json")["before" if backwards else "after"]
+            try:
+                with np.load(self._action_path(action, ".npz"), allow_pickle=False) as arrays:
+                    cells, values = arrays["cells"], arrays["before" if backwards else "after"]
+                pops = read_json(self._action_path(action, ".json"))["before" if backwards else "after"]
+                state.labels[cells] = values
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+                stack.clear()  # the entries below it were recorded on top of it: none can be applied any more
+                self._commit(state, labels_changed=False)
+                word = "undone" if backwards else "redone"
+                raise CytoInputError(f"The last step can no longer be {word}: its record is missing or damaged.") from exc
             state.populations = [Population(**p) for p in pops]
             other.append(action)
-            state.version += 1
-            self._write(state)
+            self._commit(state, labels_changed=True)
             return True
+
+    def _action_path(self, action: int, suffix: str) -> Path:
+        return self.directory / "actions" / f"{action}{suffix}"
 
 
 def _set(state: _State, cells: np.ndarray, value: int) -> int:
@@ -278,8 +332,3 @@ def _clean_name(name: str) -> str:
     if not name:
         raise CytoInputError("A population needs a name.")
     return name[:80]
-
-
-def _remove_action(directory: Path, action: int) -> None:
-    for suffix in (".npz", ".json"):
-        (directory / "actions" / f"{action}{suffix}").unlink(missing_ok=True)

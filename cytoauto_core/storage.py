@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import numpy as np
+
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # what atomic_file names its temp files: .<name>.<random>.tmp
 
 
 @contextmanager
@@ -25,6 +29,37 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a power cut after it keeps the new file)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_temp_file(path: Path) -> bool:
+    """Whether `path` is a temp file of atomic_file (left behind only when a writer was killed)."""
+    return bool(TEMP_NAME.match(path.name))
+
+
+def remove_stale_temp_files(root: Path, older_than_s: float) -> list[Path]:
+    """Delete atomic_file temp files under `root` last written more than `older_than_s` seconds ago; return them."""
+    cutoff = time.time() - older_than_s
+    removed = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if is_temp_file(path) and path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

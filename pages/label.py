@@ -89,10 +89,10 @@ def labelling() -> None:
             st.rerun(scope="fragment")
         u1, u2 = st.columns(2)
         if u1.button("↶ Undo", disabled=not store.can_undo()):
-            store.undo()
+            _act(store.undo)
             st.rerun(scope="fragment")
         if u2.button("↷ Redo", disabled=not store.can_redo()):
-            store.redo()
+            _act(store.redo)
             st.rerun(scope="fragment")
         if target is not None:
             with st.expander("Rename, recolour, merge or delete"):
