@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/label.py", title="Label", icon=":material/ads_click:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/results.py", title="Results", icon=":material/insights:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
 ]
 
 navigation = st.navigation(PAGES)
