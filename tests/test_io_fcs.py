@@ -73,21 +73,74 @@ def test_corpus_counts(fname, n_events, n_channels, has_spill):
     assert ds.samples == [fname] and ds.name == fname
 
 
-@pytest.mark.parametrize("fname", ["flowio_100715.fcs", "flowio_B01 KC-A-W---91-US.fcs", "flowio_variable_int.fcs",
-                                   "flowkit_index_sorted.fcs", "flowkit_test_comp_example.fcs", "flowio_data1.fcs"])
-def test_events_match_flowio(fname):
+REAL_FCS = sorted((CORPUS.parent).rglob("*.fcs"))
+
+
+def flowio_preprocessed(fd: flowio.FlowData) -> np.ndarray:
+    """flowio's preprocessed events (gain, log and time step applied); a time step that is not a number is
+    treated as blank, i.e. 1, which is what our reader does with it too (with a warning)."""
+    step = fd.text.get("timestep", "")
+    if step.strip() and _not_a_number(step):
+        fd.text["timestep"] = ""
+    return fd.as_array(preprocess=True)
+
+
+def _not_a_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def assert_matches_flowio(ds_events: np.ndarray, fd: flowio.FlowData) -> None:
+    """Linear channels equal flowio's preprocessed float64 values cast to float32; log channels agree to 1e-5."""
+    ref = flowio_preprocessed(fd)
+    linear = [n - 1 for n, c in fd.channels.items() if c["pne"][0] == 0]
+    logs = [n - 1 for n, c in fd.channels.items() if c["pne"][0] > 0]
+    assert ds_events.shape == ref.shape
+    np.testing.assert_array_equal(ds_events[:, linear], ref[:, linear].astype(np.float32))
+    np.testing.assert_allclose(ds_events[:, logs], ref[:, logs], rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", REAL_FCS, ids=lambda p: p.name[:60])
+def test_every_real_fcs_file_matches_flowio_preprocessed(path):
+    """All 61 FCS files in ../shared/data read as FlowKit/flowio users see them (gain, log, time step)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fd = flowio.FlowData(CORPUS / fname, ignore_offset_error=True, ignore_offset_discrepancy=True)
-    ref = fd.as_array(preprocess=False)
-    linear = [n - 1 for n, c in fd.channels.items() if c["pne"][0] == 0]
-    ds = read_fcs(CORPUS / fname)
-    np.testing.assert_array_equal(ds.events[:, linear], ref[:, linear].astype(np.float32))
-    logs = [n - 1 for n, c in fd.channels.items() if c["pne"][0] > 0]
-    for i in logs:  # log-amplified channels are linearised as flowio's preprocessing does (gain not applied)
-        decades, log0 = fd.channels[i + 1]["pne"]
-        expected = 10 ** (decades * ref[:, i] / fd.channels[i + 1]["pnr"]) * log0
-        np.testing.assert_allclose(ds.events[:, i], expected, rtol=1e-5)
+        fd = flowio.FlowData(path, ignore_offset_error=True, ignore_offset_discrepancy=True)
+    assert_matches_flowio(read_fcs(path).events, fd)
+
+
+def test_lmd_first_data_set_matches_flowio():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = flowio.read_multiple_data_sets(CORPUS / "flowio_coulter_multidataset.lmd", ignore_offset_error=True)[0]
+    assert_matches_flowio(read_fcs(CORPUS / "flowio_coulter_multidataset.lmd").events, first)
+
+
+def test_gain_divides_linear_channels_like_flowio():
+    """flowio_data1.fcs stores FSC-H with $P1G 3.67 and SSC-H with $P2G 8 (Guava-style gains): values are divided."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fd = flowio.FlowData(CORPUS / "flowio_data1.fcs")
+    raw, pre = fd.as_array(preprocess=False), fd.as_array(preprocess=True)
+    ds = read_fcs(CORPUS / "flowio_data1.fcs")
+    assert ds.channel_names[:2] == ["FSC-H", "SSC-H"] and fd.text["p1g"] == "3.67" and fd.text["p2g"] == "8"
+    np.testing.assert_array_equal(ds.events[:, 0], (raw[:, 0] / 3.67).astype(np.float32))
+    np.testing.assert_array_equal(ds.events[:, 1], (raw[:, 1] / 8).astype(np.float32))
+    np.testing.assert_array_equal(ds.events[:, :2], pre[:, :2].astype(np.float32))
+    assert not np.array_equal(ds.events[:, 0], raw[:, 0].astype(np.float32))
+
+
+def test_timestep_scales_time_but_its_gain_is_ignored(tmp_path):
+    """BD-style files repeat $TIMESTEP as the Time channel's $PnG; Time is in seconds and never divided by a gain."""
+    ds = read_fcs(CORPUS / "flowkit_index_sorted.fcs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = flowio.FlowData(CORPUS / "flowkit_index_sorted.fcs").as_array(preprocess=False)
+    t = ds.channel_names.index("Time")
+    np.testing.assert_array_equal(ds.events[:, t], (raw[:, t] * 0.01).astype(np.float32))
 
 
 def test_markers_from_pns():
@@ -228,3 +281,108 @@ def test_population_channel_becomes_annotation(tmp_path):
     ds = read_fcs(path)
     assert ds.channel_names == ["A", "B"]
     assert list(ds.annotations["population"].astype(str)) == ["T cells", "B cells", "unassigned", "unassigned"]
+
+
+def _edited(tmp_path: Path, **changes: str) -> Path:
+    """A 100-event, 3-channel float file rebuilt with some TEXT keywords changed (offsets stay consistent)."""
+    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "F", "$MODE": "L", "$NEXTDATA": "0", "$PAR": "3", "$TOT": "100"}
+    for i in range(1, 4):
+        kw |= {f"$P{i}N": f"Ch{i}", f"$P{i}B": "32", f"$P{i}R": "1024", f"$P{i}E": "0,0"}
+    kw |= {"$SPILLOVER": "2,Ch1,Ch2,1,0.1,0.2,1"}
+    header_data = changes.pop("header_data", None)
+    kw |= {k.replace("_", "$", 1) if k.startswith("_") else k: v for k, v in changes.items()}
+    events = np.random.default_rng(3).normal(100, 10, (100, 3)).astype(np.float32)
+    path = tmp_path / "e.fcs"
+    path.write_bytes(build_fcs(kw, events.tobytes(), header_data=header_data))
+    return path
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"_PAR": "2"}, "data segment holds 1,200 bytes, but 100 events of 8 bytes"),
+    ({"_PAR": "4"}, "damaged"),
+    ({"_TOT": "99"}, "data segment holds 1,200 bytes, but 99 events"),
+    ({"_TOT": "101"}, "data segment holds 1,200 bytes, but 101 events of 12 bytes each ($TOT × $PAR channels) need 1,212"),
+    ({"_PAR": "50000000"}, "declares 50,000,000 channels ($PAR) but its TEXT segment has only"),
+    ({"_DATATYPE": "D"}, "$DATATYPE D events (64-bit floats) but gives channel 1 '32' bits"),
+    ({"_DATATYPE": "A"}, "only F, D and I are supported"),
+    ({"_BEGINDATA": "100", "header_data": (0, 0)}, "no valid location for its events"),
+    ({"_ENDDATA": str(100 * 2**30), "header_data": (0, 0)}, "data segment holds 107,374,182,"),
+    ({"_MODE": "U\x00\x01"}, "$MODE 'U\\x00\\x01'"),
+])
+def test_inconsistent_layouts_are_refused(tmp_path, changes, expected):
+    path = _edited(tmp_path, **changes)
+    with pytest.raises(CytoInputError) as exc:
+        read_fcs(path)
+    msg = _sentence(exc, "e.fcs")
+    assert expected in msg and not any(ord(c) < 32 for c in msg)
+
+
+def test_huge_par_is_refused_at_once(tmp_path):
+    import time
+    path = _edited(tmp_path, _PAR="1000000000")
+    t0 = time.perf_counter()
+    with pytest.raises(CytoInputError):
+        read_fcs(path)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_benign_offsets_and_padding_load_with_a_warning(tmp_path):
+    path, events = float_file(tmp_path, n=100, p=3)
+    blob = path.read_bytes()
+    path.write_bytes(blob + b"\0" * 11)  # padding shorter than one 12-byte event, inside the declared segment
+    text_end = blob.index(b"$ENDDATA/") + 9
+    old = blob[text_end:text_end + 20]
+    new = f"{int(old) + 11:020d}".encode()
+    header = blob[:34] + f"{int(blob[34:42]) + 11:>8}".encode() + blob[42:58]
+    path.write_bytes(header + blob[58:text_end] + new + blob[text_end + 20:] + b"\0" * 11)
+    ds = read_fcs(path)
+    np.testing.assert_array_equal(ds.events, events)
+    assert any("11 bytes of padding" in w for w in ds.warnings)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("$P2R", "nan", "channel 2 has the range 'nan' ($P2R), which is not a finite number"),
+    ("$P2R", "inf", "not a finite number"),
+    ("$P2E", "inf,1", "amplification 'inf,1' ($P2E), which is not finite"),
+    ("$P2E", "4.1", "unreadable amplification '4.1'"),
+])
+def test_non_finite_integer_scales_are_refused(tmp_path, key, value, expected):
+    kw = int_keywords([16, 16], [1024, 1024], 2) | {"$P2E": "4,1"} | {key: value}
+    path = tmp_path / "e.fcs"
+    path.write_bytes(build_fcs(kw, np.array([[1, 2], [3, 4]], "<u2").tobytes()))
+    with pytest.raises(CytoInputError) as exc:
+        read_fcs(path)
+    assert expected in _sentence(exc, "e.fcs")
+
+
+def test_unusable_gain_timestep_and_spillover_are_warnings_never_nan(tmp_path):
+    path = _edited(tmp_path, _P1G="nan", _P3N="Time", _TIMESTEP="inf", _SPILLOVER="2,Ch1,Ch2,1,nan,0.2,1")
+    ds = read_fcs(path)
+    assert np.isfinite(ds.events).all() and ds.spillover is None
+    joined = " ".join(ds.warnings)
+    assert "gains ($PnG) that are not usable numbers for 'Ch1' ('nan')" in joined
+    assert "$TIMESTEP 'inf'" in joined and "$SPILLOVER matrix with missing, infinite or degenerate" in joined
+    ok = read_fcs(_edited(tmp_path, _P1G="2", _P3N="Time", _TIMESTEP="0.5"))
+    np.testing.assert_allclose(ok.events[:, 0] * 2, ds.events[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(ok.events[:, 2] / 0.5, ds.events[:, 2], rtol=1e-6)
+    assert ok.warnings == [] and ok.spillover is not None
+
+
+def test_nan_float_events_are_dropped_with_a_warning(tmp_path):
+    events = np.arange(12, dtype=np.float32).reshape(4, 3)
+    events[1, 2] = np.nan
+    events[3, 0] = np.inf
+    ds = read_fcs(write_fcs(tmp_path / "n.fcs", events, ["a", "b", "c"]))
+    np.testing.assert_array_equal(ds.events, events[[0, 2]])
+    assert ds.warnings == ["'n.fcs' has 2 events with missing or infinite values; they were dropped."]
+
+
+def test_integers_read_as_floats_are_flagged(tmp_path):
+    ints = np.random.default_rng(0).integers(1, 1 << 20, (500, 2)).astype("<u4")
+    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "F", "$MODE": "L", "$PAR": "2", "$TOT": "500",
+          "$P1N": "A", "$P1B": "32", "$P1R": "1048576", "$P2N": "B", "$P2B": "32", "$P2R": "1048576"}
+    path = tmp_path / "i.fcs"
+    path.write_bytes(build_fcs(kw, ints.tobytes()))
+    assert any("integers read as floats" in w for w in read_fcs(path).warnings)
+    path.write_bytes(build_fcs(kw | {"$DATATYPE": "I"}, np.float32(ints * 1.5).tobytes()))
+    assert any("values above the $PnR range in 2 channel(s)" in w for w in read_fcs(path).warnings)

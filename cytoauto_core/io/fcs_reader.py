@@ -1,5 +1,11 @@
 """Read FCS 2.0/3.0/3.1 files into a Dataset: own HEADER/TEXT parsing, numpy DATA reading, clear errors.
 
+Every size the file declares is checked against the file's real size before anything is allocated,
+and a file whose event layout ($PAR × $TOT × bytes per event against its DATA offsets) does not add up
+is refused; only an off-by-one end offset or padding shorter than one event is read, with a warning.
+Values are preprocessed as flowio/FlowKit do: log channels linearised, linear channels divided by $PnG,
+Time multiplied by $TIMESTEP.
+
 flowio 1.4 is the reference these readings are tested against, but it is not used here: with
 `only_text` it still refuses truncated files before showing their TEXT, it cannot parse blank
 HEADER offsets, it strips '$' from values and its DATA path (Python arrays, float64) is ~10× slower.
@@ -19,6 +25,7 @@ from ..dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, ma
 from ..errors import CytoInputError
 
 HEADER_BYTES = 58
+SCAN_ROWS = 1 << 16
 POPULATIONS_KEYWORD = "CYTOAUTO_POPULATIONS"
 POPULATION_CHANNEL = "population_id"
 SPILL_KEYWORDS = ("$SPILLOVER", "SPILLOVER", "$SPILL", "SPILL", "$COMP", "COMP")
@@ -32,6 +39,8 @@ class _DataSet:
     version: str
     text: dict[str, str]
     header_data: tuple[int, int]
+    text_span: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -98,15 +107,21 @@ def _read_header_and_text(fh: BinaryIO, base: int, size: int, name: str) -> _Dat
     except ValueError:
         raise CytoInputError(f"'{name}' has a damaged FCS HEADER (its byte offsets are not numbers).") from None
     text_start, text_stop, data_start, data_stop = offsets
-    if not 0 < text_start < text_stop or base + text_stop >= size:
+    if not HEADER_BYTES <= text_start < text_stop or base + text_stop >= size:
         raise CytoInputError(f"'{name}' is damaged: its HEADER points to a TEXT segment outside the file.")
     fh.seek(base + text_start)
-    text = _parse_text(fh.read(text_stop - text_start + 1), name)
-    return _DataSet(base, version, text, (data_start, data_stop))
+    raw = fh.read(text_stop - text_start + 1)
+    warnings: list[str] = []
+    text = _parse_text(raw, fh.read(1), name, warnings)
+    return _DataSet(base, version, text, (data_start, data_stop), (text_start, text_stop), warnings)
 
 
-def _parse_text(raw: bytes, name: str) -> dict[str, str]:
-    """Split a TEXT segment into upper-case keywords and values; a doubled delimiter is a literal one."""
+def _parse_text(raw: bytes, next_byte: bytes, name: str, warnings: list[str]) -> dict[str, str]:
+    """Split a TEXT segment into upper-case keywords and values; a doubled delimiter is a literal one.
+
+    A TEXT that does not end with its delimiter, or whose keywords and values do not pair up, is
+    damaged (a wrong HEADER offset or a broken delimiter): what follows the damage may be misread.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -115,14 +130,42 @@ def _parse_text(raw: bytes, name: str) -> dict[str, str]:
     if len(text) < 2:
         raise CytoInputError(f"'{name}' has an empty TEXT segment, so its channels are unknown.")
     delim = text[0]
-    tokens = text[1:].replace(delim * 2, "\x00").split(delim)
-    if tokens and tokens[-1] == "":
-        tokens.pop()
-    tokens = [t.replace("\x00", delim) for t in tokens]
+    if text[-1] != delim and next_byte.decode("latin-1") == delim:
+        text += delim  # the HEADER's TEXT end stops one byte before the closing delimiter
+    tokens, tail = _split_tokens(text[1:], delim)
+    closed = tail == ""
+    if not closed and tail.endswith(delim) and len(tokens) % 2:
+        tokens += [tail[:-1], ""]  # '…/KEY//' at the very end: the last keyword has an empty value
+        closed = True
+    elif not closed:
+        tokens.append(tail)
+    if not closed:
+        cut = 1 if len(tokens) % 2 else 2  # a cut keyword alone, or a keyword with its cut value
+        warnings.append(f"'{name}' has a TEXT segment that does not end with its delimiter, so its last keyword "
+                        f"({_shown(tokens[-cut])}) may be cut short and was ignored.")
+        tokens = tokens[:-cut]
+    elif len(tokens) % 2:
+        warnings.append(f"'{name}' has a TEXT segment whose keywords and values do not pair up (a damaged delimiter "
+                        f"or an empty value), so some keywords may be misread.")
     pairs = {k.strip().upper(): v for k, v in zip(tokens[::2], tokens[1::2]) if k.strip()}
     if "$PAR" not in pairs:
         raise CytoInputError(f"'{name}' is damaged: its TEXT segment has no $PAR keyword.")
     return pairs
+
+
+def _split_tokens(body: str, delim: str) -> tuple[list[str], str]:
+    """Tokens ended by a single delimiter (a doubled one is a literal delimiter), and the text after the last one."""
+    tokens: list[str] = []
+    current: list[str] = []
+    for k, part in enumerate(re.split(f"({re.escape(delim)}+)", body)):
+        if k % 2 == 0:
+            current.append(part)
+            continue
+        current.append(delim * (len(part) // 2))
+        if len(part) % 2:
+            tokens.append("".join(current))
+            current = []
+    return tokens, "".join(current)
 
 
 def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str) -> _Part:
@@ -130,34 +173,28 @@ def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str) -> _Part:
     t = ds.text
     n_par = _int(t["$PAR"])
     if n_par is None or n_par <= 0:
-        raise CytoInputError(f"'{name}' declares no channels ($PAR is {t['$PAR'].strip()!r}).")
+        raise CytoInputError(f"'{name}' declares no channels ($PAR is {_shown(t['$PAR'])}).")
+    if n_par > len(t):
+        raise CytoInputError(f"'{name}' is damaged: it declares {n_par:,} channels ($PAR) but its TEXT segment "
+                             f"has only {len(t):,} keywords to describe them.")
     mode = t.get("$MODE", "L").strip().upper()
     if mode != "L":
-        raise CytoInputError(f"'{name}' stores histograms ($MODE {mode}), not a list of events.")
+        raise CytoInputError(f"'{name}' stores histograms ($MODE {_shown(mode)}), not a list of events.")
     dtype_code = t.get("$DATATYPE", "").strip().upper()
     order = _byte_order(t.get("$BYTEORD", "1,2,3,4"), name)
-    if dtype_code in ("F", "D"):
-        widths = [4 if dtype_code == "F" else 8] * n_par
-    elif dtype_code == "I":
-        bits = [_int(t.get(f"$P{i}B", "")) or 0 for i in range(1, n_par + 1)]
-        if min(bits) <= 0:
-            raise CytoInputError(f"'{name}' is damaged: a $PnB bit width is missing or not a positive number.")
-        if any(b % 8 for b in bits):
-            odd = next(b for b in bits if b % 8)
-            raise CytoInputError(f"'{name}' packs integers into {odd} bits, which this app cannot read.")
-        widths = [b // 8 for b in bits]
-    else:
-        raise CytoInputError(f"'{name}' stores events as $DATATYPE {dtype_code or 'blank'}; only F, D and I are supported.")
+    widths = _field_widths(t, dtype_code, n_par, name)
     row = sum(widths)
-    warnings: list[str] = []
+    warnings = list(ds.warnings)
     start, n_events = _locate_data(ds, row, size, name, warnings)
     fh.seek(ds.base + start)
     if dtype_code == "I":
-        events = _read_ints(fh, n_events, widths, t, order)
+        events = _read_ints(fh, n_events, widths, t, order, name, warnings)
     else:
         events = np.fromfile(fh, np.dtype(f"{order}f{widths[0]}"), n_events * n_par).reshape(n_events, n_par)
         events = events.astype(np.float32) if dtype_code == "D" else _to_native(events)
     names = [t.get(f"$P{i}N", "") for i in range(1, n_par + 1)]
+    _apply_gain_and_timestep(events, t, names, dtype_code, name, warnings)
+    events = _drop_non_finite(events, dtype_code, name, warnings)
     markers = [t.get(f"$P{i}S") for i in range(1, n_par + 1)]
     channels = make_channels(names, markers)
     annotations = pd.DataFrame()
@@ -167,62 +204,100 @@ def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str) -> _Part:
     return _Part(events, channels, t, annotations, spill, warnings)
 
 
+def _field_widths(t: dict[str, str], dtype_code: str, n_par: int, name: str) -> list[int]:
+    """Bytes per value of each parameter, from $DATATYPE and $PnB; anything this reader cannot lay out is refused."""
+    if dtype_code in ("F", "D"):
+        width = 4 if dtype_code == "F" else 8
+        bits = [_int(t.get(f"$P{i}B", "")) for i in range(1, n_par + 1)]
+        odd = next((i for i, b in enumerate(bits, start=1) if b is not None and b != 8 * width), None)
+        if odd is not None:
+            raise CytoInputError(f"'{name}' is damaged: it stores $DATATYPE {dtype_code} events ({8 * width}-bit floats) "
+                                 f"but gives channel {odd} {_shown(t[f'$P{odd}B'])} bits ($P{odd}B).")
+        return [width] * n_par
+    if dtype_code == "I":
+        bits = [_int(t.get(f"$P{i}B", "")) or 0 for i in range(1, n_par + 1)]
+        if min(bits) <= 0:
+            raise CytoInputError(f"'{name}' is damaged: a $PnB bit width is missing or not a positive number.")
+        odd = next((b for b in bits if b % 8 or b > 64), None)
+        if odd is not None:
+            raise CytoInputError(f"'{name}' packs integers into {odd:,} bits, which this app cannot read.")
+        return [b // 8 for b in bits]
+    raise CytoInputError(f"'{name}' stores events as $DATATYPE {_shown(dtype_code) if dtype_code else 'blank'}; "
+                         f"only F, D and I are supported.")
+
+
 def _locate_data(ds: _DataSet, row: int, size: int, name: str, warnings: list[str]) -> tuple[int, int]:
-    """Pick the DATA offsets (TEXT or HEADER) that fit the declared event count; return (start, n_events)."""
+    """Pick the DATA offsets (TEXT or HEADER) whose segment holds exactly the declared events; return (start, n_events).
+
+    The segment may be one byte longer or shorter than the events (a common export bug) or end in
+    padding shorter than one event; any other mismatch means $PAR, $TOT or the offsets are wrong.
+    """
     t = ds.text
     text_off = (_int(t.get("$BEGINDATA", "")), _int(t.get("$ENDDATA", "")))
-    cands = {"HEADER": ds.header_data if ds.header_data[0] >= HEADER_BYTES else None,
-             "TEXT": text_off if None not in text_off and text_off[0] >= HEADER_BYTES else None}  # type: ignore[operator]
+    cands = {"HEADER": ds.header_data, "TEXT": text_off if None not in text_off else None}
     order = ["HEADER", "TEXT"] if ds.version == "2.0" else ["TEXT", "HEADER"]
-    cands = {k: cands[k] for k in order if cands[k] is not None}
+    given = {k: cands[k] for k in order if cands[k] is not None and cands[k][0] >= HEADER_BYTES}  # type: ignore[index]
+    cands = {k: span for k, span in given.items() if _outside_header_and_text(span, ds)}
     if not cands:
         raise CytoInputError(f"'{name}' is damaged: its HEADER and TEXT give no valid location for its events.")
     declared = _int(t.get("$TOT", ""))
-    room = {k: (size - ds.base - s) // row for k, (s, _) in cands.items()}
+    room = {k: max(size - ds.base - s, 0) // row for k, (s, _) in cands.items()}
+    first = next(iter(cands))
     if declared is None:
-        k = next(iter(cands))
-        declared = min((cands[k][1] - cands[k][0] + 1) // row, room[k])
+        declared = min((cands[first][1] - cands[first][0] + 1) // row, room[first])
     if declared <= 0:
         raise CytoInputError(f"'{name}' contains no events.")
     need = declared * row
-
-    def fits(k: str, slack: int) -> bool:
-        s, e = cands[k]
-        return room[k] >= declared and need <= e - s + 1 <= need + slack
-
-    chosen = next((k for k in cands if fits(k, 1)), None) or next((k for k in cands if fits(k, 1 << 62)), None)
-    if chosen is None:
-        k = next(iter(cands))
-        if room[k] < declared:
-            raise CytoInputError(f"'{name}' is truncated: it holds {max(room[k], 0):,} of {declared:,} events.")
+    extra = {k: e - s + 1 - need for k, (s, e) in cands.items()}
+    fitting = [k for k in cands if room[k] >= declared and -1 <= extra[k] < max(row, 2)]
+    if not fitting:
+        if room[first] < declared and ds.base + cands[first][1] >= size:
+            raise CytoInputError(f"'{name}' is truncated: it holds {room[first]:,} of {declared:,} events.")
+        seg = cands[first][1] - cands[first][0] + 1
         raise CytoInputError(
-            f"'{name}' is damaged: its data segment has room for {(cands[k][1] - cands[k][0] + 1) // row:,} "
-            f"of the {declared:,} events it declares."
+            f"'{name}' is damaged: its data segment holds {seg:,} bytes, but {declared:,} events "
+            f"of {row:,} bytes each ($TOT × $PAR channels) need {need:,}."
         )
-    start, stop = cands[chosen]
-    other = [k for k in cands if k != chosen and cands[k] != cands[chosen]]
-    if other:
+    chosen = min(fitting, key=lambda k: (extra[k] != 0, abs(extra[k])))
+    if any(span != cands[chosen] for span in given.values()):
         warnings.append(
             f"'{name}' gives different data offsets in its HEADER and TEXT; the {chosen} ones match "
             f"the {declared:,} events and were used."
         )
-    extra = stop - start + 1 - need
-    if extra == 1:
+    ex = extra[chosen]
+    if ex == 1:
         warnings.append(f"'{name}' marks the end of its events one byte too late (a common export bug); this was ignored.")
-    elif extra > 1:
-        warnings.append(f"'{name}' has {extra:,} bytes after its {declared:,} events; they were ignored.")
-    return start, declared
+    elif ex == -1:
+        warnings.append(f"'{name}' marks the end of its events one byte too early (a common export bug); this was ignored.")
+    elif ex > 1:
+        warnings.append(f"'{name}' has {ex:,} bytes of padding after its {declared:,} events; they were ignored.")
+    return cands[chosen][0], declared
 
 
-def _read_ints(fh: BinaryIO, n: int, widths: list[int], t: dict[str, str], order: str) -> np.ndarray:
+def _outside_header_and_text(span: tuple[int, int], ds: _DataSet) -> bool:
+    """Whether a DATA segment [start, stop] is a real range that does not overlap the TEXT segment."""
+    start, stop = span
+    text_start, text_stop = ds.text_span
+    return stop >= start and (start > text_stop or stop < text_start)
+
+
+def _read_ints(fh: BinaryIO, n: int, widths: list[int], t: dict[str, str], order: str,
+               name: str, warnings: list[str]) -> np.ndarray:
     """Integer events of any whole-byte widths, masked by $PnR and with log-amplified channels linearised."""
     n_par = len(widths)
+    masks = [_mask(t, i, widths[i - 1], name) for i in range(1, n_par + 1)]
+    scales = [_log_scale(t, i, name) for i in range(1, n_par + 1)]
+    over: list[int] = []
     if len(set(widths)) == 1 and widths[0] in (1, 2, 4, 8):
         raw = np.fromfile(fh, np.dtype(f"{order}u{widths[0]}"), n * n_par).reshape(n, n_par)
         raw = _to_native(raw)
-        masks = np.array([_mask(t, i, widths[0]) for i in range(1, n_par + 1)], dtype=raw.dtype)
-        if (masks != np.iinfo(raw.dtype).max).any():
-            raw &= masks
+        full = np.iinfo(raw.dtype).max
+        for j, m in enumerate(masks):
+            if m != full:
+                col = raw[:, j]
+                if (col > m).any():
+                    over.append(j)
+                    col &= raw.dtype.type(m)
         out = raw.astype(np.float32)
     else:
         buf = np.fromfile(fh, np.uint8, n * sum(widths)).reshape(n, sum(widths))
@@ -233,41 +308,138 @@ def _read_ints(fh: BinaryIO, n: int, widths: list[int], t: dict[str, str], order
             val = np.zeros(n, np.uint64)
             for k in range(w):
                 val |= cols[:, k].astype(np.uint64) << np.uint64(8 * k)
-            val &= np.uint64(_mask(t, j + 1, w))
+            if (val > np.uint64(masks[j])).any():
+                over.append(j)
+                val &= np.uint64(masks[j])
             out[:, j] = val
             pos += w
-    for i in range(1, n_par + 1):
-        decades, log0 = _log_scale(t.get(f"$P{i}E", "0,0"))
-        if decades > 0:
-            rng = float(_num(t.get(f"$P{i}R", "")) or 1.0)
-            col = out[:, i - 1]
-            np.multiply(col, decades / rng, out=col)
-            np.power(np.float32(10.0), col, out=col)
-            col *= log0
+    over = [j for j in over if t.get(f"$P{j + 1}N", "").lower() != "time"]  # Time counters often run past $PnR
+    if over:
+        shown = ", ".join(_shown(t.get(f"$P{j + 1}N", "") or f"channel {j + 1}") for j in over[:3])
+        warnings.append(f"'{name}' has values above the $PnR range in {len(over)} channel(s) ({shown}); their "
+                        f"extra bits were dropped, as the FCS standard says, but check that the file is not damaged.")
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j, scale in enumerate(scales):
+            if scale is not None:
+                factor, log0 = scale
+                col = out[:, j]
+                np.multiply(col, factor, out=col)
+                np.power(np.float32(10.0), col, out=col)
+                col *= log0
     return out
+
+
+def _mask(t: dict[str, str], i: int, width: int, name: str) -> int:
+    """The bit mask $PnR implies (next power of two minus one), capped at the field width."""
+    full = (1 << (8 * width)) - 1
+    r = _num(t.get(f"$P{i}R", ""))
+    if r is not None and not np.isfinite(r):
+        raise CytoInputError(f"'{name}' is damaged: channel {i} has the range {_shown(t[f'$P{i}R'])} ($P{i}R), "
+                             f"which is not a finite number.")
+    if r is None or r <= 1:
+        return full
+    return min(full, (1 << int(np.ceil(np.log2(min(r, 2.0 ** 64))))) - 1)
+
+
+def _log_scale(t: dict[str, str], i: int, name: str) -> tuple[float, float] | None:
+    """For a log-amplified integer channel, (decades / $PnR, log(0) value) from $PnE; None when linear.
+
+    '0,0' (or no $PnE) is linear and a 0 offset means 1 by the standard; anything unreadable is refused
+    rather than silently read as linear."""
+    value = t.get(f"$P{i}E", "").strip()
+    if not value:
+        return None
+    try:
+        decades, log0 = (float(x) for x in value.split(","))
+    except ValueError:
+        raise CytoInputError(f"'{name}' has an unreadable amplification {_shown(value)} for channel {i} "
+                             f"($P{i}E should be two numbers such as 4,1).") from None
+    if not (np.isfinite(decades) and np.isfinite(log0)):
+        raise CytoInputError(f"'{name}' is damaged: channel {i} has the amplification {_shown(value)} ($P{i}E), "
+                             f"which is not finite.")
+    if decades <= 0:
+        return None
+    rng = _num(t.get(f"$P{i}R", ""))
+    if rng is None or rng <= 0:
+        raise CytoInputError(f"'{name}' is damaged: log channel {i} has no positive range ($P{i}R), "
+                             f"so its values cannot be linearised.")
+    return decades / rng, (log0 or 1.0)
+
+
+def _apply_gain_and_timestep(events: np.ndarray, t: dict[str, str], names: list[str], dtype_code: str,
+                             name: str, warnings: list[str]) -> None:
+    """Divide linear channels by $PnG and multiply Time by $TIMESTEP, in place, as flowio's preprocessing does.
+
+    Log channels keep their linearised values (FCS 3.1 §3.3: $PnG is not used with log amplification),
+    and Time never takes a gain (instruments often repeat $TIMESTEP there)."""
+    ignored: list[str] = []
+    for j, channel in enumerate(names):
+        i = j + 1
+        if channel.lower() == "time":
+            _scale_time(events, j, t.get("$TIMESTEP"), name, warnings)
+            continue
+        value = t.get(f"$P{i}G", "").strip()
+        if not value:
+            continue
+        gain = _num(value)
+        if gain is None or not np.isfinite(gain) or gain < 0:
+            ignored.append(f"{_shown(channel or f'channel {i}')} ({_shown(value)})")
+            continue
+        linear = dtype_code != "I" or _log_scale(t, i, name) is None
+        if linear and gain not in (0.0, 1.0):
+            events[:, j] = events[:, j] / np.float64(gain)
+    if ignored:
+        warnings.append(f"'{name}' gives gains ($PnG) that are not usable numbers for {', '.join(ignored[:3])}; "
+                        f"those channels were left as stored.")
+
+
+def _scale_time(events: np.ndarray, j: int, value: str | None, name: str, warnings: list[str]) -> None:
+    """Time × $TIMESTEP (seconds); a blank $TIMESTEP means 1, an unusable one leaves Time in the instrument's ticks."""
+    if value is None or not value.strip():
+        return
+    step = _num(value)
+    if step is None or not np.isfinite(step) or step <= 0:
+        warnings.append(f"'{name}' gives a time step ($TIMESTEP {_shown(value)}) that is not a positive number, "
+                        f"so Time was left in the instrument's ticks.")
+        return
+    if step != 1.0:
+        events[:, j] = events[:, j] * np.float64(step)
+
+
+def _drop_non_finite(events: np.ndarray, dtype_code: str, name: str, warnings: list[str]) -> np.ndarray:
+    """Drop events with NaN or infinite values (warning how many), scanning in blocks so no full-size mask is made.
+
+    Float files are also checked for subnormal values, which measured data never holds but integers
+    read as floats (a wrong $DATATYPE) do."""
+    n = events.shape[0]
+    bad: list[np.ndarray] = []
+    tiny = 0
+    with np.errstate(invalid="ignore"):
+        for s in range(0, n, SCAN_ROWS):
+            block = events[s:s + SCAN_ROWS]
+            rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if rows.size:
+                bad.append(rows + s)
+            if dtype_code == "F":
+                a = np.abs(block)
+                tiny += int(np.count_nonzero((a < np.finfo(np.float32).tiny) & (a > 0)))
+    if tiny > max(10, n * events.shape[1] // 1000):
+        warnings.append(f"'{name}' holds {tiny:,} values too small for measured data, as if its events were integers "
+                        f"read as floats; check that its $DATATYPE is right.")
+    if not bad:
+        return events
+    drop = np.concatenate(bad)
+    if drop.size == n:
+        raise CytoInputError(f"'{name}' has no event without missing or infinite values.")
+    warnings.append(f"'{name}' has {drop.size:,} events with missing or infinite values; they were dropped.")
+    keep = np.ones(n, bool)
+    keep[drop] = False
+    return events[keep]
 
 
 def _to_native(a: np.ndarray) -> np.ndarray:
     """Swap bytes in place when the file's byte order differs from the machine's (no second buffer)."""
     return a if a.dtype.isnative else a.byteswap(inplace=True).view(a.dtype.newbyteorder())
-
-
-def _mask(t: dict[str, str], i: int, width: int) -> int:
-    """The bit mask $PnR implies (next power of two minus one), capped at the field width."""
-    full = (1 << (8 * width)) - 1
-    r = _num(t.get(f"$P{i}R", ""))
-    if r is None or r <= 1:
-        return full
-    return min(full, (1 << int(np.ceil(np.log2(r)))) - 1)
-
-
-def _log_scale(value: str) -> tuple[float, float]:
-    """Decades and log(0) value of $PnE ('0,0' is linear; a 0 offset means 1 by the standard)."""
-    try:
-        decades, log0 = (float(x) for x in value.split(","))
-    except ValueError:
-        return 0.0, 0.0
-    return decades, (log0 or 1.0)
 
 
 def _byte_order(value: str, name: str) -> str:
@@ -277,7 +449,7 @@ def _byte_order(value: str, name: str) -> str:
         return "<"
     if parts == sorted(parts, reverse=True):
         return ">"
-    raise CytoInputError(f"'{name}' uses the byte order {value.strip()!r}, which this app cannot read.")
+    raise CytoInputError(f"'{name}' uses the byte order {_shown(value)}, which this app cannot read.")
 
 
 def _populations_to_annotation(
@@ -286,7 +458,7 @@ def _populations_to_annotation(
     """Turn our own population_id channel plus CYTOAUTO_POPULATIONS into a 'population' annotation."""
     try:
         id_to_name = {int(k): str(v) for k, v in json.loads(mapping).items()}
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         warnings.append(f"'{name}' has an unreadable {POPULATIONS_KEYWORD} keyword; population_id was kept as a channel.")
         return events, channels, pd.DataFrame()
     j = [c.name for c in channels].index(POPULATION_CHANNEL)
@@ -315,7 +487,7 @@ def _find_spillover(t: dict[str, str], channels: list[Channel], name: str, warni
     n = _int(tokens[0])
     if n == 0:
         return None
-    if n is None or len(tokens) not in (1 + n + n * n, 1 + n * n):
+    if n is None or n < 0 or len(tokens) not in (1 + n + n * n, 1 + n * n):
         warnings.append(f"'{name}' has a {key} keyword that could not be read, so no spillover matrix was loaded.")
         return None
     named = len(tokens) == 1 + n + n * n
@@ -328,7 +500,12 @@ def _find_spillover(t: dict[str, str], channels: list[Channel], name: str, warni
     if None in targets or None in values or len(set(targets)) != n:
         warnings.append(f"'{name}' has a {key} matrix whose channels do not match the file's, so it was not loaded.")
         return None
-    return Spillover(channels=list(targets), matrix=np.asarray(values, dtype=np.float64).reshape(n, n))  # type: ignore[arg-type]
+    matrix = np.asarray(values, dtype=np.float64).reshape(n, n)
+    if not np.isfinite(matrix).all() or np.linalg.matrix_rank(matrix) < n:
+        warnings.append(f"'{name}' has a {key} matrix with missing, infinite or degenerate entries, so it was not "
+                        f"loaded and the events cannot be compensated with it.")
+        return None
+    return Spillover(channels=list(targets), matrix=matrix)  # type: ignore[arg-type]
 
 
 def _match_channel(label: str, channels: list[Channel]) -> str | None:
@@ -349,7 +526,7 @@ def _combine_data_sets(parts: list[_Part], name: str) -> Dataset:
     datasets, notes = [], []
     for k, p in enumerate(parts, start=1):
         if not first & {c.name for c in p.channels}:
-            shown = ", ".join(c.name for c in p.channels[:4])
+            shown = ", ".join(_shown(c.name) for c in p.channels[:4])
             notes.append(
                 f"Data set {k} of '{name}' has none of data set 1's channels (it has {shown}, …), so it was not "
                 f"loaded; files like Beckman Coulter LMD store the same events twice this way."
@@ -411,6 +588,12 @@ def _concat_annotations(parts: list[Dataset]) -> pd.DataFrame:
         if out[col].isna().any():
             out[col] = out[col].astype(object).where(out[col].notna(), "")
     return out
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A file's value quoted for a message: control bytes escaped, long values cut, so a refusal stays one clean line."""
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in value.strip()[:limit])
+    return f"'{text}…'" if len(value.strip()) > limit else f"'{text}'"
 
 
 def _int(value: str) -> int | None:
