@@ -63,6 +63,24 @@ def macro_f1(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(skm.f1_score(truth, pred, labels=np.unique(truth), average="macro", zero_division=0))
 
 
+def matched_f1(clusters: np.ndarray, truth: np.ndarray) -> float:
+    """Mean F1 over true populations after one-to-one Hungarian matching of clusters to populations.
+
+    The clustering score of Weber & Robinson (2016): each population is matched to at most one
+    cluster so the summed F1 is largest; a population left without a cluster scores 0.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    clusters, truth = _scored(clusters, truth)
+    pops, t = np.unique(truth, return_inverse=True)
+    groups, c = np.unique(clusters, return_inverse=True)
+    table = np.zeros((pops.size, groups.size))
+    np.add.at(table, (t, c), 1)
+    f1 = 2 * table / (table.sum(axis=1, keepdims=True) + table.sum(axis=0, keepdims=True))
+    rows, cols = linear_sum_assignment(f1, maximize=True)
+    return float(f1[rows, cols].sum() / pops.size)
+
+
 def per_population_report(pred: np.ndarray, truth: np.ndarray, names: Mapping[int, str] | None = None) -> pd.DataFrame:
     """Precision, recall, F1 and support per true population (rows: labels; `names` maps label → population name)."""
     pred, truth = _scored(pred, truth)

@@ -1,0 +1,4 @@
+"""Unsupervised clustering of every cell (FlowSOM-style), its cluster profiles and the user's edits of it."""
+from .flowsom import Clustering, ClusteringParams, FlowSOM
+
+__all__ = ["Clustering", "ClusteringParams", "FlowSOM"]
