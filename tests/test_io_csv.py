@@ -81,3 +81,63 @@ def test_read_files_same_file_twice_gets_unique_samples():
     path = CORPUS / "flowkit_2d_01.fcs"
     ds = read_files([path, path])
     assert ds.n_cells == 20_000 and ds.samples == ["flowkit_2d_01.fcs", "flowkit_2d_01.fcs_2"]
+
+
+def test_a_few_bad_cells_keep_the_channel(tmp_path):
+    """The issue's example: one non-numeric cell must not turn CD4 into an annotation."""
+    ds = read_csv(write_text(tmp_path, "m.csv", "CD3,CD4\n1,2\n3,x\n5,6\n"))
+    assert ds.channel_names == ["CD3", "CD4"]
+    np.testing.assert_array_equal(ds.events, [[1, 2], [5, 6]])
+    assert ds.warnings == ["'m.csv' has 1 cell in column 'CD4' that is not a number "
+                           "(the first in row 2 below the header: 'x'); its row was dropped."]
+
+
+def test_bad_cells_in_a_real_table(tmp_path):
+    lines = (LEVINE / "Levine_32dim_labeled30k_arcsinh.csv").read_text().splitlines(keepends=True)[:2001]
+    clean = read_csv(write_text(tmp_path, "clean.csv", "".join(lines)))
+    for i in (500, 1500):  # data rows 500 and 1500 get a damaged CD4 cell
+        cells = lines[i].split(",")
+        cells[5] = "n.d." if i == 500 else "1.2.3"
+        lines[i] = ",".join(cells)
+    ds = read_csv(write_text(tmp_path, "bad.csv", "".join(lines)))
+    assert ds.channel_names == clean.channel_names and ds.n_cells == 1998
+    keep = np.setdiff1d(np.arange(2000), [499, 1499])
+    np.testing.assert_array_equal(ds.events, clean.events[keep])
+    assert list(ds.annotations["population"]) == list(clean.annotations["population"].iloc[keep])
+    assert ds.warnings == ["'bad.csv' has 2 cells in column 'CD4' that are not numbers "
+                           "(the first in row 500 below the header: 'n.d.'); their rows were dropped."]
+
+
+def test_text_columns_stay_annotations(tmp_path):
+    ds = read_csv(write_text(tmp_path, "t.csv", "A,kind\n1,x1\n2,7\n3,y\n"))
+    assert ds.channel_names == ["A"] and list(ds.annotations["kind"]) == ["x1", "7", "y"] and ds.warnings == []
+
+
+@pytest.mark.parametrize("content,line", [
+    (b"CD3,CD4,pop\n1,2,a\n3,4,\xff\xfe\n", 3),
+    (b"CD3;CD4\n1,5;2\n3;4\n5;\xc3\n", 4),
+    (b"A B\n1 2\n\x80 3\n", 3),
+    (b"\xe9A,B\n1,2\n", 1),
+])
+def test_invalid_utf8_is_one_sentence_with_the_line(tmp_path, content, line):
+    path = tmp_path / "u.csv"
+    path.write_bytes(content)
+    with pytest.raises(CytoInputError) as exc:
+        read_file(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"'u.csv' is not UTF-8 text: line {line} holds the byte 0x") and "\n" not in msg
+
+
+def test_parser_errors_show_no_control_bytes(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"A,B\n1,2\n3,4,\x00\x07\n")
+    with pytest.raises(CytoInputError) as exc:
+        read_file(path)
+    msg = str(exc.value)
+    assert "'r.csv' could not be read as a table" in msg and not any(ord(c) < 32 for c in msg)
+
+
+def test_missing_final_line_break_is_a_warning(tmp_path):
+    ds = read_csv(write_text(tmp_path, "c.csv", "A,B\n1,2\n3,4"))
+    np.testing.assert_array_equal(ds.events, [[1, 2], [3, 4]])
+    assert ds.warnings == ["'c.csv' does not end with a line break, so its last row may be cut short."]

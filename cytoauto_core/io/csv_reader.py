@@ -1,6 +1,7 @@
 """Read delimited text (CSV, TSV, semicolon, whitespace) into a Dataset: numeric columns are channels."""
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -15,17 +16,25 @@ from ..dataset import Dataset, make_channels, make_unique
 from ..errors import CytoInputError
 
 SNIFF_BYTES = 64 * 1024
+CHECK_BYTES = 8 << 20
+TYPE_SAMPLE = 1000
 DELIMITERS = (",", "\t", ";")
+_MISSING = {"nan", "-nan", "na", "n/a", "#n/a", "null", "none", "inf", "-inf", "+inf"}
 _DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
 
 
 def read_csv(path: Path, display_name: str | None = None) -> Dataset:
-    """Load a table with a header row; text columns become annotations, rows with NaN/inf are dropped."""
+    """Load a table with a header row; text columns become annotations, rows with NaN/inf are dropped.
+
+    A column of numbers with a few cells that are not stays a channel: those cells' rows are dropped
+    with a warning naming the column, rather than the whole channel silently becoming text."""
     path = Path(path)
     name = display_name or path.name
     try:
+        _check_utf8(path, name)
         with open(path, "rb") as fh:
-            head = fh.read(SNIFF_BYTES).decode("utf-8-sig", errors="replace")
+            head = fh.read(SNIFF_BYTES).decode("utf-8-sig", errors="replace")  # only a character cut at the end
+            ends_open = _ends_without_line_break(fh)
     except OSError as exc:
         raise CytoInputError(f"'{name}' could not be opened ({exc.strerror or exc}).") from exc
     lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
@@ -40,9 +49,11 @@ def read_csv(path: Path, display_name: str | None = None) -> Dataset:
             table = _read_arrow(path, sep, columns, lines)
         else:
             table = pd.read_csv(path, sep=sep or r"\s+", header=0, names=columns, decimal=decimal, engine="c",
-                                encoding="utf-8", encoding_errors="replace")
+                                encoding="utf-8-sig")
     except Exception as exc:  # pyarrow and pandas raise many parser error types; the user needs one sentence
         raise CytoInputError(f"'{name}' could not be read as a table ({_first_line(exc)}).") from exc
+    warnings = [f"'{name}' does not end with a line break, so its last row may be cut short."] if ends_open else []
+    explained = _recover_numeric_columns(table, decimal, name, warnings)
     numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
     if table.empty:
         raise CytoInputError(f"'{name}' has a header but no rows of data.")
@@ -52,11 +63,12 @@ def read_csv(path: Path, display_name: str | None = None) -> Dataset:
     text_cols = [c for c in table.columns if c not in numeric]
     annotations = table[text_cols].astype(object).where(table[text_cols].notna(), "").astype(str) if text_cols else pd.DataFrame()
     del table
-    warnings = []
     good = np.isfinite(events).all(axis=1)
     if not good.all():
         bad = int(len(good) - good.sum())
-        warnings.append(f"'{name}' has {bad:,} rows with missing or infinite numbers; they were dropped.")
+        unexplained = bad - int(explained.sum()) if explained is not None else bad
+        if unexplained:
+            warnings.append(f"'{name}' has {unexplained:,} rows with missing or infinite numbers; they were dropped.")
         if bad == len(good):
             raise CytoInputError(f"'{name}' has no row without missing or infinite numbers.")
         events = events[good]
@@ -66,6 +78,82 @@ def read_csv(path: Path, display_name: str | None = None) -> Dataset:
         events=events, channels=make_channels(numeric, list(numeric)), samples=[name],
         sample_ids=np.zeros(events.shape[0], np.int32), annotations=annotations, warnings=warnings, name=name,
     )
+
+
+def _check_utf8(path: Path, name: str) -> None:
+    """Refuse a file that is not UTF-8, in one sentence naming the line of its first bad byte (read in blocks)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(CHECK_BYTES)
+            pending = decoder.getstate()[0]  # the start of a character cut by the previous block
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                start = max(exc.start - len(pending), 0)
+                line = lines + block[:start].count(b"\n") + 1
+                byte = (pending + block)[exc.start:exc.start + 1]
+                raise CytoInputError(
+                    f"'{name}' is not UTF-8 text: line {line:,} holds the byte 0x{byte.hex()}, which UTF-8 does not "
+                    f"allow (save the table as UTF-8, e.g. 'CSV UTF-8' in Excel)."
+                ) from None
+            if not block:
+                return
+            lines += block.count(b"\n")
+
+
+def _ends_without_line_break(fh: io.BufferedReader) -> bool:
+    """Whether a non-empty file's last byte is not a line break (so its last row may have been cut)."""
+    if fh.seek(0, io.SEEK_END) == 0:
+        return False
+    fh.seek(-1, io.SEEK_END)
+    return fh.read(1) not in (b"\n", b"\r")
+
+
+def _recover_numeric_columns(table: pd.DataFrame, decimal: str, name: str, warnings: list[str]) -> np.ndarray | None:
+    """Turn text columns that are mostly numbers back into numbers, in place; the other cells become NaN.
+
+    Returns the rows that hold such a cell (they will be dropped), after warning per column with its
+    count and first offending row; None when no column needed it."""
+    explained = None
+    for col in list(table.columns):
+        values = table[col]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        if not _mostly_numbers(values.dropna().iloc[:TYPE_SAMPLE], decimal):
+            continue  # a text column: decided from its first cells, without converting the whole column
+        text = _as_number_text(values.astype(object).where(values.notna(), ""), decimal)
+        filled = (text != "").to_numpy()
+        number = pd.to_numeric(text.where(filled, "nan"), errors="coerce")
+        bad = filled & number.isna().to_numpy() & ~text.str.lower().isin(_MISSING).to_numpy()
+        if int(bad.sum()) > int((filled & ~bad).sum()):
+            continue
+        table[col] = number.astype(np.float32)
+        first = int(np.flatnonzero(bad)[0]) if bad.any() else None
+        if first is not None:
+            shown = _plain(str(values.iloc[first]), 30)
+            count = int(bad.sum())
+            cells = "1 cell" if count == 1 else f"{count:,} cells"
+            what = "is not a number" if count == 1 else "are not numbers"
+            warnings.append(f"'{name}' has {cells} in column {_plain(str(col), 40)} that {what} "
+                            f"(the first in row {first + 1} below the header: {shown}); "
+                            f"{'its row was' if count == 1 else 'their rows were'} dropped.")
+            explained = bad if explained is None else explained | bad
+    return explained
+
+
+def _as_number_text(values: pd.Series, decimal: str) -> pd.Series:
+    """Cells as stripped text, with a decimal comma turned into a point so pandas can parse them."""
+    text = values.astype(str).str.strip()
+    return text.str.replace(",", ".", regex=False) if decimal == "," else text
+
+
+def _mostly_numbers(sample: pd.Series, decimal: str) -> bool:
+    """Whether at least half of the non-empty cells in `sample` are numbers."""
+    text = _as_number_text(sample, decimal)
+    text = text[text != ""]
+    return not text.empty and bool(pd.to_numeric(text, errors="coerce").notna().mean() >= 0.5)
 
 
 def _read_arrow(path: Path, sep: str, columns: list[str], lines: list[str]) -> pd.DataFrame:
@@ -98,5 +186,11 @@ def _sniff_delimiter(lines: list[str]) -> str | None:
 
 
 def _first_line(exc: Exception) -> str:
-    """The first line of a parser's message, without a trailing period."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    """The first line of a parser's message, without a trailing period, safe to show (no control bytes)."""
+    return _plain((str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip("."), 160, quote=False)
+
+
+def _plain(text: str, limit: int, quote: bool = True) -> str:
+    """Text from the file made safe for a one-line message: control bytes escaped, long text cut."""
+    cut = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit]) + ("…" if len(text) > limit else "")
+    return f"'{cut}'" if quote else cut
