@@ -6,7 +6,8 @@ import sys
 
 from .batch import CHUNK_CELLS, DEFAULT_WORKERS, BatchUsageError, apply_to_files
 
-FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "both": ("csv", "fcs")}
+FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "h5ad": ("h5ad",), "both": ("csv", "fcs"),
+                  "all": ("csv", "fcs", "h5ad")}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,8 +16,10 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     apply = commands.add_parser("apply", help="apply a saved model bundle to many files on Dask workers")
     apply.add_argument("--model", required=True, help="model bundle folder (contains bundle.json)")
-    apply.add_argument("--out", required=True, help="output folder for <stem>_labelled.csv/.fcs and abundance.csv")
-    apply.add_argument("--format", choices=sorted(FORMAT_CHOICES), default="csv", help="export format (default csv)")
+    apply.add_argument("--out", required=True,
+                       help="output folder for <stem>_labelled.csv/.fcs/.h5ad, <stem>_legend.csv and abundance.csv")
+    apply.add_argument("--format", choices=sorted(FORMAT_CHOICES), default="csv",
+                       help="export format: csv, fcs, h5ad (AnnData), both (csv and fcs) or all (default csv)")
     apply.add_argument("--threshold", type=float, default=0.5, help="confidence below which a cell is unassigned")
     apply.add_argument("--scheduler", help="address of an existing Dask scheduler (default: embedded local cluster)")
     apply.add_argument("--workers", type=int, help=f"worker processes of the embedded cluster (default {DEFAULT_WORKERS})")

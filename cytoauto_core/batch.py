@@ -19,14 +19,15 @@ import pandas as pd
 
 from .dataset import Dataset, make_unique
 from .errors import CytoInputError
-from .export import LabelledCells, abundance, csv_bytes, labelled_frame, write_labelled_fcs
+from .export import (LabelledCells, abundance, csv_bytes, labelled_frame, legend_frame, write_labelled_fcs,
+                     write_labelled_h5ad)
 from .io import read_file
 from .models.bundle import ModelBundle, load_bundle, predict_dataset
 
 if TYPE_CHECKING:
     from distributed import Client
 
-FORMATS = ("csv", "fcs")
+FORMATS = ("csv", "fcs", "h5ad")
 CHUNK_CELLS = 1_000_000
 DEFAULT_WORKERS = 2
 SUMMARY_NAME = "abundance.csv"
@@ -170,7 +171,7 @@ def _predict(loaded: _Loaded, start: int, stop: int, ref: BundleRef, threshold: 
 
 
 def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, str], out_dir: str,
-           formats: tuple[str, ...]) -> _Written:
+           formats: tuple[str, ...], ref: BundleRef, threshold: float) -> _Written:
     """Join a file's chunks, write its exports (temp name, then rename) and count its populations."""
     started = time.perf_counter()
     ds = loaded.dataset
@@ -182,10 +183,21 @@ def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, st
         tmp = path.with_name(f".{path.name}.partial")
         if fmt == "csv":
             tmp.write_bytes(csv_bytes(labelled_frame(ds, cells)))
-        else:
+        elif fmt == "fcs":
             write_labelled_fcs(tmp, ds, cells)
+        else:
+            bundle = worker_bundle(ref)
+            write_labelled_h5ad(tmp, ds, bundle.spec, cells, provenance={
+                "model": bundle.classifier.kind, "model_name": bundle.name, "bundle_hash": ref.bundle_hash,
+                "seed": bundle.seed, "threshold": threshold, "bundle_versions": bundle.versions})
         tmp.replace(path)
         outputs.append(str(path))
+    if "fcs" in formats:  # beside the FCS: what each population_id means
+        legend = Path(out_dir) / f"{job.stem}_legend.csv"
+        tmp = legend.with_name(f".{legend.name}.partial")
+        legend_frame(cells).to_csv(tmp, index=False)
+        tmp.replace(legend)
+        outputs.append(str(legend))
     table = abundance(cells.population_id, names, ds.sample_ids, ds.samples)
     table.insert(0, "file", job.path)
     seconds = loaded.seconds + sum(c.seconds for c in chunks) + time.perf_counter() - started
@@ -225,7 +237,7 @@ def _check_options(formats: Sequence[str], threshold: float, chunk_cells: int, s
     """Validate the options before any cluster starts; return the formats in a fixed order."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
-        raise BatchUsageError(f"The output format must be csv, fcs or both (got {', '.join(unknown) or 'none'}).")
+        raise BatchUsageError(f"The output formats must be among csv, fcs and h5ad (got {', '.join(unknown) or 'none'}).")
     if not 0.0 <= threshold <= 1.0:
         raise BatchUsageError(f"The threshold must be between 0 and 1 (got {threshold}).")
     if chunk_cells < 1:
@@ -292,8 +304,8 @@ def _run(client: Client, jobs: list[_Job], ref: BundleRef, names: dict[int, str]
                 n = future.result()
                 chunks = [client.submit(_predict, loaded, s, min(s + chunk_cells, n), ref, threshold, pure=False,
                                         priority=FILE_PRIORITY) for s in range(0, max(n, 1), chunk_cells)]
-                writer = client.submit(_write, loaded, chunks, job, names, out_dir, formats, pure=False,
-                                       priority=FILE_PRIORITY)
+                writer = client.submit(_write, loaded, chunks, job, names, out_dir, formats, ref, threshold,
+                                       pure=False, priority=FILE_PRIORITY)
                 pending[writer] = (job, None)
                 finished.add(writer)
                 continue

@@ -1,8 +1,9 @@
-"""Exports of labelled cells: CSV, FCS with appended channels, abundance tables and a JSON summary."""
+"""Exports of labelled cells: CSV, FCS with appended channels, AnnData .h5ad, abundance tables and a JSON summary."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .dataset import UNASSIGNED, Dataset
-
+from .dataset import UNASSIGNED, Dataset, make_unique
+from .transforms import TransformSpec, transform_features
 
 
 @dataclass
@@ -65,17 +66,124 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells) -> None:
-    """Write the original events and metadata plus population_id, confidence and map_x/map_y channels."""
+def event_ids(sample_ids: np.ndarray) -> np.ndarray:
+    """Each cell's row in its own sample's file (0-based): the id that joins an export back to the original."""
+    ids = np.asarray(sample_ids)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]) if len(ids) else np.empty(0, np.int64)
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    out = np.empty(len(ids), np.int64)
+    out[order] = np.arange(len(ids)) - run_start
+    return out
+
+
+def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event_id: np.ndarray | None = None) -> None:
+    """Write the original events and metadata plus event_id, confidence, map_x/map_y and population_id channels.
+
+    event_id is each cell's row in its own sample's file (0-based; given when `dataset` is a subset of a larger
+    one), so a FlowJo user can join the labels back.
+    """
     from .io import write_fcs
 
-    extra = {"population_id": np.asarray(cells.population_id, dtype=np.float32)}
+    ids = event_ids(dataset.sample_ids) if event_id is None else event_id
+    extra = {"event_id": np.asarray(ids, dtype=np.float32)}
     if cells.confidence is not None:
         extra["confidence"] = np.asarray(cells.confidence, dtype=np.float32)
     if cells.coords is not None:
         extra["map_x"] = np.asarray(cells.coords[:, 0], dtype=np.float32)
         extra["map_y"] = np.asarray(cells.coords[:, 1], dtype=np.float32)
+    extra["population_id"] = np.asarray(cells.population_id, dtype=np.float32)  # last: the reader drops it as a view
     write_fcs(path, dataset, extra_channels=extra, population_names=dict(cells.names))
+
+
+def legend_frame(cells: LabelledCells, colors: dict[int, str] | None = None) -> pd.DataFrame:
+    """The id → name legend of a labelled export, with each population's cell count (and colour when known)."""
+    ids = sorted(cells.names) + [-1]
+    counts = dict(zip(*np.unique(np.asarray(cells.population_id), return_counts=True)))
+    frame = pd.DataFrame({"population_id": ids, "population": [cells.names.get(i, UNASSIGNED) for i in ids],
+                          "cells": [int(counts.get(i, 0)) for i in ids]})
+    if colors:
+        frame["color"] = [colors.get(i, "") for i in ids]
+    return frame
+
+
+SPLIT_BY = ("population", "sample")
+
+
+def write_split_fcs(path: Path, dataset: Dataset, cells: LabelledCells, by: str,
+                    colors: dict[int, str] | None = None) -> list[str]:
+    """Write a zip of one labelled FCS per population or per sample, plus legend.csv; return the names inside.
+
+    Each part holds its cells' rows of the full export (event_id keeps their row in the original file).
+    """
+    import tempfile
+    import zipfile
+
+    from .storage import atomic_file
+
+    if by not in SPLIT_BY:
+        raise ValueError(f"split by {by!r}: must be one of {SPLIT_BY}")
+    if by == "population":
+        keys = np.asarray(cells.population_id)
+        groups = {pid: cells.names.get(pid, UNASSIGNED) for pid in [*sorted(cells.names), -1] if (keys == pid).any()}
+    else:
+        keys = np.asarray(dataset.sample_ids)
+        groups = {i: name for i, name in enumerate(dataset.samples) if (keys == i).any()}
+    stems = make_unique([_safe_stem(name) for name in groups.values()])
+    ids = event_ids(dataset.sample_ids)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp, atomic_file(Path(path)) as handle, \
+            zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        for key, stem in zip(groups, stems):
+            rows = np.flatnonzero(keys == key)
+            part = _subset(dataset, rows)
+            part_cells = LabelledCells(np.asarray(cells.population_id)[rows], cells.names,
+                                       None if cells.confidence is None else np.asarray(cells.confidence)[rows],
+                                       coords=None if cells.coords is None else np.asarray(cells.coords)[rows])
+            file = Path(tmp) / f"{stem}.fcs"
+            write_labelled_fcs(file, part, part_cells, ids[rows])
+            archive.write(file, file.name)
+            file.unlink()
+            written.append(file.name)
+        archive.writestr("legend.csv", legend_frame(cells, colors).to_csv(index=False))
+        written.append("legend.csv")
+    return written
+
+
+def _subset(dataset: Dataset, rows: np.ndarray) -> Dataset:
+    """The cells `rows` of a dataset as a dataset of their own (events copied: one part at a time)."""
+    return replace(dataset, events=np.ascontiguousarray(dataset.events[rows]),
+                   sample_ids=np.asarray(dataset.sample_ids)[rows],
+                   annotations=dataset.annotations.iloc[rows].reset_index(drop=True)
+                   if len(dataset.annotations.columns) else pd.DataFrame())
+
+
+def _safe_stem(name: str) -> str:
+    """A file name from a population or sample name: letters, digits, '-', '_' and '.' kept, the rest '_'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).stem if str(name).lower().endswith(".fcs") else str(name))
+    return stem.strip("._") or "part"
+
+
+def write_labelled_h5ad(path: Path, dataset: Dataset, spec: TransformSpec, cells: LabelledCells | None, *,
+                        x: np.ndarray | None = None, user_labels: np.ndarray | None = None,
+                        colors: dict[int, str] | None = None, maps: dict[str, np.ndarray] | None = None,
+                        novelty: np.ndarray | None = None, provenance: dict | None = None) -> Path:
+    """Write the dataset, its transformed features (computed from `spec` unless given) and its result as .h5ad.
+
+    `maps` are keyed like scanpy's obsm ('X_umap'); `provenance` (model, bundle_hash, seed, threshold, ...) goes to
+    uns['cytoauto'].
+    """
+    from .io.h5ad import H5adContent, write_h5ad
+
+    features = transform_features(dataset, spec) if x is None else x
+    content = H5adContent(
+        population_id=None if cells is None else cells.population_id,
+        confidence=None if cells is None else cells.confidence,
+        names=dict(cells.names) if cells is not None else {}, colors=dict(colors or {}), user_labels=user_labels,
+        novelty=novelty, maps=dict(maps or {}), provenance=dict(provenance or {}),
+    )
+    return write_h5ad(path, dataset, features, spec, content)
 
 
 def abundance(population_id: np.ndarray, names: dict[int, str], sample_ids: np.ndarray,

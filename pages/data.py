@@ -20,10 +20,11 @@ if choice != key:
     state.select_dataset(choice)
     st.rerun()
 
-with st.expander("Upload FCS or CSV files", expanded=len(records) <= 1):
+with st.expander("Upload FCS, CSV or AnnData files", expanded=len(records) <= 1):
     generation = st.session_state.setdefault("uploader_generation", 0)
     files = st.file_uploader(
-        "FCS (2.0/3.0/3.1) or CSV/TSV files; several files are loaded together as samples",
+        "FCS (2.0/3.0/3.1), CSV/TSV or AnnData .h5ad (cells × markers; obs columns become annotations) files; "
+        "several files are loaded together as samples",
         accept_multiple_files=True, key=f"uploader-{generation}",
     )
     if files and st.button("Load files", type="primary"):

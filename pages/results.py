@@ -10,11 +10,15 @@ import streamlit as st
 
 from cytoauto_core import metrics
 from cytoauto_core.dataset import NOT_A_POPULATION, UNASSIGNED
-from cytoauto_core.export import abundance, csv_bytes, labelled_frame, names_of, write_labelled_fcs
+from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_frame, names_of, write_labelled_fcs,
+                                  write_labelled_h5ad, write_split_fcs)
 from ui import maps, state
 from ui.plots import heatmap_figure, scatter_figure
 from ui.results import apply_bundle, load_result, saved_bundles
 from ui.widgets import show_error
+
+PREPARED = "results-prepared"  # format → (what made it, file bytes)
+FCS_LAYOUTS = {"one file": None, "one per population (zip)": "population", "one per sample (zip)": "sample"}
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
@@ -138,27 +142,64 @@ if truth_columns:
 st.subheader("Downloads")
 with_features = st.checkbox("Include transformed features in the CSV")
 with_proba = st.checkbox("Include per-population probabilities in the CSV")
+split = st.radio("FCS export", list(FCS_LAYOUTS), horizontal=True,
+                 help="Split: one FCS per population or per sample in a zip, each with event_id (its row in the "
+                      "original file) and the legend beside it.")
 summary = {
     "dataset": dataset.name, "dataset_hash": key, "cells": dataset.n_cells, "model": meta["model"],
     "bundle_hash": meta["bundle_hash"], "seed": meta["seed"], "threshold": threshold,
     "transform": spec.to_dict(), "populations": {str(k): v for k, v in names.items()},
     "abundance": table.to_dict(orient="records"), "metrics": meta["metrics"],
 }
-d1, d2, d3 = st.columns(3)
+# A prepared file belongs to what made it: dataset, model, threshold, map and options. One prepared for anything
+# else (another dataset, a newer model) is dropped rather than offered.
+made_from = json.dumps([key, meta["bundle_hash"], threshold, picked[0] if picked else None, with_features, with_proba,
+                        split])
+prepared = {fmt: found for fmt, found in st.session_state.get(PREPARED, {}).items() if found[0] == made_from}
+st.session_state[PREPARED] = prepared
+stem = Path(dataset.name).stem
+
+
+def prepare(fmt: str, make) -> None:
+    """Build an export file in a temp folder and keep its bytes with what made it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"export.{fmt}"
+        make(path)
+        prepared[fmt] = (made_from, path.read_bytes())
+
+
+d1, d2, d3, d4 = st.columns(4)
 if d1.button("Prepare CSV"):
     frame = labelled_frame(dataset, cells, x if with_features else None, markers if with_features else None,
                            include_probabilities=with_proba)
-    st.session_state["results-csv"] = csv_bytes(frame)
-if "results-csv" in st.session_state:
-    d1.download_button("Download labelled cells (CSV)", st.session_state["results-csv"],
-                       file_name=f"{Path(dataset.name).stem}_labelled.csv", mime="text/csv", key="dl-csv")
+    prepared["csv"] = (made_from, csv_bytes(frame))
+if "csv" in prepared:
+    d1.download_button("Download labelled cells (CSV)", prepared["csv"][1], file_name=f"{stem}_labelled.csv",
+                       mime="text/csv", key="dl-csv")
 if d2.button("Prepare FCS"):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "labelled.fcs"
-        write_labelled_fcs(path, dataset, cells)
-        st.session_state["results-fcs"] = path.read_bytes()
-if "results-fcs" in st.session_state:
-    d2.download_button("Download labelled cells (FCS)", st.session_state["results-fcs"],
-                       file_name=f"{Path(dataset.name).stem}_labelled.fcs", mime="application/octet-stream", key="dl-fcs")
-d3.download_button("Download summary (JSON)", json.dumps(summary, indent=1, default=str),
-                   file_name=f"{Path(dataset.name).stem}_summary.json", mime="application/json")
+    by = FCS_LAYOUTS[split]
+    prepare("fcs", lambda path: write_labelled_fcs(path, dataset, cells) if by is None
+            else write_split_fcs(path, dataset, cells, by, colors))
+if "fcs" in prepared:
+    by = FCS_LAYOUTS[split]
+    d2.download_button(f"Download labelled cells ({'FCS' if by is None else 'zip of FCS'})", prepared["fcs"][1],
+                       file_name=f"{stem}_labelled.fcs" if by is None else f"{stem}_by_{by}.zip",
+                       mime="application/octet-stream" if by is None else "application/zip", key="dl-fcs")
+if d3.button("Prepare AnnData (.h5ad)"):
+    obsm = {}
+    for name, info in maps.stored_maps(key).items():
+        stored = state.workspace().load_array(key, name)
+        if stored is not None and len(stored[0]) == dataset.n_cells:
+            base = f"X_{info['method']}"
+            obsm[base if base not in obsm else f"{base}_{len(obsm) + 1}"] = np.asarray(stored[0])
+    provenance = {k: meta[k] for k in ("model", "bundle_hash", "seed", "n_labelled", "applied_from") if k in meta}
+    prepare("h5ad", lambda path: write_labelled_h5ad(
+        path, dataset, spec, cells, x=x, user_labels=store.labels(), colors=colors, maps=obsm,
+        provenance={**provenance, "threshold": threshold, "dataset_hash": key}))
+if "h5ad" in prepared:
+    d3.download_button("Download AnnData (.h5ad)", prepared["h5ad"][1], file_name=f"{stem}_labelled.h5ad",
+                       mime="application/x-hdf5", key="dl-h5ad")
+d4.download_button("Download summary (JSON)", json.dumps(summary, indent=1, default=str),
+                   file_name=f"{stem}_summary.json", mime="application/json")
+d4.download_button("Download population legend (CSV)", legend_frame(cells, colors).to_csv(index=False),
+                   file_name=f"{stem}_legend.csv", mime="text/csv", key="dl-legend")

@@ -84,15 +84,18 @@ def test_statuses_and_unique_outputs(run):
     assert "garbage.fcs" in errors[str(bad[1])] and errors[str(bad[1])].endswith(".")
     assert report.exit_code == 1 and report.cells == sum(n for _, n in FILE_SEEDS.values())
     assert sorted(p.name for p in (root / "out").iterdir()) == [
-        "abundance.csv", "c_labelled.csv", "c_labelled.fcs", "demo_2_labelled.csv", "demo_2_labelled.fcs",
-        "demo_labelled.csv", "demo_labelled.fcs"]
+        "abundance.csv", "c_labelled.csv", "c_labelled.fcs", "c_legend.csv", "demo_2_labelled.csv",
+        "demo_2_labelled.fcs", "demo_2_legend.csv", "demo_labelled.csv", "demo_labelled.fcs", "demo_legend.csv"]
 
 
 def test_outputs_equal_the_apps_prediction(run):
     root, demo_paths, _, report = run
     for row in (r for r in report.files if r.status == "ok"):
         labels, confidence, names = _app_labels(root, row.input)
-        csv_path, fcs_path = row.outputs
+        csv_path, fcs_path, legend_path = row.outputs
+        legend = pd.read_csv(legend_path)
+        assert dict(zip(legend["population_id"], legend["population"])) == {**names, -1: "unassigned"}
+        assert legend["cells"].tolist() == [int((labels == i).sum()) for i in legend["population_id"]]
         table = read_file(csv_path)
         np.testing.assert_array_equal(table.events[:, table.channel_names.index("population_id")], labels)
         np.testing.assert_allclose(table.events[:, table.channel_names.index("confidence")], confidence, rtol=1e-5)
@@ -160,3 +163,24 @@ def test_a_cancelled_or_failed_task_becomes_one_sentence(cluster):
         assert _task_failure(slow, "x.fcs") == "'x.fcs' was not processed: its task was cancelled on the cluster."
         sentence = _task_failure(broken, "no-such-file.fcs")
         assert "no-such-file.fcs" in sentence and sentence.endswith(".") and "\n" not in sentence
+
+
+def test_cli_h5ad_export_opens_in_anndata_with_the_apps_labels(inputs, tmp_path):
+    import anndata
+
+    root, demo_paths, _ = inputs
+    done = _cli("--model", str(root / "bundle"), "--out", str(tmp_path), "--workers", "1", "--format", "h5ad",
+                str(demo_paths[2]))
+    assert done.returncode == 0, done.stderr
+    labels, confidence, names = _app_labels(root, demo_paths[2])
+    adata = anndata.read_h5ad(tmp_path / "c_labelled.h5ad")
+    bundle = load_bundle(str(root / "bundle"))
+    source = read_file(demo_paths[2])
+    np.testing.assert_array_equal(adata.obs["population_id"], labels)
+    assert (adata.obs["population"].astype(str).to_numpy() == names_of(labels, names)).all()
+    np.testing.assert_allclose(adata.obs["confidence"], confidence, rtol=1e-6)
+    np.testing.assert_array_equal(adata.X, transform_features(source, bundle.spec))
+    assert adata.var["channel"].tolist() == bundle.spec.features
+    provenance = adata.uns["cytoauto"]
+    assert provenance["bundle_hash"] == json.loads((root / "bundle" / "bundle.json").read_text())["bundle_hash"]
+    assert provenance["threshold"] == THRESHOLD and provenance["model"] == "lda"

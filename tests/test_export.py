@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import io
+import json
+import zipfile
 
 import flowio
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import CORPUS
 from cytoauto_core.demo import make_demo
-from cytoauto_core.export import LabelledCells, abundance, csv_bytes, labelled_frame, write_labelled_fcs
-from cytoauto_core.io import read_file
+from cytoauto_core.export import (LabelledCells, abundance, csv_bytes, labelled_frame, legend_frame,
+                                  write_labelled_fcs, write_split_fcs)
+from cytoauto_core.io import read_file, read_files
 
 
 def _cells(n: int, seed: int = 0) -> LabelledCells:
@@ -62,3 +66,77 @@ def test_abundance_percentages_per_sample():
     assert s1.loc["a", "cells"] == 2 and abs(s1.loc["b", "percent"] - 100 / 3) < 1e-9
     s2 = table[table["sample"] == "s2"].set_index("population")
     assert s2.loc["unassigned", "cells"] == 1 and s2.loc["b", "cells"] == 2
+
+
+def _flowio(path) -> tuple[list[str], np.ndarray, dict[str, str], list[int]]:
+    """Channel names, events, TEXT keywords (lower-case, no '$') and every $PnR, read by plain flowio."""
+    raw = flowio.FlowData(str(path))
+    names = [raw.channels[i + 1]["pnn"] for i in range(raw.channel_count)]
+    events = raw.as_array(preprocess=False)
+    text = {k.lower().lstrip("$"): v for k, v in raw.text.items()}
+    return names, events, text, [int(text[f"p{i + 1}r"]) for i in range(raw.channel_count)]
+
+
+def test_fcs_export_flowjo_reads_back_event_ids_labels_legend_and_ranges(tmp_path):
+    """A two-sample flow dataset: every value of every channel, event ids per sample, a $PnR above every value."""
+    source = read_files([CORPUS / "flowio_G11.fcs", CORPUS / "flowio_3FITC_4PE_004.fcs"], ["g11.fcs", "fitc.fcs"])
+    cells = _cells(source.n_cells)
+    cells.names[7] = "rare, id 7"
+    cells.population_id[:3] = 7  # a large id: its range must still hold it
+    path = tmp_path / "labelled.fcs"
+    write_labelled_fcs(path, source, cells)
+
+    names, events, text, ranges = _flowio(path)
+    p = len(source.channel_names)
+    assert names == source.channel_names + ["event_id", "confidence", "map_x", "map_y", "population_id"]
+    np.testing.assert_array_equal(events[:, :p], source.events)
+    first = int((source.sample_ids == 0).sum())
+    np.testing.assert_array_equal(events[:, p], np.r_[np.arange(first), np.arange(source.n_cells - first)])
+    np.testing.assert_array_equal(events[:, p + 1], cells.confidence)
+    np.testing.assert_array_equal(events[:, p + 2:p + 4], cells.coords)
+    np.testing.assert_array_equal(events[:, -1], cells.population_id)
+    assert all(r > top for r, top in zip(ranges, events.max(axis=0))), (ranges, events.max(axis=0))
+    assert ranges[-1] == 8
+    legend = {int(k): v for k, v in json.loads(text["cytoauto_populations"]).items()}
+    assert legend == cells.names
+    assert {i: text[f"cytoauto_population_{i}"] for i in cells.names} == cells.names
+
+    table = legend_frame(cells, {0: "#111111"})
+    assert table["population"].tolist() == ["T cells", "B cells", "NK cells", "rare, id 7", "unassigned"]
+    assert table["cells"].tolist() == [int((cells.population_id == i).sum()) for i in (0, 1, 2, 7, -1)]
+    assert table["color"].tolist() == ["#111111", "", "", "", ""]
+
+    again = read_file(path)  # our reader: the legend becomes the population annotation, stale keywords do not stay
+    write_labelled_fcs(tmp_path / "again.fcs", again, _cells(again.n_cells, seed=5))
+    _, _, text2, _ = _flowio(tmp_path / "again.fcs")
+    assert "cytoauto_population_7" not in text2
+
+
+@pytest.mark.parametrize("by", ["population", "sample"])
+def test_split_fcs_zip_holds_every_cell_once(tmp_path, by):
+    source = read_files([CORPUS / "flowio_G11.fcs", CORPUS / "flowio_3FITC_4PE_004.fcs"], ["g11.fcs", "fitc.fcs"])
+    cells = _cells(source.n_cells)
+    write_labelled_fcs(tmp_path / "whole.fcs", source, cells)
+    _, whole, _, _ = _flowio(tmp_path / "whole.fcs")
+    inside = write_split_fcs(tmp_path / "split.zip", source, cells, by)
+    expected = (["T_cells.fcs", "B_cells.fcs", "NK_cells.fcs", "unassigned.fcs"] if by == "population"
+                else ["g11.fcs", "fitc.fcs"]) + ["legend.csv"]
+    assert inside == expected
+    parts = []
+    with zipfile.ZipFile(tmp_path / "split.zip") as archive:
+        assert archive.namelist() == expected
+        archive.extractall(tmp_path / "parts")
+        legend = pd.read_csv(archive.open("legend.csv"))
+    assert legend["cells"].sum() == source.n_cells
+    for name in expected[:-1]:
+        _, events, _, ranges = _flowio(tmp_path / "parts" / name)
+        assert all(r > top for r, top in zip(ranges, events.max(axis=0)))
+        parts.append(events)
+    p = len(source.channel_names)
+    both = np.concatenate(parts)
+    key = np.lexsort((both[:, p], both[:, 0], both[:, 1]))  # rows back in one order: sample ids come from event_id
+    whole_key = np.lexsort((whole[:, p], whole[:, 0], whole[:, 1]))
+    np.testing.assert_array_equal(both[key], whole[whole_key])
+    if by == "population":
+        for name, pid in zip(expected, (0, 1, 2, -1)):
+            assert (parts[expected.index(name)][:, -1] == pid).all()

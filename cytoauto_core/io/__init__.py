@@ -1,4 +1,4 @@
-"""Loading cytometry files (FCS, CSV/TSV) into a Dataset and writing FCS 3.1 exports."""
+"""Loading cytometry files (FCS, CSV/TSV, AnnData .h5ad) into a Dataset and writing FCS 3.1 and .h5ad exports."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,25 +9,31 @@ from ..errors import CytoInputError
 from .csv_reader import read_csv
 from .fcs_reader import concat_datasets, read_fcs
 from .fcs_writer import write_fcs
+from .h5ad import HDF5_MAGIC, read_h5ad, write_h5ad
 
-__all__ = ["concat_datasets", "read_csv", "read_fcs", "read_file", "read_files", "write_fcs"]
+__all__ = ["concat_datasets", "read_csv", "read_fcs", "read_file", "read_files", "read_h5ad", "write_fcs", "write_h5ad"]
 
 FCS_SUFFIXES = {".fcs", ".lmd"}
+H5AD_SUFFIX = ".h5ad"
 
 
 def read_file(path: Path, display_name: str | None = None) -> Dataset:
-    """Load one file, choosing FCS or delimited text from its first bytes rather than its name."""
+    """Load one file, choosing FCS, AnnData (HDF5) or delimited text from its first bytes rather than its name."""
     path = Path(path)
     name = display_name or path.name
     try:
         with open(path, "rb") as fh:
-            magic = fh.read(3)
+            magic = fh.read(len(HDF5_MAGIC))
     except OSError as exc:
         raise CytoInputError(f"'{name}' could not be opened ({exc.strerror or exc}).") from exc
-    if magic == b"FCS":
+    if magic.startswith(b"FCS"):
         return read_fcs(path, name)
+    if magic == HDF5_MAGIC:
+        return read_h5ad(path, name)
     if not magic:
         raise CytoInputError(f"'{name}' is empty.")
+    if path.suffix.lower() == H5AD_SUFFIX:
+        raise CytoInputError(f"'{name}' is not an AnnData file (it is not HDF5).")
     if path.suffix.lower() in FCS_SUFFIXES:
         raise CytoInputError(f"'{name}' is not an FCS file (it does not start with 'FCS').")
     return read_csv(path, name)

@@ -1,9 +1,14 @@
 """Write events as FCS 3.1 (float32, little-endian), with extra result channels and population names.
 
 Usage: `write_fcs(path, dataset)` writes a Dataset (a "population" annotation becomes a
-population_id channel plus the CYTOAUTO_POPULATIONS keyword); `write_fcs(path, events,
+population_id channel plus the legend keywords); `write_fcs(path, events,
 channel_names=[...])` writes a bare array. `extra_channels` ({name: per-cell values}) are
 appended after the events; `metadata` keywords are added to (and override) the dataset's.
+The id → name legend is written twice: CYTOAUTO_POPULATIONS (JSON, what our reader reads) and one
+CYTOAUTO_POPULATION_<id> keyword per population (what a person reads in FlowJo's keyword list).
+Events are written as read (gains divided out, Time in seconds), so $TIMESTEP becomes 1 and no $PnG is written.
+Every $PnR is one more than the channel's largest value, so no value (a population id above all) is
+at or past the range FlowJo clips to.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ from ..dataset import UNASSIGNED, Dataset, Spillover
 from ..storage import atomic_file
 from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS
 
+LEGEND_PREFIX = "CYTOAUTO_POPULATION_"
 HEADER_LIMIT = 99_999_999
 CHUNK_ROWS = 1 << 16
 _REGENERATED = re.compile(
-    r"^\$?P\d+[A-Z]+$|^\$(PAR|TOT|BEGIN\w+|END\w+|NEXTDATA|BYTEORD|DATATYPE|MODE)$", re.I
+    r"^\$?P\d+[A-Z]+$|^\$(PAR|TOT|BEGIN\w+|END\w+|NEXTDATA|BYTEORD|DATATYPE|MODE)$"
+    rf"|^{POPULATIONS_KEYWORD}$|^{LEGEND_PREFIX}-?\d+$", re.I
 )
 
 
@@ -56,9 +63,12 @@ def write_fcs(
     keywords.update(metadata or {})
     keywords = {k.strip(): str(v) for k, v in keywords.items()
                 if k.strip() and str(v).strip() and not _REGENERATED.match(k.strip())
-                and k.strip().upper() not in SPILL_KEYWORDS and k.strip().upper() != POPULATIONS_KEYWORD}
+                and k.strip().upper() not in SPILL_KEYWORDS}
+    for key in [k for k in keywords if k.upper() == "$TIMESTEP"]:
+        keywords[key] = "1"  # the events are already in seconds: the reader multiplied Time by the file's step
     if population_names:
         keywords[POPULATIONS_KEYWORD] = json.dumps({str(k): v for k, v in sorted(population_names.items())})
+        keywords.update({f"{LEGEND_PREFIX}{k}": v for k, v in sorted(population_names.items())})
     if spill is not None:
         keywords["$SPILLOVER"] = _spill_text(spill)
     n = events.shape[0]
@@ -108,7 +118,7 @@ def _header_and_text(names: list[str], markers: list[str], maxima: np.ndarray, n
         ]
         for i, (name, marker, top) in enumerate(zip(names, markers, maxima), start=1):
             pairs += [(f"$P{i}N", name), (f"$P{i}B", "32"), (f"$P{i}E", "0,0"),
-                      (f"$P{i}R", str(max(int(np.ceil(top)), 1)) if np.isfinite(top) else "262144")]
+                      (f"$P{i}R", str(max(int(np.floor(top)) + 1, 1)) if np.isfinite(top) else "262144")]
             if marker and marker != name:
                 pairs.append((f"$P{i}S", marker))
         pairs += list(keywords.items())

@@ -1,0 +1,272 @@
+"""AnnData (.h5ad) in and out, in the layout scanpy, readfcs and pytometry users expect.
+
+Written: cells × feature markers; `X` the transformed features (float32), `layers['raw']` the instrument
+values of the same channels, `obsm['other_channels']` the channels that are not features, `var` with channel,
+marker, kind and cofactor; `obs` with sample, event_id (row in the sample's file), user label, predicted
+population (categorical, colours in `uns['population_colors']`), confidence, novelty and the dataset's
+annotations; `obsm` with every map (`X_umap`, `X_tsne`, `X_pca`); `uns` with the transform, the channel table,
+the spillover matrix, the file keywords (`meta`) and the provenance (`cytoauto`: model, bundle hash, seed, versions).
+Read: `layers['raw']` (else `X`) and `obsm['other_channels']` become the events, text and categorical `obs`
+columns the annotations, numeric `obs` columns extra channels that are not features (except the numeric results
+our own export adds: event_id, population_id, confidence, novelty).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, make_unique
+from ..errors import CytoInputError
+from ..export import event_ids
+from ..transforms import TransformSpec
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+RAW_LAYER = "raw"
+OTHER_CHANNELS = "other_channels"
+PROVENANCE = "cytoauto"
+UNASSIGNED_COLOR = "#bbbbbb"
+DEFAULT_COLOR = "#888888"
+DERIVED_COLUMNS = ("event_id", "population_id", "confidence", "novelty")  # numeric obs our export adds
+
+
+@dataclass
+class H5adContent:
+    """What is written beside the events; every field is optional.
+
+    `population_id` (-1 = unassigned) with `names` is the predicted population, `user_labels` the label store's
+    ids (-1 = unlabelled) named by the same `names`; `colors` by population id; `maps` by obsm key ('X_umap').
+    """
+
+    population_id: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    names: dict[int, str] = field(default_factory=dict)
+    colors: dict[int, str] = field(default_factory=dict)
+    user_labels: np.ndarray | None = None
+    novelty: np.ndarray | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+
+@contextmanager
+def _object_strings() -> Iterator[None]:
+    """anndata 0.12.6 (the last for Python 3.11 that allows pandas 3) writes only object-dtype strings."""
+    with pd.option_context("future.infer_string", False):
+        yield
+
+
+def write_h5ad(path: Path, dataset: Dataset, x: np.ndarray, spec: TransformSpec, content: H5adContent) -> Path:
+    """Write `dataset` with its transformed features `x` (columns = spec.features) and `content` as .h5ad, atomically."""
+    with _object_strings():
+        adata = _anndata(dataset, x, spec, content)
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.h5ad")
+        try:
+            adata.write_h5ad(tmp)
+            os.replace(tmp, path)  # never half a file at `path`
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def _anndata(dataset: Dataset, x: np.ndarray, spec: TransformSpec, content: H5adContent):
+    import anndata
+
+    feature_idx = dataset.channel_index(spec.features)
+    other_idx = [i for i in range(len(dataset.channels)) if i not in set(feature_idx)]
+    index = pd.Index(np.arange(dataset.n_cells).astype(str), dtype=object)
+    features = [dataset.channels[i] for i in feature_idx]
+    markers = [c.marker for c in features]
+    var = pd.DataFrame({
+        "channel": [c.name for c in features], "marker": markers, "kind": [c.kind for c in features],
+        "cofactor": [_cofactor(spec, c.name) for c in features],
+    }, index=pd.Index(markers if len(set(markers)) == len(markers) else [c.name for c in features], dtype=object))
+    adata = anndata.AnnData(X=np.asarray(x, np.float32), obs=_obs(dataset, content, index), var=var)
+    adata.layers[RAW_LAYER] = np.ascontiguousarray(dataset.events[:, feature_idx], np.float32)
+    if other_idx:
+        adata.obsm[OTHER_CHANNELS] = pd.DataFrame(np.asarray(dataset.events[:, other_idx], np.float32), index=index,
+                                                  columns=[dataset.channels[i].name for i in other_idx])
+    for key, coords in content.maps.items():
+        adata.obsm[key] = np.asarray(coords, np.float32)
+    adata.uns.update(_uns(dataset, spec, content, adata.obs))
+    return adata
+
+
+def _cofactor(spec: TransformSpec, name: str) -> float:
+    """The arcsinh cofactor a channel was divided by; NaN when it stayed linear."""
+    if not spec.arcsinh or name in spec.linear:
+        return float("nan")
+    return float(spec.cofactors.get(name, spec.cofactor))
+
+
+def _obs(dataset: Dataset, content: H5adContent, index: pd.Index) -> pd.DataFrame:
+    obs = pd.DataFrame(index=index)
+    obs["sample"] = pd.Categorical.from_codes(np.asarray(dataset.sample_ids), categories=list(dataset.samples))
+    obs["event_id"] = event_ids(dataset.sample_ids)
+    if content.user_labels is not None:
+        obs["user_label"] = _categorical(content.user_labels, content.names, missing=None)
+    if content.population_id is not None:
+        obs["population"] = _categorical(content.population_id, content.names, missing=UNASSIGNED)
+        obs["population_id"] = np.asarray(content.population_id, np.int32)
+    if content.confidence is not None:
+        obs["confidence"] = np.asarray(content.confidence, np.float32)
+    if content.novelty is not None:
+        obs["novelty"] = np.asarray(content.novelty, np.float32)
+    for column in dataset.annotations.columns:
+        name = str(column)
+        target = f"annotation_{name}" if name in obs.columns else name
+        obs[target] = dataset.annotations[column].astype(str).to_numpy(dtype=object)
+    return obs
+
+
+def _categorical(ids: np.ndarray, names: dict[int, str], missing: str | None) -> pd.Categorical:
+    """Named populations as a categorical of the ids present (in id order); -1 becomes `missing` (NaN when None)."""
+    ids = np.asarray(ids)
+    present = [i for i in sorted(names) if (ids == i).any()]
+    categories = [names[i] for i in present]
+    codes = np.full(len(ids), -1, np.int64)
+    for code, pid in enumerate(present):
+        codes[ids == pid] = code
+    if missing is not None and (codes < 0).any():
+        codes[codes < 0] = len(categories)
+        categories.append(missing)
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _uns(dataset: Dataset, spec: TransformSpec, content: H5adContent, obs: pd.DataFrame) -> dict:
+    lookup = {name: content.colors.get(pid, DEFAULT_COLOR) for pid, name in content.names.items()}
+    uns: dict = {
+        "transform": {"features": list(spec.features), "cofactor": float(spec.cofactor),
+                      "cofactors": {k: float(v) for k, v in spec.cofactors.items()}, "linear": list(spec.linear),
+                      "compensate": bool(spec.compensate), "arcsinh": bool(spec.arcsinh)},
+        "channels": {"name": [c.name for c in dataset.channels], "marker": [c.marker for c in dataset.channels],
+                     "kind": [c.kind for c in dataset.channels],
+                     "is_feature": np.array([c.name in spec.features for c in dataset.channels])},
+        "meta": {k: str(v) for k, v in dataset.metadata.items() if "/" not in k and str(v)},
+        PROVENANCE: {"dataset": dataset.name, **content.provenance, "versions": _versions()},
+    }
+    for column, ids in (("population", content.population_id), ("user_label", content.user_labels)):
+        if ids is not None:
+            uns[f"{column}_colors"] = [UNASSIGNED_COLOR if c == UNASSIGNED else lookup.get(c, DEFAULT_COLOR)
+                                       for c in obs[column].cat.categories]
+    if dataset.spillover is not None:
+        uns["spillover"] = {"channels": list(dataset.spillover.channels),
+                            "matrix": np.asarray(dataset.spillover.matrix, np.float64)}
+    return uns
+
+
+def _versions() -> dict[str, str]:
+    return {"cytoauto": "0.1", "anndata": version("anndata"), "numpy": np.__version__, "pandas": pd.__version__}
+
+
+def read_h5ad(path: Path, display_name: str | None = None) -> Dataset:
+    """Load an AnnData file (cells × markers) as a dataset, keeping its obs columns."""
+    import anndata
+
+    path = Path(path)
+    name = display_name or path.name
+    try:
+        adata = anndata.read_h5ad(path)
+    except Exception as exc:  # h5py and anndata raise many error types; the user needs one sentence
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file ({first}).") from exc
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise CytoInputError(f"'{name}' holds no cells or no markers.")
+    warnings: list[str] = []
+    if RAW_LAYER in adata.layers:
+        values = adata.layers[RAW_LAYER]
+    else:
+        values = adata.X
+        warnings.append(f"'{name}' has no '{RAW_LAYER}' layer, so its X values were loaded as the events; untick "
+                        "'Apply arcsinh' on the Data page if they are already transformed.")
+    var = adata.var
+    names = [str(v) for v in (var["channel"] if "channel" in var else var.index)]
+    markers = [str(v) for v in (var["marker"] if "marker" in var else var.index)]
+    columns = [_dense(values)]
+    if OTHER_CHANNELS in adata.obsm and isinstance(adata.obsm[OTHER_CHANNELS], pd.DataFrame):
+        other = adata.obsm[OTHER_CHANNELS]
+        columns.append(other.to_numpy(np.float32))
+        names += [str(c) for c in other.columns]
+        markers += [str(c) for c in other.columns]
+    obs = adata.obs
+    if PROVENANCE in adata.uns:  # our own export: its per-cell results are not measurements
+        obs = obs.drop(columns=[c for c in DERIVED_COLUMNS if c in obs.columns])
+    numeric = [c for c in obs.columns if c != "sample" and pd.api.types.is_numeric_dtype(obs[c])
+               and not pd.api.types.is_bool_dtype(obs[c])]
+    if numeric:
+        columns.append(obs[numeric].to_numpy(np.float32))
+        names += [str(c) for c in numeric]
+        markers += [str(c) for c in numeric]
+    events = np.ascontiguousarray(np.hstack(columns), np.float32)
+    channels = _channels(names, markers, adata.uns.get("channels"), set(numeric))
+    order = _original_order(channels, adata.uns.get("channels"))
+    events, channels = events[:, order], [channels[i] for i in order]
+    samples, sample_ids = _samples(obs, name)
+    text = [c for c in obs.columns if c != "sample" and c not in numeric]
+    annotations = pd.DataFrame({str(c): obs[c].astype(object).where(obs[c].notna(), "").astype(str).to_numpy()
+                                for c in text}) if text else pd.DataFrame()
+    good = np.isfinite(events).all(axis=1)
+    if not good.all():
+        bad = int((~good).sum())
+        if bad == len(good):
+            raise CytoInputError(f"'{name}' has no cell without missing or infinite values.")
+        warnings.append(f"'{name}' has {bad:,} cells with missing or infinite values; they were dropped.")
+        events, sample_ids = events[good], sample_ids[good]
+        annotations = annotations[good].reset_index(drop=True) if text else annotations
+    return Dataset(events=events, channels=channels, samples=samples, sample_ids=sample_ids,
+                   annotations=annotations, spillover=_spillover(adata.uns.get("spillover"), channels),
+                   metadata={str(k): str(v) for k, v in dict(adata.uns.get("meta", {})).items()},
+                   warnings=warnings, name=name)
+
+
+def _dense(values) -> np.ndarray:
+    """A dense float32 array from an anndata matrix (sparse or dense)."""
+    if hasattr(values, "toarray"):
+        values = values.toarray()
+    return np.asarray(values, np.float32)
+
+
+def _channels(names: list[str], markers: list[str], stored, numeric_obs: set[str]) -> list[Channel]:
+    """The channel table: kinds and feature flags from the file's own table when it has one, else guessed."""
+    channels = make_channels(make_unique(names), markers)
+    if stored is None:
+        for c in channels:
+            if c.name in numeric_obs:
+                c.kind, c.is_feature = "other", False
+        return channels
+    kinds = dict(zip(map(str, stored["name"]), map(str, stored["kind"])))
+    features = dict(zip(map(str, stored["name"]), map(bool, stored["is_feature"])))
+    for c in channels:
+        c.kind = kinds.get(c.name, "other")
+        c.is_feature = features.get(c.name, False)
+    return channels
+
+
+def _original_order(channels: list[Channel], stored) -> list[int]:
+    """Column order of the original dataset when the file records it (columns it does not know go last)."""
+    if stored is None:
+        return list(range(len(channels)))
+    rank = {str(n): i for i, n in enumerate(stored["name"])}
+    return sorted(range(len(channels)), key=lambda i: (rank.get(channels[i].name, len(rank)), i))
+
+
+def _samples(obs: pd.DataFrame, name: str) -> tuple[list[str], np.ndarray]:
+    if "sample" not in obs:
+        return [name], np.zeros(len(obs), np.int32)
+    column = obs["sample"].astype("category")
+    return [str(c) for c in column.cat.categories], column.cat.codes.to_numpy(np.int32)
+
+
+def _spillover(stored, channels: list[Channel]) -> Spillover | None:
+    if stored is None:
+        return None
+    names = [str(c) for c in stored["channels"]]
+    if not set(names) <= {c.name for c in channels}:
+        return None
+    return Spillover(names, np.asarray(stored["matrix"], np.float64))
