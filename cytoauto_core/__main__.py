@@ -1,20 +1,55 @@
-"""Command line: `python -m cytoauto_core apply --model BUNDLE --out DIR FILES...` labels files without the app."""
+"""Command line without the app.
+
+`python -m cytoauto_core train --labels LABELS.csv --out BUNDLE FILES...` trains and saves a model as the Train page
+does; `python -m cytoauto_core apply --model BUNDLE --out DIR FILES...` labels files with a saved model.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .batch import CHUNK_CELLS, DEFAULT_WORKERS, BatchUsageError, apply_to_files
+from .errors import CytoInputError
 
 FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "h5ad": ("h5ad",), "both": ("csv", "fcs"),
                   "all": ("csv", "fcs", "h5ad")}
+TRAIN_EXIT = "exit status: 0 trained and saved, 1 the files or labels cannot be trained on, 2 unusable arguments"
+APPLY_EXIT = "exit status: 0 every file labelled, 1 some files failed, 2 unusable arguments"
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (argparse itself exits with status 2 on malformed arguments)."""
-    root = argparse.ArgumentParser(prog="python -m cytoauto_core", description=__doc__)
+    root = argparse.ArgumentParser(prog="python -m cytoauto_core", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = root.add_subparsers(dest="command", required=True)
-    apply = commands.add_parser("apply", help="apply a saved model bundle to many files on Dask workers")
+    train = commands.add_parser(
+        "train", help="train a model on labelled cells and save its bundle, as the Train page does",
+        description="Compare models on the labels, fit the applied one on all of them, save its bundle in --out and "
+                    "print the comparison table. Labels come from a CSV (cell_index, population and optionally "
+                    "sample: then cell_index is the row in that sample's file) or from an annotation column.",
+        epilog=TRAIN_EXIT)
+    train.add_argument("--out", required=True, help="bundle folder to create (must not exist or be empty); "
+                                                    "give it to `apply --model`")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels", help="labels CSV with cell_index and population columns (optional sample)")
+    source.add_argument("--label-column", help="annotation column of the files that names each cell's population")
+    train.add_argument("--per-population", type=int, help="keep at most N labelled cells per population (seeded)")
+    train.add_argument("--compare", default="vime,logreg,xgboost,lda",
+                       help="comma-separated models to compare (vime, logreg, xgboost, lda; default all; '' none)")
+    train.add_argument("--apply", help="model to fit on all labels and save (default: the Train page's "
+                                       "recommendation)")
+    train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    train.add_argument("--threshold", type=float, default=0.5, help="confidence below which a cell is unassigned")
+    train.add_argument("--cofactor", type=float, help="arcsinh cofactor (default: 5 mass cytometry, 150 flow)")
+    train.add_argument("--features", help="comma-separated feature channels or markers (default: the Data page's)")
+    train.add_argument("--vime", action="append", default=[], metavar="KEY=VALUE",
+                       help="a VIME setting as on the Train page (e.g. rounds=2, teacher=none); repeatable")
+    train.add_argument("files", nargs="+", help="FCS, CSV or .h5ad files, loaded together as samples")
+
+    apply = commands.add_parser("apply", help="apply a saved model bundle to many files on Dask workers",
+                                epilog=APPLY_EXIT)
     apply.add_argument("--model", required=True, help="model bundle folder (contains bundle.json)")
     apply.add_argument("--out", required=True,
                        help="output folder for <stem>_labelled.csv/.fcs/.h5ad, <stem>_legend.csv and abundance.csv")
@@ -29,8 +64,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; 0 when every file was labelled, 1 when some failed, 2 on unusable arguments."""
+    """Run the command and return its exit status (see each command's --help)."""
     args = parser().parse_args(argv)
+    return train_main(args) if args.command == "train" else apply_main(args)
+
+
+def apply_main(args: argparse.Namespace) -> int:
+    """0 when every file was labelled, 1 when some failed, 2 on unusable arguments."""
     try:
         report = apply_to_files(args.model, args.files, args.out, FORMAT_CHOICES[args.format], args.threshold,
                                 args.scheduler, args.workers, args.chunk_cells)
@@ -46,6 +86,57 @@ def main(argv: list[str] | None = None) -> int:
     if n_failed:
         print(f"{n_failed} of {len(report.files)} files failed.", file=sys.stderr)
     return report.exit_code
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """0 when the bundle was saved, 1 when the files or labels cannot be trained on, 2 on unusable arguments."""
+    from .train_command import TrainCommand, TrainUsageError, model_name, run_train, stage_printer
+
+    try:
+        command = TrainCommand(
+            files=[Path(f) for f in args.files], out=Path(args.out),
+            labels_csv=Path(args.labels) if args.labels else None, label_column=args.label_column,
+            per_population=args.per_population, compare=[model_name(m) for m in args.compare.split(",") if m.strip()],
+            apply=model_name(args.apply) if args.apply else None, seed=args.seed, threshold=args.threshold,
+            cofactor=args.cofactor, features=[f.strip() for f in args.features.split(",")] if args.features else None,
+            vime=_vime_settings(args.vime))
+        if args.per_population is not None and args.per_population < 1:
+            raise TrainUsageError(f"--per-population must be a positive number of cells (got {args.per_population}).")
+        if not 0.0 <= args.threshold <= 1.0:
+            raise TrainUsageError(f"The threshold must be between 0 and 1 (got {args.threshold}).")
+        outcome, applied, labels = run_train(command, stage_printer())
+    except TrainUsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except CytoInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{n} {name}" for name, n in labels.counts().items())
+    print(f"trained on {outcome.n_labelled} labelled cells ({counts}) in {outcome.seconds:.1f} s")
+    if not outcome.scores.empty:
+        print(outcome.scores.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"applied model: {applied}")
+    print(f"bundle: {outcome.bundle_dir} (hash {outcome.bundle_hash})")
+    return 0
+
+
+def _vime_settings(pairs: list[str]) -> dict:
+    """--vime KEY=VALUE pairs as VIMEParams fields (values read as JSON numbers/booleans where they are)."""
+    from .models.vime import VIMEParams
+    from .train_command import TrainUsageError
+
+    known = set(VIMEParams.__dataclass_fields__) - {"seed"}
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in known:
+            raise TrainUsageError(f"--vime {pair!r} is not KEY=VALUE with a VIME setting "
+                                  f"(for example rounds=2 or teacher=none).")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except ValueError:
+            settings[key.strip()] = value
+    return settings
 
 
 if __name__ == "__main__":
