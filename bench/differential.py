@@ -4,16 +4,17 @@ Each study has 6 vs 6 samples (default) and 20 populations whose shares fall geo
 each sample has 10,000–100,000 cells (log-uniform). Between-sample variation, three scenarios:
 - gamma: each population's share in each sample is multiplied by Gamma noise of CV 30 % (then renormalised),
   i.e. negative-binomial-like counts;
-- dirichlet: shares drawn Dirichlet(500 · base), i.e. Dirichlet-multinomial counts (CV 5 % for the largest
-  population, 100 % for the rarest);
+- dirichlet: shares drawn Dirichlet(500 · base), i.e. Dirichlet-multinomial counts (CV 8 % for the largest
+  population, 95 % for the rarest);
 - paired: the samples are 6 patients before/after; a patient effect (CV 30 %) is shared by both samples, each
   sample adds its own (CV 15 %).
 Cells are then drawn multinomially. Shifted studies multiply 6 mid-abundance populations (shares 5.1–1.5 %)
 by 1.5, 2 and 3 (one up, one down each) in the target condition, and the largest population gives up the
 cells they gain (its fold 0.73, counted neither as a shift nor as a null), so every other population keeps
-its share exactly: a call on one of them is a false one. Methods, each with Benjamini–Hochberg over
-the 20 populations: the NB GLM of cytoauto_core.differential (paired by patient in the paired scenario),
-and t-tests and Wilcoxon tests on per-sample proportions (Student / rank-sum; paired / signed-rank when paired).
+its share exactly: a call on one of them is a false one. A fourth, real, null: 6 vs 6 of the 18 COVID-19
+samples of ../shared/data/devsuite/covid19_flow_wsp drawn at random, counts of their 4 gated populations from
+the FlowJo gates (samples.csv). Methods, each with Benjamini–Hochberg over the populations: the NB GLM of
+cytoauto_core.differential (paired by patient in the paired scenario), and t-tests and Wilcoxon tests on per-sample proportions (Student / rank-sum; paired / signed-rank when paired).
 Run: nice .venv/bin/python bench/differential.py [--studies 200] [--seed 0]
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ from cytoauto_core.abundance import CountTable  # noqa: E402
 from cytoauto_core.differential import Design, differential_abundance  # noqa: E402
 
 N_POPULATIONS = 20
+COVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "devsuite" / "covid19_flow_wsp"
+COVID_POPULATIONS = ["CD3+/CD4", "CD3+/CD8", "CD14 monocytes", "CD19"]
 SHIFTED = {6: 1.5, 7: 1 / 1.5, 8: 2.0, 9: 1 / 2.0, 10: 3.0, 11: 1 / 3.0}
 SCENARIOS = ("gamma", "dirichlet", "paired")
 LEVEL = 0.05
@@ -120,28 +123,41 @@ METHODS = {
 }
 
 
-def evaluate(scenario: str, n_studies: int, seed: int) -> list[dict]:
+def covid_null_studies(rng: np.random.Generator, n_studies: int) -> list[Study]:
+    """Null studies from real counts: 6 vs 6 of the 18 COVID-19 samples drawn at random, so no population truly
+    differs, with the real between-sample variation and the real totals (680 to 29,363 cells)."""
+    published = pd.read_csv(COVID / "samples.csv")
+    counts = published[COVID_POPULATIONS].set_axis(published["short_id"]).rename_axis("sample")
+    totals = published["events"].set_axis(published["short_id"])
+    studies = []
+    for _ in range(n_studies):
+        chosen = rng.choice(len(published), 12, replace=False)
+        names = published["short_id"].to_numpy()[chosen]
+        metadata = pd.DataFrame({"sample": names, "condition": ["A"] * 6 + ["B"] * 6}).astype(object)
+        studies.append(Study(CountTable(counts.loc[names], totals.loc[names]), metadata,
+                             np.ones(len(COVID_POPULATIONS))))
+    return studies
+
+
+def evaluate(scenario: str, null_studies: list[Study], shifted_studies: list[Study]) -> list[dict]:
     """Per method: raw p < 0.05 rate and false-positive rate under the null (a well-calibrated test has 0.05 and
     less), the share of null studies with any call, power per fold change, false share of calls when shifted."""
-    rng = np.random.default_rng(seed)
     paired = scenario == "paired"
-    null_studies = [simulate_study(rng, scenario) for _ in range(n_studies)]
-    shifted_studies = [simulate_study(rng, scenario, shifted=True) for _ in range(n_studies)]
     rows = []
     for method, pvalues in METHODS.items():
         started = time.perf_counter()
         null_raw, null_adjusted = map(np.array, zip(*(pvalues(s, paired) for s in null_studies)))
-        shifted_calls = np.array([pvalues(s, paired)[1] < LEVEL for s in shifted_studies])
         null_calls = null_adjusted < LEVEL
-        seconds = time.perf_counter() - started
-        fold = shifted_studies[0].fold_change
         row = {"scenario": scenario, "method": method, "raw p < 0.05 (null)": (null_raw < LEVEL).mean(),
                "FPR (null)": null_calls.mean(), "studies with a false call (null)": null_calls.any(axis=1).mean()}
-        for f in (1.5, 2.0, 3.0):
-            row[f"power FC {f:g}"] = shifted_calls[:, np.isclose(np.abs(np.log(fold)), np.log(f))].mean()
-        calls = shifted_calls.sum()
-        row["false share of calls (shifted)"] = shifted_calls[:, fold == 1].sum() / calls if calls else np.nan
-        row["ms per study"] = 1000 * seconds / (2 * n_studies)
+        if shifted_studies:
+            shifted_calls = np.array([pvalues(s, paired)[1] < LEVEL for s in shifted_studies])
+            fold = shifted_studies[0].fold_change
+            for f in (1.5, 2.0, 3.0):
+                row[f"power FC {f:g}"] = shifted_calls[:, np.isclose(np.abs(np.log(fold)), np.log(f))].mean()
+            calls = shifted_calls.sum()
+            row["false share of calls (shifted)"] = shifted_calls[:, fold == 1].sum() / calls if calls else np.nan
+        row["ms per study"] = 1000 * (time.perf_counter() - started) / (len(null_studies) + len(shifted_studies))
         rows.append(row)
     return rows
 
@@ -151,10 +167,18 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=200, help="null and shifted studies per scenario")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    rows = [row for i, scenario in enumerate(SCENARIOS) for row in evaluate(scenario, args.studies, args.seed + i)]
+    rows = []
+    for i, scenario in enumerate(SCENARIOS):
+        rng = np.random.default_rng(args.seed + i)
+        null_studies = [simulate_study(rng, scenario) for _ in range(args.studies)]
+        rows += evaluate(scenario, null_studies, [simulate_study(rng, scenario, shifted=True)
+                                                  for _ in range(args.studies)])
+    rows += evaluate("COVID-19 real counts, null", covid_null_studies(np.random.default_rng(args.seed + len(SCENARIOS)),
+                                                                      args.studies), [])
     table = pd.DataFrame(rows)
-    print(f"{args.studies} null + {args.studies} shifted studies per scenario, 6 vs 6 samples, "
-          f"{N_POPULATIONS} populations, calls at BH-adjusted p < {LEVEL}, seed {args.seed}\n")
+    print(f"{args.studies} null + {args.studies} shifted studies per simulated scenario ({N_POPULATIONS} populations), "
+          f"{args.studies} real null studies (4 populations), 6 vs 6 samples, calls at BH-adjusted p < {LEVEL}, "
+          f"seed {args.seed}\n")
     print(markdown(table))
 
 
