@@ -270,6 +270,10 @@ def _locate_data(ds: _DataSet, row: int, size: int, name: str, warnings: list[st
     elif ex == -1:
         warnings.append(f"'{name}' marks the end of its events one byte too early (a common export bug); this was ignored.")
     elif ex > 1:
+        n_par = _int(t["$PAR"]) or 0
+        if f"$P{n_par + 1}B" in t:
+            raise CytoInputError(f"'{name}' is damaged: it declares {n_par:,} channels ($PAR) but describes a channel "
+                                 f"{n_par + 1} too, and its data segment is {ex:,} bytes longer than its events.")
         warnings.append(f"'{name}' has {ex:,} bytes of padding after its {declared:,} events; they were ignored.")
     return cands[chosen][0], declared
 
