@@ -23,6 +23,7 @@ from .export import (LabelledCells, abundance, csv_bytes, labelled_frame, legend
                      write_labelled_h5ad)
 from .io import read_file
 from .models.bundle import ModelBundle, load_bundle, predict_dataset
+from .qc import MarkerReference, file_qc
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -134,7 +135,7 @@ def read_bundle_ref(directory: str | Path) -> BundleRef:
     try:
         with open(Path(directory) / "bundle.json", encoding="utf-8") as f:
             bundle_hash = json.load(f)["bundle_hash"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BatchUsageError(f"'{directory}' is not a readable model bundle folder.") from exc
     return BundleRef(str(Path(directory).resolve()), str(bundle_hash))
 
@@ -200,6 +201,8 @@ def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, st
         outputs.append(str(legend))
     table = abundance(cells.population_id, names, ds.sample_ids, ds.samples)
     table.insert(0, "file", job.path)
+    bundle = worker_bundle(ref)  # QC columns: confidence, unassigned share, drift from the training data
+    table = table.assign(**file_qc(ds, cells, bundle.spec, MarkerReference.from_params(bundle.params)).columns())
     seconds = loaded.seconds + sum(c.seconds for c in chunks) + time.perf_counter() - started
     return _Written(FileResult(job.path, "ok", ds.n_cells, seconds, outputs), table)
 

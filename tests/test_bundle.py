@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
+from cytoauto_core.demo import make_demo
 from cytoauto_core.errors import CytoInputError
+from cytoauto_core.io import write_fcs
 from cytoauto_core.models import bundle as bundle_module
 from cytoauto_core.models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
 from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
@@ -102,3 +109,123 @@ def test_threshold_and_chunking(cells, monkeypatch):
     assert np.array_equal(whole.labels == -1, whole.confidence < 0.9)
     assert set(whole.labels.tolist()) <= {-1, 3, 7, 9, 12}
     assert (predict_dataset(bundle, raw, NAMES, threshold=1.01).labels == -1).all()
+
+
+def _rehash(folder, edit=None) -> None:
+    """Re-sign a bundle the way someone who knows the format would: every listed file's sha256, then bundle_hash."""
+    meta = json.loads((folder / "bundle.json").read_text())
+    meta.pop("bundle_hash")
+    if edit:
+        edit(meta)
+    meta["files"] = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in meta["files"]}
+    canonical = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    (folder / "bundle.json").write_text(json.dumps({**meta, "bundle_hash": hashlib.sha256(canonical).hexdigest()}))
+
+
+@pytest.fixture(scope="module")
+def saved(cells, tmp_path_factory):
+    """A saved logistic-regression and XGBoost bundle to copy and tamper with."""
+    root = tmp_path_factory.mktemp("saved")
+    for kind in ("logreg", "xgboost"):
+        save_bundle(_bundle(kind, cells), str(root / kind))
+    return root
+
+
+def _copy(saved, kind, tmp_path):
+    shutil.copytree(saved / kind, tmp_path / "b")
+    return tmp_path / "b"
+
+
+def test_the_file_list_covers_every_file_in_the_folder(saved, tmp_path):
+    folder = _copy(saved, "logreg", tmp_path)
+    _rehash(folder, lambda meta: meta["files"].pop("linear.npz"))
+    with pytest.raises(CytoInputError, match=r"^The model bundle 'b' holds a file it did not save \(linear\.npz\)\.$"):
+        load_bundle(str(folder))
+
+    folder = _copy(saved, "logreg", tmp_path / "extra")
+    (folder / "notes.txt").write_text("added later")
+    with pytest.raises(CytoInputError, match=r"holds a file it did not save \(notes\.txt\)"):
+        load_bundle(str(folder))
+
+    folder = _copy(saved, "logreg", tmp_path / "missing")
+    (folder / "linear.npz").unlink()
+    with pytest.raises(CytoInputError, match=r"^The model bundle 'b' is incomplete \(linear\.npz is missing\)\.$"):
+        load_bundle(str(folder))
+
+
+def test_links_and_paths_outside_the_folder_are_refused(saved, tmp_path):
+    folder = _copy(saved, "logreg", tmp_path)
+    outside = tmp_path / "linear.npz"
+    (folder / "linear.npz").rename(outside)
+    (folder / "linear.npz").symlink_to(outside)  # same bytes, same hash: only the link itself is wrong
+    with pytest.raises(CytoInputError, match=r"holds linear\.npz as a link or folder, not a saved file\.$"):
+        load_bundle(str(folder))
+
+    folder = _copy(saved, "logreg", tmp_path / "dotdot")
+    (folder / "linear.npz").rename(folder.parent / "linear.npz")
+    _rehash(folder, lambda meta: meta.update(files={"../linear.npz": ""}))
+    with pytest.raises(CytoInputError, match=r"lists a file outside its folder \('\.\./linear\.npz'\)\.$"):
+        load_bundle(str(folder))
+
+
+def _unloadable(folder) -> str:
+    """Load in a child process, so that a regression crashing libxgboost fails this test instead of killing pytest."""
+    code = ("import sys\nfrom cytoauto_core.errors import CytoInputError\nfrom cytoauto_core.models.bundle import load_bundle\n"
+            "try:\n    load_bundle(sys.argv[1])\nexcept CytoInputError as exc:\n    print(exc)\n    sys.exit(2)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    return done.stdout.strip()
+
+
+def test_re_signed_bundles_that_cannot_load_are_one_sentence(saved, tmp_path):
+    cannot = "The model bundle 'b' cannot be loaded: its model files are not valid."
+    cases = {
+        "garbage booster": ("xgboost", lambda f: (f / "model.json").write_text("garbage"), None),
+        "deeply nested booster": ("xgboost", lambda f: (f / "model.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000), None),
+        "booster index out of range": ("xgboost", _out_of_range_child, None),
+        "weights of the wrong shape": ("logreg", _wrong_shape, None),
+        "wrong types": ("logreg", None, lambda meta: meta.update(class_ids="abc")),
+        "config of the wrong type": ("logreg", None, lambda meta: meta.update(model=[1, 2])),
+    }
+    for name, (kind, damage, edit) in cases.items():
+        folder = _copy(saved, kind, tmp_path / name.replace(" ", "-"))
+        if damage:
+            damage(folder)
+        _rehash(folder, edit)
+        assert _unloadable(folder) == cannot, name
+
+    folder = _copy(saved, "logreg", tmp_path / "nested-meta")
+    (folder / "bundle.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert _unloadable(folder) == "The folder 'b' does not contain a readable model bundle."
+
+
+def _out_of_range_child(folder) -> None:
+    model = json.loads((folder / "model.json").read_text())
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["left_children"][0] = 10 ** 6
+    (folder / "model.json").write_text(json.dumps(model))
+
+
+def _wrong_shape(folder) -> None:
+    with np.load(folder / "linear.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["coef"] = arrays["coef"][:, :3]
+    np.savez(folder / "linear.npz", **arrays)
+
+
+def test_apply_exits_2_with_one_sentence_for_a_bundle_that_cannot_load(saved, tmp_path):
+    folder = _copy(saved, "xgboost", tmp_path)
+    (folder / "model.json").write_text("garbage")
+    _rehash(folder)
+    fcs = tmp_path / "demo.fcs"
+    write_fcs(fcs, make_demo(1_000, 1))
+    done = subprocess.run([sys.executable, "-m", "cytoauto_core", "apply", "--model", str(folder), "--out",
+                           str(tmp_path / "out"), "--workers", "1", str(fcs)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == "error: The model bundle 'b' cannot be loaded: its model files are not valid."
+
+    (folder / "bundle.json").write_text("[" * 100_000 + "]" * 100_000)
+    done = subprocess.run([sys.executable, "-m", "cytoauto_core", "apply", "--model", str(folder), "--out",
+                           str(tmp_path / "out"), str(fcs)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: '{folder}' is not a readable model bundle folder."

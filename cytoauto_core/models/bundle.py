@@ -5,7 +5,9 @@ import hashlib
 import json
 import os
 import platform
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +15,7 @@ from ..dataset import Spillover
 from ..errors import CytoInputError
 from ..transforms import TransformSpec, transform_events
 from .baselines import LDAModel, LogisticRegressionModel, XGBoostModel
+from .xgb_check import check_xgboost_json
 
 FORMAT = 1
 CHUNK_ROWS = 200_000
@@ -99,29 +102,90 @@ def save_bundle(bundle: ModelBundle, directory: str) -> str:
 
 
 def load_bundle(directory: str) -> ModelBundle:
-    """Read a bundle, refusing it when any file or the metadata changed since it was saved."""
+    """Read a bundle, refusing in one sentence (CytoInputError) one whose folder holds anything but bundle.json and
+    the files it lists with their hashes, or that cannot be loaded and give one probability per class."""
     label = os.path.basename(os.path.normpath(directory))
+    meta = _read_meta(directory, label)
+    _check_files(directory, meta["files"], label)
     try:
-        with open(os.path.join(directory, "bundle.json"), encoding="utf-8") as f:
+        for fname in meta["files"]:
+            if fname.endswith(".json"):  # every model JSON a bundle holds is an XGBoost booster
+                check_xgboost_json(Path(directory) / fname)
+        bundle = _build(directory, meta, label)
+        _probe(bundle)
+    except CytoInputError:
+        raise
+    except Exception as exc:  # the files are untrusted; numpy, XGBoost and the model classes raise many kinds
+        raise CytoInputError(f"The model bundle '{label}' cannot be loaded: its model files are not valid.") from exc
+    return bundle
+
+
+def _read_meta(directory: str, label: str) -> dict:
+    """bundle.json, parsed and checked against its own hash, with a file list of plain names."""
+    path = os.path.join(directory, "bundle.json")
+    try:
+        if os.path.islink(path):
+            raise OSError("bundle.json is a link")
+        with open(path, encoding="utf-8") as f:
             meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise CytoInputError(f"The folder '{label}' does not contain a readable model bundle.") from exc
+    if not isinstance(meta, dict):
+        raise CytoInputError(f"The folder '{label}' does not contain a readable model bundle.")
     stored = meta.pop("bundle_hash", None)
-    if stored != hashlib.sha256(_canonical(meta)).hexdigest():
+    try:
+        intact = stored == hashlib.sha256(_canonical(meta)).hexdigest()
+    except (TypeError, ValueError, RecursionError):
+        intact = False
+    if not intact:
         raise CytoInputError(f"The model bundle '{label}' has been modified since it was saved (bundle.json changed).")
-    for fname, digest in meta["files"].items():
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise CytoInputError(f"The model bundle '{label}' has no valid list of its files.")
+    for fname in files:
+        if fname in ("", ".", "..", "bundle.json") or "/" in fname or "\\" in fname or "\0" in fname:
+            raise CytoInputError(f"The model bundle '{label}' lists a file outside its folder ({fname!r}).")
+    return meta
+
+
+def _check_files(directory: str, files: dict[str, str], label: str) -> None:
+    """The folder holds exactly bundle.json and the listed files, each a regular file (no link) with its saved hash."""
+    present = set(os.listdir(directory)) - {"bundle.json"}
+    missing, extra = sorted(set(files) - present), sorted(present - set(files))
+    if missing:
+        raise CytoInputError(f"The model bundle '{label}' is incomplete ({missing[0]} is missing).")
+    if extra:
+        raise CytoInputError(f"The model bundle '{label}' holds a file it did not save ({extra[0]}).")
+    for fname, digest in files.items():
         path = os.path.join(directory, fname)
-        if not os.path.isfile(path) or _sha256(path) != digest:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise CytoInputError(f"The model bundle '{label}' holds {fname} as a link or folder, not a saved file.")
+        if _sha256(path) != digest:
             raise CytoInputError(f"The model bundle '{label}' has been modified since it was saved ({fname} changed).")
+
+
+def _build(directory: str, meta: dict, label: str) -> ModelBundle:
     kinds = _model_types()
     if meta["kind"] not in kinds:
         raise CytoInputError(f"The model bundle '{label}' holds an unknown model type '{meta['kind']}'.")
     classifier = kinds[meta["kind"]].load_state(directory, meta["model"])
-    return ModelBundle(
-        classifier=classifier, spec=TransformSpec.from_dict(meta["spec"]), class_ids=meta["class_ids"],
-        class_names=meta["class_names"], name=meta["name"], params=meta["params"], metrics=meta["metrics"],
-        seed=meta["seed"], versions=meta["versions"],
+    bundle = ModelBundle(
+        classifier=classifier, spec=TransformSpec.from_dict(meta["spec"]),
+        class_ids=[int(c) for c in meta["class_ids"]], class_names=[str(n) for n in meta["class_names"]],
+        name=str(meta["name"]), params=dict(meta["params"]), metrics=dict(meta["metrics"]), seed=int(meta["seed"]),
+        versions=dict(meta["versions"]),
     )
+    if [int(c) for c in classifier.classes_] != bundle.class_ids or len(bundle.class_names) != len(bundle.class_ids):
+        raise ValueError("class ids, names and the classifier's classes disagree")
+    return bundle
+
+
+def _probe(bundle: ModelBundle) -> None:
+    """Predict two cells of zeros: a bundle whose arrays do not fit together fails here, not on the user's file."""
+    probe = np.zeros((2, len(bundle.spec.features)), np.float32)
+    proba = np.asarray(bundle.classifier.predict_proba(probe))
+    if proba.shape != (2, len(bundle.class_ids)) or not np.isfinite(proba).all():
+        raise ValueError(f"probe prediction has shape {proba.shape}")
 
 
 def predict_dataset(
