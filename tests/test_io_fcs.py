@@ -386,3 +386,17 @@ def test_integers_read_as_floats_are_flagged(tmp_path):
     assert any("integers read as floats" in w for w in read_fcs(path).warnings)
     path.write_bytes(build_fcs(kw | {"$DATATYPE": "I"}, np.float32(ints * 1.5).tobytes()))
     assert any("values above the $PnR range in 2 channel(s)" in w for w in read_fcs(path).warnings)
+
+
+def test_data_sets_claiming_the_same_bytes_are_refused(tmp_path):
+    """A $NEXTDATA chain whose data sets overlap would read the file's bytes many times over (memory grows with each)."""
+    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "F", "$MODE": "L", "$PAR": "1", "$P1N": "A", "$P1B": "32"}
+    inner = build_fcs({**kw, "$TOT": "250", "$NEXTDATA": "0"}, np.ones(250, np.float32).tobytes())
+    inner += b" " * (-len(inner) % 4)
+    probe = build_fcs({**kw, "$TOT": str(len(inner) // 4), "$NEXTDATA": "0" * 8}, inner)
+    outer = build_fcs({**kw, "$TOT": str(len(inner) // 4), "$NEXTDATA": f"{len(probe) - len(inner):08d}"}, inner)
+    path = tmp_path / "nested.fcs"
+    path.write_bytes(outer)
+    with pytest.raises(CytoInputError) as exc:
+        read_fcs(path)
+    assert "claim more event bytes than the file holds" in _sentence(exc, "nested.fcs")

@@ -63,7 +63,8 @@ def read_fcs(path: Path, display_name: str | None = None) -> Dataset:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             data_sets = _read_data_sets(fh, size, name)
-            parts = [_read_part(fh, ds, size, name) for ds in data_sets]
+            budget = [size]  # all data sets together cannot hold more event bytes than the file
+            parts = [_read_part(fh, ds, size, name, budget) for ds in data_sets]
     except OSError as exc:
         raise CytoInputError(f"'{name}' could not be opened ({exc.strerror or exc}).") from exc
     if len(parts) == 1:
@@ -168,7 +169,7 @@ def _split_tokens(body: str, delim: str) -> tuple[list[str], str]:
     return tokens, "".join(current)
 
 
-def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str) -> _Part:
+def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str, budget: list[int]) -> _Part:
     """Read one data set's events and turn its TEXT into channels, spillover and population annotations."""
     t = ds.text
     n_par = _int(t["$PAR"])
@@ -186,6 +187,9 @@ def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str) -> _Part:
     row = sum(widths)
     warnings = list(ds.warnings)
     start, n_events = _locate_data(ds, row, size, name, warnings)
+    budget[0] -= n_events * row
+    if budget[0] < 0:
+        raise CytoInputError(f"'{name}' is damaged: its data sets ($NEXTDATA) claim more event bytes than the file holds.")
     fh.seek(ds.base + start)
     if dtype_code == "I":
         events = _read_ints(fh, n_events, widths, t, order, name, warnings)
