@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.conftest import CORPUS, LEVINE, ROOT
 
@@ -94,6 +93,7 @@ def parse_layout(blob: bytes) -> Layout | None:
 
 
 def keywords(blob: bytes) -> dict[str, str] | None:
+    """A file's TEXT keywords by upper-case name, or None when the (mutated) file has no parseable TEXT."""
     layout = parse_layout(blob)
     return None if layout is None else {k.strip().upper(): v for k, v in layout.pairs}
 
