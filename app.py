@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/upload_file:", default=True),
     st.Page("pages/explore.py", title="Explore", icon=":material/bar_chart:"),
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("pages/cluster.py", title="Cluster", icon=":material/hub:"),
     st.Page("pages/label.py", title="Label", icon=":material/ads_click:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/results.py", title="Results", icon=":material/insights:"),

@@ -1,4 +1,5 @@
 """Map page: compute PCA / t-SNE / UMAP coordinates for every cell in the background and view them."""
+import numpy as np
 import streamlit as st
 
 from cytoauto_core.embeddings import EmbeddingParams
@@ -36,13 +37,18 @@ name, coords, meta = picked
 st.caption(meta["description"])
 store = state.label_store(key, dataset)
 result = load_result(key)
-extra = (["your labels"] if store.populations() else []) + (["predicted population", "confidence"] if result else [])
+clustering = state.cluster_store(key, dataset).current()
+extra = ((["your labels"] if store.populations() else []) + (["clusters"] if clustering else [])
+         + (["predicted population", "confidence"] if result else []))
 choice = st.selectbox("Colour by", maps.color_choices(dataset, spec.features, extra))
 colors = None
 if choice == "your labels":
     populations = store.populations()
     values, categories = maps.codes_for(store.labels(), [p.id for p in populations]), [p.name for p in populations]
     colors = [p.color for p in populations]
+elif choice == "clusters":
+    values = np.asarray(clustering.clusters, dtype=np.int32)
+    categories = [clustering.names.get(c, "") for c in range(max(clustering.names) + 1)]
 elif choice == "predicted population":
     cells = result.cells(float(result.meta.get("threshold", 0.5)))
     ids = sorted(cells.names)

@@ -129,3 +129,32 @@ def test_map_label_train_results(workspace_dir):
     for option in ("your labels", "predicted population", "confidence"):
         colour.set_value(option).run()
         assert not at.exception, option
+
+
+def test_cluster_page_clusters_merges_and_names_and_the_map_colours_by_cluster(workspace_dir):
+    at = open_app(workspace_dir)
+    at.switch_page("pages/cluster.py").run()
+    assert any("No clusters yet" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Cluster cells").click().run()
+    _wait_job(at, "metaclustered into 20 clusters")
+    assert not at.exception, at.exception
+    picker = next(m for m in at.multiselect if m.label == "Selected clusters")
+    assert len(picker.options) == 20
+    picker.set_value([0, 1]).run()
+    next(b for b in at.button if b.label == "Merge selected clusters").click().run()
+    assert not at.exception, at.exception
+    assert len(next(m for m in at.multiselect if m.label == "Selected clusters").options) == 19
+
+    next(m for m in at.multiselect if m.label == "Selected clusters").set_value([2]).run()
+    at.text_input[0].input("Biggest but two")
+    next(b for b in at.button if b.label == "Name as population").click().run()
+    assert any("Labelled 50 cells as Biggest but two" in s.value for s in at.success)
+
+    at.switch_page("pages/map.py").run()
+    at.selectbox[0].set_value("pca")
+    next(b for b in at.button if b.label == "Compute map").click().run()
+    _wait_job(at, "PCA of all")
+    colour = next(sb for sb in at.selectbox if sb.label == "Colour by")
+    assert "clusters" in colour.options
+    colour.set_value("clusters").run()
+    assert not at.exception, at.exception

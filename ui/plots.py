@@ -88,3 +88,36 @@ def scatter_figure(
                       xaxis_title=axis[0], yaxis_title=axis[1], legend=dict(itemsizing="constant"),
                       uirevision="keep")
     return fig
+
+
+def cluster_heatmap_figure(medians: pd.DataFrame, labels: list[str], selected: list[int]) -> go.Figure:
+    """Clusters × markers median heatmap in the given row/column order, rows selectable by click or box.
+
+    Colours are each marker's medians scaled 0–1 across clusters (CATALYST's convention, so a dim marker's
+    differences show); hover gives the median itself. A transparent marker sits on every cell (customdata = cluster id) because heatmap traces cannot be
+    selected; selected rows are outlined.
+    """
+    ids = medians.index.tolist()
+    markers = [str(c) for c in medians.columns]
+    values = medians.to_numpy(np.float64)
+    low, high = values.min(axis=0), values.max(axis=0)
+    scaled = (values - low) / np.where(high > low, high - low, 1.0)
+    fig = go.Figure(go.Heatmap(z=scaled, x=markers, y=labels, colorscale="Viridis", zmin=0, zmax=1,
+                               colorbar=dict(title="scaled<br>median", thickness=12), hoverinfo="skip"))
+    grid_x = np.tile(markers, len(ids))
+    grid_y = np.repeat(labels, len(markers))
+    fig.add_trace(go.Scatter(
+        x=grid_x, y=grid_y, mode="markers", customdata=np.repeat(ids, len(markers)), showlegend=False,
+        marker=dict(size=14, symbol="square", color="rgba(0,0,0,0)"),
+        text=[f"{v:.2f}" for v in values.ravel()],
+        hovertemplate="%{y}<br>%{x}: median %{text}<extra></extra>",
+    ))
+    for row, cid in enumerate(ids):
+        if cid in selected:
+            fig.add_shape(type="rect", xref="paper", x0=0, x1=1, yref="y", y0=row - 0.5, y1=row + 0.5,
+                          line=dict(color="#d62728", width=3))
+    fig.update_layout(height=max(320, 24 * len(ids) + 140), margin=dict(l=10, r=10, t=40, b=10), dragmode="select",
+                      title="Median expression per cluster, scaled per marker (click or box-select rows)",
+                      yaxis=dict(type="category", range=[len(ids) - 0.5, -0.5]),
+                      xaxis=dict(type="category", tickangle=-45, range=[-0.5, len(markers) - 0.5]))
+    return fig

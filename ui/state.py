@@ -8,8 +8,10 @@ import numpy as np
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from cytoauto_core.clustering.store import ClusterStore
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import ensure_demo
+from cytoauto_core.errors import CytoInputError
 from cytoauto_core.jobs import JobManager
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
@@ -55,9 +57,10 @@ def _load_from(root: str, key: str) -> Dataset:
 
 
 def current_key() -> str:
-    """The dataset the user works on: from the URL (so a refresh keeps it), else the demo."""
+    """The dataset the user works on: from the URL (so a refresh keeps it), else the demo. Whatever the URL holds
+    is only compared with the workspace's keys, never used as a path."""
     key = st.query_params.get(QUERY_KEY) or st.session_state.get(QUERY_KEY)
-    if not key or not workspace().has_dataset(key):
+    if not workspace().has_dataset(key):
         key = demo_key()
     select_dataset(key)
     return key
@@ -74,7 +77,14 @@ def current_dataset() -> tuple[str, Dataset]:
     app.py's navigation (see _route_through_app)."""
     _route_through_app()
     key = current_key()
-    return key, _load(key)
+    try:
+        return key, _load(key)
+    except CytoInputError as exc:  # a stored dataset damaged on disk: say so and open the demo instead
+        if key == demo_key():
+            raise
+        st.warning(str(exc))
+        select_dataset(demo_key())
+        return demo_key(), _load(demo_key())
 
 
 def _route_through_app() -> None:
@@ -116,6 +126,11 @@ def features(key: str, dataset: Dataset) -> tuple[np.ndarray, TransformSpec]:
 
 def label_store(key: str, dataset: Dataset) -> LabelStore:
     return LabelStore(workspace().labels_dir(key), dataset.n_cells)
+
+
+def cluster_store(key: str, dataset: Dataset) -> ClusterStore:
+    """The dataset's clustering with the user's merges, splits and names."""
+    return ClusterStore(workspace().dataset_dir(key) / "clusters", dataset.n_cells)
 
 
 def session_id() -> str:
