@@ -23,6 +23,7 @@ from .export import (LabelledCells, abundance, csv_bytes, labelled_frame, legend
                      write_labelled_h5ad)
 from .io import read_file
 from .models.bundle import ModelBundle, load_bundle, predict_dataset
+from .qc import MarkerReference, file_qc
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -200,6 +201,8 @@ def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, st
         outputs.append(str(legend))
     table = abundance(cells.population_id, names, ds.sample_ids, ds.samples)
     table.insert(0, "file", job.path)
+    bundle = worker_bundle(ref)  # QC columns: confidence, unassigned share, drift from the training data
+    table = table.assign(**file_qc(ds, cells, bundle.spec, MarkerReference.from_params(bundle.params)).columns())
     seconds = loaded.seconds + sum(c.seconds for c in chunks) + time.perf_counter() - started
     return _Written(FileResult(job.path, "ok", ds.n_cells, seconds, outputs), table)
 

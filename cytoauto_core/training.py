@@ -17,6 +17,7 @@ from .models import Progress, ShouldStop, check_stop
 from .models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
 from .models.bundle import ModelBundle, Prediction, predict_dataset, save_bundle
 from .models.evaluation import evaluate_models
+from .qc import reference_from
 from .transforms import TransformSpec
 
 MODEL_NAMES = ("VIME", "Logistic regression", "XGBoost", "LDA")
@@ -99,7 +100,8 @@ def train_and_apply(
     bundle = ModelBundle(
         classifier=model, spec=spec, class_ids=[int(c) for c in model.classes_],
         class_names=[names[int(c)] for c in model.classes_], name=f"{request.apply} on {dataset.name}",
-        params=model.params_dict(), metrics={k: v for k, v in scores.to_dict(orient="index").items()},
+        params={**model.params_dict(), **reference_from(x, spec.features, dataset.sample_ids).to_params()},
+        metrics={k: v for k, v in scores.to_dict(orient="index").items()},
         seed=request.seed,
     )
     progress(0.92, "saving the model bundle")
