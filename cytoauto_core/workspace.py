@@ -6,6 +6,7 @@ Events are memory-mapped on load, so opening a million-cell dataset copies nothi
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -17,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from .dataset import Channel, Dataset, Spillover
-from .storage import atomic_file, atomic_save_npy, atomic_write_json, read_json
+from .errors import CytoInputError
+from .storage import atomic_file, atomic_save_npy, atomic_write_json, read_json, remove_stale_temp_files
 
+log = logging.getLogger(__name__)
 ENV_VAR = "CYTOAUTO_WORKSPACE"
+STALE_S = 3600.0  # temp files and uploads untouched this long belong to a write or upload that was killed
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
 
@@ -49,6 +53,27 @@ class Workspace:
         (self.root / "datasets").mkdir(parents=True, exist_ok=True)
         (self.root / "models").mkdir(parents=True, exist_ok=True)
         (self.root / "uploads").mkdir(parents=True, exist_ok=True)
+        self._skipped: set[str] = set()
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Delete what killed writes and uploads left behind (an hour old or more, so none is still in use)."""
+        removed = remove_stale_temp_files(self.root, STALE_S)
+        cutoff = time.time() - STALE_S
+        for path in (self.root / "uploads").iterdir():
+            try:
+                if path.is_file() and path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.warning("Removed %d file(s) left by interrupted writes or uploads under %s.", len(removed), self.root)
+
+    @staticmethod
+    def is_key(key: object) -> bool:
+        """Whether `key` has the form of a dataset key (a hex hash); anything from a URL is checked with this first."""
+        return isinstance(key, str) and bool(_KEY.match(key))
 
     def dataset_dir(self, key: str) -> Path:
         """The folder of dataset `key`; the key must be a hex hash, never a user-supplied name."""
@@ -69,7 +94,7 @@ class Workspace:
         """Store `dataset` under its content hash (a no-op when already stored) and return the key."""
         key = dataset.content_hash()
         folder = self.dataset_dir(key)
-        if (folder / "dataset.json").exists():
+        if self._record(folder) is not None:
             return key
         folder.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(folder / "events.npy", dataset.events)
@@ -91,40 +116,65 @@ class Workspace:
         })
         return key
 
-    def has_dataset(self, key: str) -> bool:
-        return (self.dataset_dir(key) / "dataset.json").exists()
+    def has_dataset(self, key: object) -> bool:
+        """Whether `key` (possibly from a URL) names a stored dataset whose description can be read."""
+        return self.is_key(key) and self._record(self.dataset_dir(key)) is not None
 
     def load_dataset(self, key: str) -> Dataset:
-        """Open a stored dataset; events are memory-mapped read-only."""
+        """Open a stored dataset; events are memory-mapped read-only. KeyError when absent, CytoInputError when damaged."""
         folder = self.dataset_dir(key)
         info = read_json(folder / "dataset.json")
         if info is None:
             raise KeyError(key)
-        spill = info["spillover"]
-        return Dataset(
-            events=np.load(folder / "events.npy", mmap_mode="r"),
-            channels=[Channel(**c) for c in info["channels"]],
-            samples=info["samples"],
-            sample_ids=np.load(folder / "sample_ids.npy"),
-            annotations=pd.read_parquet(folder / "annotations.parquet"),
-            spillover=None if spill is None else Spillover(spill["channels"], np.asarray(spill["matrix"])),
-            metadata=info["metadata"],
-            warnings=info["warnings"],
-            name=info["name"],
-        )
+        try:
+            spill = info["spillover"]
+            return Dataset(
+                events=np.load(folder / "events.npy", mmap_mode="r"),
+                channels=[Channel(**c) for c in info["channels"]],
+                samples=info["samples"],
+                sample_ids=np.load(folder / "sample_ids.npy"),
+                annotations=pd.read_parquet(folder / "annotations.parquet"),
+                spillover=None if spill is None else Spillover(spill["channels"], np.asarray(spill["matrix"])),
+                metadata=info["metadata"],
+                warnings=info["warnings"],
+                name=info["name"],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CytoInputError(f"The stored dataset {key[:12]}… is damaged and cannot be opened.") from exc
 
     def list_datasets(self) -> list[DatasetRecord]:
-        """Stored datasets, newest first."""
+        """Stored datasets, newest first; an entry that cannot be read is skipped (with a warning in the log)."""
         records = []
         for folder in (self.root / "datasets").iterdir():
+            if not self.is_key(folder.name) or not folder.is_dir():
+                self._skip(folder, "it is not a dataset folder")
+                continue
+            record = self._record(folder)
+            if record is not None:
+                records.append(record)
+        return sorted(records, key=lambda r: r.created, reverse=True)
+
+    def _record(self, folder: Path) -> DatasetRecord | None:
+        """What dataset.json says about the dataset in `folder`, or None when it is absent or cannot be read."""
+        try:
             info = read_json(folder / "dataset.json")
             if info is None:
-                continue
-            records.append(DatasetRecord(
-                key=folder.name, name=info["name"], n_cells=info["n_cells"],
-                n_channels=len(info["channels"]), samples=info["samples"], created=info["created"],
-            ))
-        return sorted(records, key=lambda r: r.created, reverse=True)
+                return None
+            record = DatasetRecord(
+                key=folder.name, name=str(info["name"]), n_cells=int(info["n_cells"]),
+                n_channels=len(info["channels"]), samples=[str(s) for s in info["samples"]],
+                created=float(info["created"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._skip(folder, f"its dataset.json cannot be read ({type(exc).__name__})")
+            return None
+        return record
+
+    def _skip(self, path: Path, why: str) -> None:
+        """Log once per workspace that an entry under datasets/ is left out."""
+        if path.name not in self._skipped:
+            self._skipped.add(path.name)
+            log.warning("Skipping %s in the workspace: %s.", path, why)
 
     def save_settings(self, key: str, settings: dict) -> None:
         atomic_write_json(self.dataset_dir(key) / "settings.json", settings)

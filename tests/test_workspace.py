@@ -1,10 +1,18 @@
-"""The workspace keeps datasets, settings and derived arrays across a restart."""
+"""The workspace keeps datasets, settings and derived arrays across a restart, cleans what killed writes left, and
+skips (with a warning) what it cannot read; a bad dataset in the URL opens the demo."""
 from __future__ import annotations
 
-import numpy as np
+import logging
+import os
+import time
 
-from cytoauto_core.demo import make_demo
-from cytoauto_core.workspace import Workspace
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from cytoauto_core.demo import DEMO_CELLS, make_demo
+from cytoauto_core.errors import CytoInputError
+from cytoauto_core.workspace import STALE_S, Workspace
 
 
 def test_dataset_survives_restart(workspace_dir):
@@ -46,3 +54,76 @@ def test_user_names_never_become_paths(workspace_dir):
         pass
     else:
         raise AssertionError("a non-hash key must be refused")
+
+
+def _age(path, seconds: float) -> None:
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_leftovers_of_killed_writes_are_removed_on_open(workspace_dir, caplog):
+    ws = Workspace()
+    key = ws.add_dataset(make_demo(1_000))
+    folder = ws.dataset_dir(key)
+    stale = [folder / ".events.npy.k3x_9q.tmp", ws.labels_dir(key) / ".head.json.a1b2c3.tmp", ws.root / "uploads" / "f00d.fcs"]
+    fresh = [folder / ".annotations.parquet.zz11yy.tmp", ws.root / "uploads" / "beef.fcs"]
+    for path in stale + fresh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+    for path in stale + [folder / "events.npy"]:
+        _age(path, 2 * STALE_S)
+    with caplog.at_level(logging.WARNING, logger="cytoauto_core.workspace"):
+        reopened = Workspace(workspace_dir)
+    assert [p.exists() for p in stale + fresh] == [False] * len(stale) + [True] * len(fresh)
+    assert "Removed 3 file(s) left by interrupted writes or uploads" in caplog.text
+    assert np.array_equal(reopened.load_dataset(key).events, make_demo(1_000).events), "real files are kept, old or not"
+
+
+def test_unreadable_entries_are_skipped_with_a_warning(workspace_dir, caplog):
+    ws = Workspace()
+    key = ws.add_dataset(make_demo(1_000))
+    datasets = ws.root / "datasets"
+    (datasets / "notes.txt").write_text("a stray file")
+    (datasets / "not-a-key").mkdir()
+    broken = {"a" * 16: b"{not json", "b" * 16: b'{"name": "x"}', "c" * 16: b"\xff\xfe", "d" * 16: b'{"name": "x", '
+              b'"n_cells": "many", "channels": [], "samples": [], "created": 0}'}
+    for name, text in broken.items():
+        (datasets / name).mkdir()
+        (datasets / name / "dataset.json").write_bytes(text)
+    with caplog.at_level(logging.WARNING, logger="cytoauto_core.workspace"):
+        assert [r.key for r in Workspace(workspace_dir).list_datasets()] == [key]
+    for name in ["notes.txt", "not-a-key", *broken]:
+        assert f"{name} in the workspace" in caplog.text
+    assert not any(ws.has_dataset(k) for k in [*broken, "../../etc", "not-a-key", None, "", ["a" * 16]])
+    assert ws.has_dataset(key)
+
+
+def test_a_damaged_dataset_is_one_sentence(workspace_dir):
+    ws = Workspace()
+    key = ws.add_dataset(make_demo(1_000))
+    (ws.dataset_dir(key) / "events.npy").unlink()
+    with pytest.raises(CytoInputError, match=rf"^The stored dataset {key[:12]}… is damaged and cannot be opened\.$"):
+        ws.load_dataset(key)
+
+
+@pytest.mark.parametrize("url_key", ["../../etc", "not-a-key", "a" * 16, "damaged"])
+def test_a_bad_dataset_in_the_url_opens_the_demo(workspace_dir, url_key):
+    from streamlit.testing.v1 import AppTest
+
+    ws = Workspace()
+    damaged = url_key == "damaged"
+    if url_key == "a" * 16:
+        (ws.root / "datasets" / url_key).mkdir(parents=True)
+        (ws.root / "datasets" / url_key / "dataset.json").write_text("{broken")
+    if damaged:
+        url_key = ws.add_dataset(make_demo(1_000, seed=5))
+        (ws.dataset_dir(url_key) / "annotations.parquet").write_bytes(b"not parquet")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["dataset"] = url_key
+    at.run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Cells"] == f"{DEMO_CELLS:,}"
+    [demo] = [r.key for r in Workspace(workspace_dir).list_datasets() if r.n_cells == DEMO_CELLS]
+    assert at.query_params["dataset"] == demo, "the URL now names the demo"
+    assert [w.value for w in at.warning if "stored dataset" in w.value] == (
+        [f"The stored dataset {url_key[:12]}… is damaged and cannot be opened."] if damaged else [])
