@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# Only this computer can open the app; `make run HOST=0.0.0.0` serves every network interface (see README).
+HOST ?= 127.0.0.1
 
 .PHONY: run test test-fast bench clean
 
@@ -17,7 +19,7 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 	touch $@
 
 run: $(VENV)/.runtime
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
