@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .dataset import Dataset
 from .export import LabelledCells
@@ -108,6 +109,15 @@ def file_qc(dataset: Dataset, cells: LabelledCells, spec: TransformSpec, referen
     qc.drift, qc.drift_marker = float(scores[worst]), labels_of.get(reference.features[worst], reference.features[worst])
     qc.drift_flag = bool((scores > reference.limits).any())
     return qc
+
+
+def sample_qc(dataset: Dataset, cells: LabelledCells, spec: TransformSpec,
+              reference: MarkerReference | None) -> pd.DataFrame:
+    """One row of QC per sample of a labelled dataset (the batch command's columns, per file it was read from)."""
+    rows = [{"sample": name, **file_qc(dataset, cells, spec, reference,
+                                       np.flatnonzero(np.asarray(dataset.sample_ids) == i)).columns()}
+            for i, name in enumerate(dataset.samples)]
+    return pd.DataFrame(rows)
 
 
 def _strided(x: np.ndarray) -> np.ndarray:

@@ -9,8 +9,11 @@ from cytoauto_core.abundance import by_condition, count_table
 from cytoauto_core.differential import Design, differential_abundance
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import csv_bytes
+from cytoauto_core.qc import MarkerReference, sample_qc
+from cytoauto_core.storage import read_json
+from cytoauto_core.transforms import TransformSpec
 from ui import state
-from ui.results import load_result
+from ui.results import SHIPPED_MODELS, load_result
 
 UNPAIRED = "no pairing"
 
@@ -78,6 +81,22 @@ threshold = st.slider("Confidence threshold (cells below it are 'unassigned' and
                       0.0, 1.0, float(result.meta.get("threshold", 0.5)), 0.05)
 cells = result.cells(threshold)
 counts = count_table(cells.population_id, cells.names, dataset.sample_ids, dataset.samples)
+
+st.subheader("Per-sample quality")
+bundle_meta = next(filter(None, (read_json(root / result.meta["bundle_dir"] / "bundle.json")
+                                 for root in (workspace.models_dir, SHIPPED_MODELS))), None)
+if bundle_meta is None:
+    st.caption("The model's bundle is no longer in the workspace, so marker drift cannot be measured.")
+else:
+    quality = sample_qc(dataset, cells, TransformSpec.from_dict(bundle_meta["spec"]),
+                        MarkerReference.from_params(bundle_meta["params"]))
+    flagged = quality.loc[quality["drift_flag"].fillna(False).astype(bool), "sample"].tolist()
+    if flagged:
+        st.warning(f"{len(flagged)} sample(s) look unlike the data the model was trained on (marker drift out of "
+                   f"range): {', '.join(flagged[:3])}{' …' if len(flagged) > 3 else ''}; check their labels first.")
+    st.dataframe(quality, hide_index=True, width="stretch")
+    st.caption("Drift: how far the sample's worst marker distribution moved from the training data's (mean quantile "
+               "shift in units of its 2–98 % range); flagged above the range the training samples themselves show.")
 
 st.subheader("Abundance by condition")
 column = st.selectbox("Group samples by", groupings, index=groupings.index("condition") if "condition" in groupings else 0)

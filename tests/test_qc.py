@@ -11,9 +11,9 @@ import pytest
 from cytoauto_core.batch import apply_to_files
 from cytoauto_core.demo import make_demo
 from cytoauto_core.export import LabelledCells
-from cytoauto_core.io import write_fcs
+from cytoauto_core.io import concat_datasets, write_fcs
 from cytoauto_core.models.bundle import ModelBundle, save_bundle
-from cytoauto_core.qc import DRIFT_FLOOR, MarkerReference, file_qc, reference_from
+from cytoauto_core.qc import DRIFT_FLOOR, MarkerReference, file_qc, reference_from, sample_qc
 from cytoauto_core.training import build_model
 from cytoauto_core.transforms import default_spec, transform_features
 
@@ -104,3 +104,12 @@ def test_batch_run_flags_the_shifted_file_only(trained, tmp_path):
     unassigned = table[table["population"] == "unassigned"].set_index("file")["percent"]
     np.testing.assert_allclose(table.groupby("file")["unassigned_percent"].first().loc[unassigned.index], unassigned,
                                atol=1e-3)
+
+
+def test_each_sample_of_a_study_gets_its_own_row(trained):
+    bundle, reference = trained
+    study = concat_datasets([make_demo(2_000, 1), _scaled(2, 2_000, 1.5)], "study")
+    table = sample_qc(study, _cells(4_000), bundle.spec, reference)
+    assert table["sample"].tolist() == study.samples
+    assert table["drift_flag"].tolist() == [False, True]
+    assert table["unassigned_percent"].tolist() == [50.0, 0.0]  # _cells marks the first quarter unassigned
