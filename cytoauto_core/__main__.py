@@ -28,13 +28,17 @@ def parser() -> argparse.ArgumentParser:
         "train", help="train a model on labelled cells and save its bundle, as the Train page does",
         description="Compare models on the labels, fit the applied one on all of them, save its bundle in --out and "
                     "print the comparison table. Labels come from a CSV (cell_index, population and optionally "
-                    "sample: then cell_index is the row in that sample's file) or from an annotation column.",
+                    "sample: then cell_index is the row in that sample's file), from an annotation column, or from "
+                    "a FlowJo workspace's gates (--wsp; leaf gates by default, a cell in two of them unlabelled).",
         epilog=TRAIN_EXIT)
     train.add_argument("--out", required=True, help="bundle folder to create (must not exist or be empty); "
                                                     "give it to `apply --model`")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--labels", help="labels CSV with cell_index and population columns (optional sample)")
     source.add_argument("--label-column", help="annotation column of the files that names each cell's population")
+    source.add_argument("--wsp", help="FlowJo workspace whose gates (applied by FlowKit to the FCS files) label cells")
+    train.add_argument("--gates", help="with --wsp: comma-separated gate paths that become populations, e.g. "
+                                       "'CD3+/CD4,CD19' (default: every leaf gate)")
     train.add_argument("--per-population", type=int, help="keep at most N labelled cells per population (seeded)")
     train.add_argument("--compare", default="vime,logreg,xgboost,lda",
                        help="comma-separated models to compare (vime, logreg, xgboost, lda; default all; '' none)")
@@ -96,6 +100,8 @@ def train_main(args: argparse.Namespace) -> int:
         command = TrainCommand(
             files=[Path(f) for f in args.files], out=Path(args.out),
             labels_csv=Path(args.labels) if args.labels else None, label_column=args.label_column,
+            workspace=Path(args.wsp) if args.wsp else None,
+            gates=[g.strip() for g in args.gates.split(",") if g.strip()] if args.gates else None,
             per_population=args.per_population, compare=[model_name(m) for m in args.compare.split(",") if m.strip()],
             apply=model_name(args.apply) if args.apply else None, seed=args.seed, threshold=args.threshold,
             cofactor=args.cofactor, features=[f.strip() for f in args.features.split(",")] if args.features else None,

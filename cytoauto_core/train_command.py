@@ -1,5 +1,5 @@
-"""Training without the app: files plus labels (a labels CSV or an annotation column) → the Train page's comparison
-and a saved bundle, through the same `train_and_apply` the page runs.
+"""Training without the app: files plus labels (a labels CSV, an annotation column or a FlowJo workspace's gates) →
+the Train page's comparison and a saved bundle, through the same `train_and_apply` the page runs.
 
 A labels CSV has a `cell_index` and a `population` column: `cell_index` is the cell's row in the combined files
 (in the order given), or, when the CSV has a `sample` column too, the row in that sample's own file (the
@@ -104,6 +104,20 @@ def labels_from_csv(path: Path, dataset: Dataset) -> LabelSet:
     return _label_set(dataset, values)
 
 
+def labels_from_workspace(wsp: Path, files: Sequence[Path], dataset: Dataset,
+                          gates: Sequence[str] | None = None) -> LabelSet:
+    """Labels from a FlowJo workspace's gates (leaf gates by default) applied by FlowKit to `files`, which `dataset`
+    was read from."""
+    from .io.flowjo import workspace_labels
+
+    gated = workspace_labels(Path(wsp), [Path(f) for f in files], gates)
+    sizes = np.bincount(np.asarray(dataset.sample_ids), minlength=len(dataset.samples)).tolist()
+    if gated.cells_per_file != sizes:
+        raise CytoInputError(f"FlowKit read {sum(gated.cells_per_file):,} events from the files but they hold "
+                             f"{dataset.n_cells:,}, so the gates cannot be matched to the cells.")
+    return LabelSet(gated.labels, gated.names)
+
+
 def _sample_rows(samples: np.ndarray, rows: np.ndarray, dataset: Dataset, name: str) -> np.ndarray:
     """Positions in the combined dataset of (sample, row in that sample's file) pairs."""
     known = {s: i for i, s in enumerate(dataset.samples)}
@@ -143,6 +157,8 @@ class TrainCommand:
     out: Path
     labels_csv: Path | None = None
     label_column: str | None = None
+    workspace: Path | None = None
+    gates: Sequence[str] | None = None
     per_population: int | None = None
     compare: Sequence[str] = MODEL_NAMES
     apply: str | None = None
@@ -155,13 +171,18 @@ class TrainCommand:
 
 def prepare(command: TrainCommand) -> tuple[Dataset, TransformSpec, LabelSet]:
     """Read the files, the labels and the transform settings; raise one sentence when any cannot be used."""
-    if (command.labels_csv is None) == (command.label_column is None):
-        raise TrainUsageError("Give the labels either as --labels FILE.csv or as --label-column NAME, not both.")
+    sources = [command.labels_csv, command.label_column, command.workspace]
+    if sum(s is not None for s in sources) != 1:
+        raise TrainUsageError("Give the labels one way: --labels FILE.csv, --label-column NAME or --wsp FILE.wsp.")
     if command.out.exists() and (not command.out.is_dir() or any(command.out.iterdir())):
         raise TrainUsageError(f"The output folder '{command.out}' already exists and is not empty.")
     dataset = read_files(command.files)
-    labels = (labels_from_csv(command.labels_csv, dataset) if command.labels_csv is not None
-              else labels_from_column(dataset, command.label_column))
+    if command.labels_csv is not None:
+        labels = labels_from_csv(command.labels_csv, dataset)
+    elif command.label_column is not None:
+        labels = labels_from_column(dataset, command.label_column)
+    else:
+        labels = labels_from_workspace(command.workspace, command.files, dataset, command.gates)
     if command.per_population:
         labels = keep_per_population(labels, command.per_population, command.seed)
     spec = default_spec(dataset)

@@ -6,6 +6,7 @@ import json
 import zipfile
 
 import flowio
+import flowkit
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,7 +79,8 @@ def _flowio(path) -> tuple[list[str], np.ndarray, dict[str, str], list[int]]:
 
 
 def test_fcs_export_flowjo_reads_back_event_ids_labels_legend_and_ranges(tmp_path):
-    """A two-sample flow dataset: every value of every channel, event ids per sample, a $PnR above every value."""
+    """A two-sample flow dataset read by flowio and FlowKit: every value of every channel, event ids per sample, a
+    $PnR above every value, the legend in TEXT."""
     source = read_files([CORPUS / "flowio_G11.fcs", CORPUS / "flowio_3FITC_4PE_004.fcs"], ["g11.fcs", "fitc.fcs"])
     cells = _cells(source.n_cells)
     cells.names[7] = "rare, id 7"
@@ -105,6 +107,13 @@ def test_fcs_export_flowjo_reads_back_event_ids_labels_legend_and_ranges(tmp_pat
     assert table["population"].tolist() == ["T cells", "B cells", "NK cells", "rare, id 7", "unassigned"]
     assert table["cells"].tolist() == [int((cells.population_id == i).sum()) for i in (0, 1, 2, 7, -1)]
     assert table["color"].tolist() == ["#111111", "", "", "", ""]
+
+    sample = flowkit.Sample(str(path))  # FlowKit, as FlowJo-minded tools read it: the same values and keywords
+    assert sample.pnn_labels == names
+    np.testing.assert_array_equal(sample.get_events(source="raw"), events)
+    metadata = sample.get_metadata()
+    assert json.loads(metadata["cytoauto_populations"]) == {str(k): v for k, v in cells.names.items()}
+    assert metadata["cytoauto_population_7"] == "rare, id 7"
 
     again = read_file(path)  # our reader: the legend becomes the population annotation, stale keywords do not stay
     write_labelled_fcs(tmp_path / "again.fcs", again, _cells(again.n_cells, seed=5))

@@ -13,6 +13,7 @@ our own export adds: event_id, population_id, confidence, novelty).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,9 +57,13 @@ class H5adContent:
 
 @contextmanager
 def _object_strings() -> Iterator[None]:
-    """anndata 0.12.6 (the last for Python 3.11 that allows pandas 3) writes only object-dtype strings."""
-    with pd.option_context("future.infer_string", False):
-        yield
+    """anndata 0.12.6 (the last for Python 3.11 that allows pandas 3) writes only object-dtype strings, and builds
+    categoricals of its own while writing: pandas' string inference is off meanwhile (an option pandas 3 still has,
+    deprecated for pandas 4, whose warning is silenced here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*future.infer_string.*")
+        with pd.option_context("future.infer_string", False):
+            yield
 
 
 def write_h5ad(path: Path, dataset: Dataset, x: np.ndarray, spec: TransformSpec, content: H5adContent) -> Path:

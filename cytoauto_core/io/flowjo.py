@@ -1,0 +1,125 @@
+"""FlowJo workspace (.wsp) gates → per-cell labels, applied by FlowKit: a lab's manual gates become training labels.
+
+Each FCS file is matched to its workspace sample by `$FIL` (FlowKit's default) or else by its file name; its
+gates are applied to its events in file order. The chosen gates (the leaf gates by default) become populations;
+a cell in two chosen gates is left unlabelled and counted as an overlap, a cell in none stays unlabelled.
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CytoInputError
+
+
+@dataclass
+class GateLabels:
+    """Per-cell population ids over the files in order (-1 = in no chosen gate, or in two), their names and gates."""
+
+    labels: np.ndarray
+    names: dict[int, str]
+    gates: list[str]
+    overlaps: int
+    cells_per_file: list[int]
+
+    def counts(self) -> dict[str, int]:
+        """Labelled cells per population name."""
+        ids, n = np.unique(self.labels[self.labels >= 0], return_counts=True)
+        return {self.names[int(i)]: int(c) for i, c in zip(ids, n)}
+
+
+def gate_path(name: str, parents: Sequence[str]) -> str:
+    """'Lymphocytes/Singlets/T cells': a gate's path below the root, as FlowJo shows it."""
+    return "/".join([p for p in parents if p != "root"] + [name])
+
+
+def workspace_labels(wsp_path: Path, fcs_paths: Sequence[Path], gates: Sequence[str] | None = None) -> GateLabels:
+    """Apply the workspace's gates to each FCS file and turn the chosen gates (default: every leaf gate) into labels."""
+    import flowkit as fk
+
+    wsp_path = Path(wsp_path)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FlowKit warns about every keyword it does not use
+        readable = _normalised(wsp_path, Path(tmp))
+        samples = [_sample(fk, Path(p)) for p in fcs_paths]
+        try:
+            workspace = fk.Workspace(str(readable), fcs_samples=[s for s, _ in samples])
+        except Exception as exc:  # FlowKit raises many error types for a workspace it cannot use
+            raise CytoInputError(f"The FlowJo workspace '{wsp_path.name}' could not be read ({_first_line(exc)}).") from exc
+        described = set(workspace.get_sample_ids())
+        ids = [_match(sample, path, described, wsp_path.name) for sample, path in samples]
+        all_paths = {gate_path(n, p): (n, p) for sid in ids for n, p in workspace.get_gate_ids(sid)}
+        chosen = list(gates) if gates else _leaves(workspace, ids[0])
+        unknown = [g for g in chosen if g not in all_paths]
+        if unknown:
+            raise CytoInputError(f"The FlowJo workspace '{wsp_path.name}' has no gate '{unknown[0]}' "
+                                 f"(its gates: {', '.join(all_paths)}).")
+        parts, overlaps = [], 0
+        for sid, (sample, path) in zip(ids, samples):
+            try:
+                workspace.analyze_samples(sample_id=sid, use_mp=False)
+                members = np.column_stack([workspace.get_gate_membership(sid, *all_paths[g]) for g in chosen])
+            except Exception as exc:  # an unsupported gate or transform type, a channel the file lacks
+                raise CytoInputError(f"The gates of '{wsp_path.name}' could not be applied to '{path.name}' "
+                                     f"({_first_line(exc)}).") from exc
+            hits = members.sum(axis=1)
+            overlaps += int((hits > 1).sum())
+            parts.append(np.where(hits == 1, members.argmax(axis=1), -1).astype(np.int16))
+    names = _population_names(chosen)
+    return GateLabels(np.concatenate(parts), dict(enumerate(names)), chosen, overlaps, [len(p) for p in parts])
+
+
+def _normalised(wsp_path: Path, folder: Path) -> Path:
+    """A copy FlowKit 1.3.0 can parse: spillover matrices without a `spectral` attribute (FlowJo 10.5 and older)
+    get spectral="0", which is what they are; nothing else changes."""
+    from lxml import etree
+
+    try:
+        tree = etree.parse(str(wsp_path))
+    except (OSError, etree.XMLSyntaxError) as exc:
+        raise CytoInputError(f"'{wsp_path.name}' is not a readable FlowJo workspace ({_first_line(exc)}).") from exc
+    for element in tree.iter("{*}spilloverMatrix"):
+        if "spectral" not in element.attrib:
+            element.set("spectral", "0")
+    out = folder / wsp_path.name
+    tree.write(str(out))
+    return out
+
+
+def _sample(fk, path: Path):
+    try:
+        return fk.Sample(str(path)), path
+    except Exception as exc:  # FlowKit's own FCS parsing errors
+        raise CytoInputError(f"'{path.name}' could not be read by FlowKit ({_first_line(exc)}).") from exc
+
+
+def _match(sample, path: Path, described: set[str], wsp_name: str) -> str:
+    """The workspace's id for a file: its $FIL (FlowKit's sample id) or its file name."""
+    for candidate in (sample.id, path.name):
+        if candidate in described:
+            sample.id = candidate
+            return candidate
+    shown = ", ".join(sorted(described)[:5]) + (" …" if len(described) > 5 else "")
+    raise CytoInputError(f"'{path.name}' is not a sample of the FlowJo workspace '{wsp_name}' (it describes {shown}).")
+
+
+def _leaves(workspace, sample_id: str) -> list[str]:
+    """Gate paths of the gates that have no child gate."""
+    gates = workspace.get_gate_ids(sample_id)
+    parents = {gate_path(p[-1], p[:-1]) for _, p in gates if p[-1] != "root"}
+    return [gate_path(n, p) for n, p in gates if gate_path(n, p) not in parents]
+
+
+def _population_names(paths: list[str]) -> list[str]:
+    """A gate's own name, or its whole path where two chosen gates share a name."""
+    last = [p.rsplit("/", 1)[-1] for p in paths]
+    return [name if last.count(name) == 1 else path for name, path in zip(last, paths)]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
