@@ -14,7 +14,8 @@ cells they gain (its fold 0.73, counted neither as a shift nor as a null), so ev
 its share exactly: a call on one of them is a false one. A fourth, real, null: 6 vs 6 of the 18 COVID-19
 samples of ../shared/data/devsuite/covid19_flow_wsp drawn at random, counts of their 4 gated populations from
 the FlowJo gates (samples.csv). Methods, each with Benjamini–Hochberg over the populations: the NB GLM of
-cytoauto_core.differential (paired by patient in the paired scenario), and t-tests and Wilcoxon tests on per-sample proportions (Student / rank-sum; paired / signed-rank when paired).
+cytoauto_core.differential (paired by patient in the paired scenario), and t-tests and Wilcoxon tests on
+per-sample proportions (Student / rank-sum; paired / signed-rank when paired).
 Run: nice .venv/bin/python bench/differential.py [--studies 200] [--seed 0]
 """
 from __future__ import annotations

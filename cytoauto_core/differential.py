@@ -182,7 +182,7 @@ def _glm(y, x, offset, alpha, start):
 
 
 def _moment_alpha(y: np.ndarray, mu: np.ndarray, df: int) -> float:
-    """The alpha ≥ 0 at which Σ (y − mu)² / (mu + alpha·mu²) = df (0 when the counts vary no more than Poisson)."""
+    """The alpha ≥ 0 at which Σ (y − mu)² / (mu + alpha·mu²) = df; 0 when the counts vary no more than Poisson."""
     r2 = (y - mu) ** 2
 
     def excess(alpha: float) -> float:

@@ -106,7 +106,8 @@ def file_qc(dataset: Dataset, cells: LabelledCells, spec: TransformSpec, referen
     scores = reference.drift(x)
     worst = int(np.argmax(scores / reference.limits))
     labels_of = {c.name: c.label for c in dataset.channels}
-    qc.drift, qc.drift_marker = float(scores[worst]), labels_of.get(reference.features[worst], reference.features[worst])
+    feature = reference.features[worst]
+    qc.drift, qc.drift_marker = float(scores[worst]), labels_of.get(feature, feature)
     qc.drift_flag = bool((scores > reference.limits).any())
     return qc
 

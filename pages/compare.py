@@ -57,7 +57,8 @@ with right:
 draft = samples.template(dataset.samples, stored)
 if new_column.strip() and new_column.strip() not in draft.columns:
     draft[new_column.strip()] = None
-edited = st.data_editor(draft, hide_index=True, width="stretch", disabled=["sample"], key=f"sample-editor-{key}-{version}",
+edited = st.data_editor(draft, hide_index=True, width="stretch", disabled=["sample"],
+                        key=f"sample-editor-{key}-{version}-{len(draft.columns)}",
                         column_config={c: st.column_config.TextColumn(c) for c in draft.columns if c != "sample"})
 if st.button("Save sample table", type="primary"):
     try:
@@ -99,7 +100,8 @@ else:
                "shift in units of its 2–98 % range); flagged above the range the training samples themselves show.")
 
 st.subheader("Abundance by condition")
-column = st.selectbox("Group samples by", groupings, index=groupings.index("condition") if "condition" in groupings else 0)
+column = st.selectbox("Group samples by", groupings,
+                      index=groupings.index("condition") if "condition" in groupings else 0)
 long = by_condition(counts, stored, column)
 conditions = samples.values(stored, column)
 st.plotly_chart(px.box(long, x="population", y="percent", color=column, points="all", hover_data=["sample", "cells"],
