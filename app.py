@@ -28,4 +28,5 @@ with st.sidebar:
     st.markdown("### CytoAutoCluster")
     st.caption(f"**{dataset.name}**  \n{dataset.n_cells:,} cells · {len(dataset.channels)} channels · "
                f"{len(dataset.samples)} sample(s)")
+    state.account_sidebar()
 navigation.run()

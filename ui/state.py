@@ -1,6 +1,7 @@
 """Per-session state that survives refreshes: the current dataset lives in the URL and the workspace."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,12 +19,52 @@ from cytoauto_core.transforms import TransformSpec, default_spec, transform_feat
 from cytoauto_core.workspace import Workspace, default_root
 
 QUERY_KEY = "dataset"
+USERS_DIR = "users"
 _SESSION_STARTED = "_session_started"
 
 
 def workspace() -> Workspace:
-    """The workspace of this server (folder from $CYTOAUTO_WORKSPACE or ./workspace)."""
-    return _workspace(str(default_root()))
+    """This session's workspace: the server's folder ($CYTOAUTO_WORKSPACE or ./workspace), or, for a user signed in
+    with st.login, that user's own folder inside it, which no other user's session can list or open."""
+    root = default_root()
+    if st.user.get("is_logged_in"):
+        return _workspace(str(user_root(root, _identity())))
+    if sign_in_required():
+        _sign_in_page()
+    return _workspace(str(root))
+
+
+def user_root(root: Path, identity: str) -> Path:
+    """A signed-in user's workspace folder: named by a hash of the identity, so the folder name reveals no e-mail."""
+    return root / USERS_DIR / hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def sign_in_required() -> bool:
+    """Whether .streamlit/secrets.toml has an [auth] section: then every visitor signs in and gets a workspace."""
+    return st.secrets.load_if_toml_exists() and "auth" in st.secrets
+
+
+def _identity() -> str:
+    """Who is signed in, as the identity provider names them: issuer and subject (e-mail when there is no subject)."""
+    subject = st.user.get("sub") or st.user.get("email")
+    if not subject:
+        st.error("Your sign-in did not say who you are (no subject or e-mail); ask the server's administrator.")
+        st.stop()
+    return f"{st.user.get('iss', '')}|{subject}"
+
+
+def _sign_in_page() -> None:
+    st.title("CytoAutoCluster")
+    st.write("Each person on this server has a private workspace. Sign in to open yours.")
+    st.button("Sign in", type="primary", on_click=st.login)
+    st.stop()
+
+
+def account_sidebar() -> None:
+    """Who is signed in and a Sign-out button (nothing when sign-in is not used)."""
+    if st.user.get("is_logged_in"):
+        st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+        st.button("Sign out", on_click=st.logout)
 
 
 @st.cache_resource
