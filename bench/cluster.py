@@ -2,7 +2,8 @@
 
 Per set (all cells clustered, including ungated ones; scored on the gated cells), for k = the number of populations
 and for over-clustering (k = 2 × populations, capped at the 100 SOM nodes), both on a 10 × 10 SOM with the same
-features and seeds: mean F1 with Weber & Robinson's Hungarian matching, ARI, seconds. `--million` times 1M demo-like
+features and seeds: mean F1 with Weber & Robinson's Hungarian matching, ARI, seconds. The package also runs on the
+features after the project's scale balancing, to show what that step contributes. `--million` times 1M demo-like
 cells × 32 markers (seconds and peak memory). `--to-model`: over-clusters named by their majority population (a
 simulated user reading the heatmap) give their 10 most central cells as labels to the default model, against the
 clusters alone (every cell named by its cluster's majority), macro-F1 on the test rows.
@@ -37,6 +38,7 @@ import devsuite_sets  # noqa: E402
 from devsuite_sets import UNSCORABLE, DevSet  # noqa: E402
 
 from cytoauto_core.clustering import ClusteringParams, FlowSOM  # noqa: E402
+from cytoauto_core.clustering.flowsom import balance_scales  # noqa: E402
 from cytoauto_core.clustering.profile import central_cells  # noqa: E402
 from cytoauto_core.metrics import matched_f1  # noqa: E402
 from cytoauto_core.training import build_model  # noqa: E402
@@ -75,7 +77,13 @@ def cluster_package(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.asarray(estimator.fit_predict(np.asarray(x, dtype=np.float64)))
 
 
-METHODS = {"CytoAutoCluster": cluster_ours, "flowsom package": cluster_package}
+def cluster_package_balanced(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The package on the features as the project's clustering sees them (markers on another scale rescaled)."""
+    return cluster_package(x * balance_scales(x), k, seed)
+
+
+METHODS = {"CytoAutoCluster": cluster_ours, "flowsom package": cluster_package,
+           "flowsom package, balanced": cluster_package_balanced}
 
 
 def compare(sets: list[str], seeds: list[int]) -> pd.DataFrame:

@@ -98,3 +98,24 @@ def test_store_refuses_unknown_clusters_and_reports_a_damaged_array(tmp_path, le
     next((tmp_path / "c").glob("*.npy")).write_bytes(b"not an array")
     with pytest.raises(CytoInputError, match="cannot be read"):
         store.current()
+
+
+def test_linear_scatter_beside_arcsinh_markers_is_brought_to_their_scale_and_cyTOF_markers_are_left_alone(levine):
+    from conftest import SHARED
+
+    from cytoauto_core.clustering.flowsom import balance_scales
+    from cytoauto_core.io import read_file
+    from cytoauto_core.transforms import default_spec, transform_features
+
+    np.testing.assert_array_equal(balance_scales(levine[0]), 1.0)
+    dataset = read_file(SHARED / "devsuite" / "flowsom_mouse_bal_wsp" / "68983.fcs")
+    spec = default_spec(dataset)
+    scatter = [c.name for c in dataset.channels if c.kind == "scatter"]
+    spec.features, spec.linear = scatter + spec.features, scatter  # a user who clusters on scatter too, left linear
+    x = transform_features(dataset, spec)
+    scale = balance_scales(x)
+    linear = np.isin(spec.features, spec.linear)
+    assert linear.any() and (scale[linear] < 0.01).all()  # raw FSC/SSC, ~10⁵, next to arcsinh markers of ~1
+    assert (scale[~linear] == 1.0).all()
+    spread = (x * scale).std(axis=0)
+    assert spread.max() <= 1.01 * np.median(x.std(axis=0)) * 10

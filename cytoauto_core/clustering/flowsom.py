@@ -46,7 +46,7 @@ class Clustering:
     """A clustering of every cell: `clusters[i]` is cell i's cluster (0 = the largest), with the SOM behind it."""
 
     clusters: np.ndarray  # int16, one per cell
-    codes: np.ndarray  # SOM node codes, nodes × features
+    codes: np.ndarray  # SOM node codes, nodes × features, in the balanced space (features × FlowSOM.scale)
     node_clusters: np.ndarray  # cluster of each SOM node
     params: ClusteringParams
     seconds: float
@@ -58,19 +58,38 @@ class Clustering:
                 f"{int(self.clusters.max()) + 1} clusters, in {self.seconds:.1f} s.")
 
 
+OFF_SCALE = 10.0  # a marker spread this many times wider than the median marker's is on another scale
+
+
+def balance_scales(x: np.ndarray) -> np.ndarray:
+    """Per-feature factors that bring markers on another scale to the median marker's spread; 1 for the rest.
+
+    Transformed markers (arcsinh) are clustered as they are, as FlowSOM does; a channel left on its
+    instrument scale (linear scatter next to arcsinh markers: ~10,000× the spread) would otherwise
+    decide every distance alone. Measured on the dev suite: such channels occur only on flow panels.
+    """
+    spread = np.asarray(x, dtype=np.float64).std(axis=0)
+    typical = float(np.median(spread))
+    off = spread > OFF_SCALE * typical
+    return np.where(off, typical / np.where(off, spread, 1.0), 1.0)
+
+
 class FlowSOM:
     """Cluster cells like FlowSOM (SOM + consensus metaclustering), scikit-learn style: fit, predict, fit_predict."""
 
     def __init__(self, params: ClusteringParams | None = None) -> None:
         self.params = params or ClusteringParams()
-        self.codes: np.ndarray | None = None
+        self.codes: np.ndarray | None = None  # SOM nodes in the balanced feature space (features × scale)
+        self.scale: np.ndarray | None = None
         self.node_clusters: np.ndarray | None = None
 
     def fit(self, x: np.ndarray, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> "FlowSOM":
-        """Train the SOM on a subsample of `x` (cells × features) and metacluster its nodes."""
+        """Train the SOM on a subsample of `x` (cells × features, scales balanced) and metacluster its nodes."""
         report = progress or (lambda fraction, message: None)
         p = self.params
-        fit_x = x[subsample(x.shape[0], p.max_fit_cells, p.seed)]
+        fit_x = np.asarray(x[subsample(x.shape[0], p.max_fit_cells, p.seed)], dtype=np.float32)
+        self.scale = balance_scales(fit_x)
+        fit_x *= self.scale.astype(np.float32)
         scaled = lambda f, m: report(0.8 * f, m)  # noqa: E731
         self.codes = train_som(fit_x, p.grid, p.epochs, p.seed, scaled, should_stop)
         report(0.8, f"metaclustering {p.grid * p.grid} nodes into {p.n_clusters} clusters")
@@ -83,7 +102,7 @@ class FlowSOM:
         """Cluster of every row of `x`: the cluster of its nearest SOM node (int16)."""
         if self.codes is None or self.node_clusters is None:
             raise RuntimeError("fit the clustering first")
-        return self.node_clusters[nearest_node(x, self.codes)].astype(np.int16)
+        return self.node_clusters[nearest_node(x, self.codes, self.scale)].astype(np.int16)
 
     def fit_predict(self, x: np.ndarray, progress: Progress | None = None,
                     should_stop: ShouldStop | None = None) -> Clustering:

@@ -17,13 +17,16 @@ def grid_distances(side: int) -> np.ndarray:
     return np.maximum(np.abs(rows[:, None] - rows[None]), np.abs(cols[:, None] - cols[None])).astype(np.float64)
 
 
-def nearest_node(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Index of the closest code (Euclidean) for every row of `x`, computed in row chunks (int32)."""
+def nearest_node(x: np.ndarray, codes: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """Index of the closest code (Euclidean) for every row of `x` (times `scale` per feature, when given), in row chunks."""
     codes32 = codes.astype(np.float32)
     code_norms = (codes32 * codes32).sum(axis=1)
+    factor = None if scale is None else np.asarray(scale, dtype=np.float32)
     out = np.empty(x.shape[0], np.int32)
     for start in range(0, x.shape[0], _CHUNK):
         block = np.asarray(x[start:start + _CHUNK], dtype=np.float32)
+        if factor is not None:
+            block = block * factor
         out[start:start + _CHUNK] = (code_norms - 2.0 * block @ codes32.T).argmin(axis=1)
     return out
 
