@@ -19,6 +19,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy.optimize import brentq
 from statsmodels.stats.multitest import multipletests
+from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from .abundance import CountTable
 from .errors import CytoInputError
@@ -171,6 +172,8 @@ def _fit(y: np.ndarray, x: np.ndarray, offset: np.ndarray, df: int, max_rounds: 
 def _glm(y, x, offset, alpha, start):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # counts an offset model fits exactly are no separation here: absent groups are refused before any fit
+        warnings.simplefilter("ignore", PerfectSeparationWarning)
         try:
             result = sm.GLM(y, x, family=sm.families.NegativeBinomial(alpha=max(alpha, 1e-10)),
                             offset=offset).fit(start_params=start, scale=1.0, use_t=True)

@@ -154,3 +154,10 @@ def test_random_splits_of_the_real_study_rarely_give_a_call():
     adjusted = np.array([r["p_adjusted"].to_numpy() for r in results])
     assert not np.isnan(adjusted).any()
     assert (adjusted < 0.05).mean() <= 0.05
+
+
+def test_counts_with_no_extra_variation_are_tested_as_poisson():
+    table = _table({"exact": [100, 100, 100, 200, 200, 200]}, [10_000] * 6)
+    row = differential_abundance(table, _metadata(["A"] * 3 + ["B"] * 3), UNPAIRED).iloc[0]
+    assert row["note"] == "" and row["alpha"] == 0
+    assert row["log2_fold_change"] == pytest.approx(1, abs=1e-6) and row["p_value"] < 0.01
