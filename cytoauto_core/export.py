@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +14,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .dataset import UNASSIGNED, Dataset, make_unique
+from .errors import CytoInputError
+from .storage import atomic_file
 from .transforms import TransformSpec, transform_features
+
+FLOAT32_EXACT = 2 ** 24  # every whole number below this is exact in float32, the FCS writer's data type
 
 
 @dataclass
@@ -87,6 +93,9 @@ def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event
     from .io import write_fcs
 
     ids = event_ids(dataset.sample_ids) if event_id is None else event_id
+    if len(ids) and int(np.max(ids)) >= FLOAT32_EXACT:
+        raise CytoInputError(f"'{dataset.name}' has a sample of more than {FLOAT32_EXACT:,} events, whose event ids "
+                             "an FCS float channel cannot hold exactly; export it as CSV or .h5ad instead.")
     extra = {"event_id": np.asarray(ids, dtype=np.float32)}
     if cells.confidence is not None:
         extra["confidence"] = np.asarray(cells.confidence, dtype=np.float32)
@@ -117,11 +126,6 @@ def write_split_fcs(path: Path, dataset: Dataset, cells: LabelledCells, by: str,
 
     Each part holds its cells' rows of the full export (event_id keeps their row in the original file).
     """
-    import tempfile
-    import zipfile
-
-    from .storage import atomic_file
-
     if by not in SPLIT_BY:
         raise ValueError(f"split by {by!r}: must be one of {SPLIT_BY}")
     if by == "population":

@@ -149,3 +149,14 @@ def test_split_fcs_zip_holds_every_cell_once(tmp_path, by):
     if by == "population":
         for name, pid in zip(expected, (0, 1, 2, -1)):
             assert (parts[expected.index(name)][:, -1] == pid).all()
+
+
+def test_event_ids_beyond_float32_precision_are_refused(tmp_path, monkeypatch):
+    from cytoauto_core import export
+    from cytoauto_core.errors import CytoInputError
+
+    ds = make_demo(2_000, seed=1)
+    monkeypatch.setattr(export, "FLOAT32_EXACT", 1_000)
+    with pytest.raises(CytoInputError, match=r"^'demo_bone_marrow' has a sample of more than 1,000 events"):
+        write_labelled_fcs(tmp_path / "x.fcs", ds, _cells(ds.n_cells))
+    assert not (tmp_path / "x.fcs").exists()

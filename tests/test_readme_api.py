@@ -1,4 +1,4 @@
-"""The README's Python API block runs as written: read → transform → map → train → apply → export."""
+"""The README's Python API block runs as written: read → transform → map → cluster → train → apply → export."""
 from __future__ import annotations
 
 import re
@@ -23,10 +23,11 @@ def test_readme_api_snippet_runs(tmp_path, monkeypatch):
     write_fcs(tmp_path / "next_sample.fcs", make_demo(2_000, seed=2))
     monkeypatch.chdir(tmp_path)
     code = _readme_block()
-    assert len([ln for ln in code.splitlines() if ln.strip() and not ln.startswith(("from ", "import "))]) <= 14
+    assert len([ln for ln in code.splitlines() if ln.strip() and not ln.startswith(("from ", "import "))]) <= 15
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
 
+    assert scope["clusters"].shape == (3_000,) and 2 <= len(np.unique(scope["clusters"])) <= 20
     fcs = flowio.FlowData(str(tmp_path / "next_sample_labelled.fcs"))
     ids = fcs.as_array(preprocess=False)[:, fcs.pnn_labels.index("population_id")]
     np.testing.assert_array_equal(ids, scope["p"].labels)
