@@ -30,14 +30,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(workspace: Path, log: Path) -> Iterator[str]:
-    """Start `streamlit run app.py` against `workspace`; yield its URL once healthy; stop it after."""
+def streamlit_server(workspace: Path, log: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Start `streamlit run app.py` (plus `extra_args`) against `workspace`; yield its URL once healthy; stop it after."""
     port = free_port()
     env = {**os.environ, "CYTOAUTO_WORKSPACE": str(workspace), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1"],
+             "--server.port", str(port), "--server.address", "127.0.0.1", *extra_args],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
