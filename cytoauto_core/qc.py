@@ -4,8 +4,10 @@ given confident labels.
 
 Drift of a marker: the mean absolute shift of its 2–98 % quantiles from the training data's, in units of the
 training data's 2–98 % range (0 = same distribution; scaling a CyTOF marker by 1.5 gives about 0.08). A marker
-is out of range above max(DRIFT_FLOOR, 2 × the largest drift of any of the training data's own samples),
-so a training set that pooled varied samples tolerates what it has already seen.
+is out of range above the largest of DRIFT_FLOOR, 2 × the largest drift of any of the training data's own
+samples (a training set that pooled varied samples tolerates what it has already seen) and SAMPLING / √cells
+(a small file's quantiles wander by chance: on demo files like the training data the worst of 32 markers
+drifts by up to about 1.2 / √cells, bench/qc.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .transforms import TransformSpec, transform_events
 
 LEVELS = np.linspace(0.02, 0.98, 49)
 DRIFT_FLOOR = 0.05
+SAMPLING = 2.0
 MAX_CELLS = 200_000  # quantiles from an evenly strided subset: exact enough, bounded time and memory
 MIN_SAMPLE_CELLS = 1_000
 PARAMS_KEY = "marker_reference"
@@ -104,11 +107,12 @@ def file_qc(dataset: Dataset, cells: LabelledCells, spec: TransformSpec, referen
         return qc
     x = transform_events(np.asarray(events), dataset.channel_names, spec, dataset.spillover)
     scores = reference.drift(x)
-    worst = int(np.argmax(scores / reference.limits))
+    limits = np.maximum(reference.limits, SAMPLING / np.sqrt(len(x)))
+    worst = int(np.argmax(scores / limits))
     labels_of = {c.name: c.label for c in dataset.channels}
     feature = reference.features[worst]
     qc.drift, qc.drift_marker = float(scores[worst]), labels_of.get(feature, feature)
-    qc.drift_flag = bool((scores > reference.limits).any())
+    qc.drift_flag = bool((scores > limits).any())
     return qc
 
 

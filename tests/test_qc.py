@@ -113,3 +113,13 @@ def test_each_sample_of_a_study_gets_its_own_row(trained):
     assert table["sample"].tolist() == study.samples
     assert table["drift_flag"].tolist() == [False, True]
     assert table["unassigned_percent"].tolist() == [50.0, 0.0]  # _cells marks the first quarter unassigned
+
+
+def test_a_small_file_is_not_flagged_for_its_chance_wander(trained):
+    bundle, reference = trained
+    ds = make_demo(1_000, 8)
+    keep = np.sort(np.random.default_rng(0).choice(ds.n_cells, 150, replace=False))
+    small = dataclasses.replace(ds, events=ds.events[keep], sample_ids=ds.sample_ids[keep],
+                                annotations=ds.annotations.iloc[keep].reset_index(drop=True))
+    qc = file_qc(small, _cells(150), bundle.spec, reference)
+    assert qc.drift > DRIFT_FLOOR and qc.drift_flag is False  # above the floor, within chance for 150 cells
