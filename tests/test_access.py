@@ -2,6 +2,8 @@
 sign-in configured the app stays one shared local workspace. AppTest's `user` is Streamlit's test double of st.user."""
 from __future__ import annotations
 
+import time
+
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
@@ -67,3 +69,23 @@ def test_with_sign_in_configured_a_visitor_sees_only_the_sign_in_page(workspace_
     assert not at.exception, at.exception
     assert [b.label for b in at.button] == ["Sign in"] and not at.metric
     assert not (workspace_dir / "datasets").exists() or not any((workspace_dir / "datasets").iterdir())
+
+
+def test_a_background_job_works_in_the_workspace_of_the_user_who_started_it(workspace_dir):
+    alice = _open(ALICE, page="pages/map.py")
+    alice.selectbox[0].set_value("pca")
+    next(b for b in alice.button if b.label == "Compute map").click().run()
+    deadline = time.time() + 120
+    alices = Workspace(user_root(workspace_dir, f"{ISSUER}|{ALICE['sub']}"))
+    [demo] = [r.key for r in alices.list_datasets()]
+    while not alices.list_arrays(demo, "embedding") and time.time() < deadline:
+        time.sleep(0.5)
+    assert alices.list_arrays(demo, "embedding"), "the map is saved in Alice's workspace"
+    assert not Workspace(workspace_dir).list_datasets(), "nothing is written to the shared workspace"
+
+    bob = _open(BOB, page="pages/map.py")
+    assert not bob.progress and any("Compute map" == b.label for b in bob.button)
+    bobs = Workspace(user_root(workspace_dir, f"{ISSUER}|{BOB['sub']}"))
+    assert bobs.list_datasets()[0].key == demo and not bobs.list_arrays(demo, "embedding")
+    assert not any(sb.label == "Map" for sb in bob.selectbox), "Bob has no map to pick"
+    assert any(sb.label == "Map" for sb in _open(ALICE, page="pages/map.py").selectbox), "Alice has hers"

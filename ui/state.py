@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +14,23 @@ from cytoauto_core.clustering.store import ClusterStore
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import ensure_demo
 from cytoauto_core.errors import CytoInputError
-from cytoauto_core.jobs import JobManager
+from cytoauto_core.jobs import Job, JobManager, Progress, ShouldStop, Work
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
 from cytoauto_core.workspace import Workspace, default_root
 
 QUERY_KEY = "dataset"
 USERS_DIR = "users"
+_job_thread = threading.local()  # in a background job's thread: the root of the workspace that started it
 _SESSION_STARTED = "_session_started"
 
 
 def workspace() -> Workspace:
     """This session's workspace: the server's folder ($CYTOAUTO_WORKSPACE or ./workspace), or, for a user signed in
     with st.login, that user's own folder inside it, which no other user's session can list or open."""
+    job_root = getattr(_job_thread, "root", None)
+    if job_root is not None:
+        return _workspace(job_root)
     root = default_root()
     if st.user.get("is_logged_in"):
         return _workspace(str(user_root(root, _identity())))
@@ -72,10 +77,30 @@ def _workspace(root: str) -> Workspace:
     return Workspace(Path(root))
 
 
-@st.cache_resource
 def job_manager() -> JobManager:
-    """Background jobs shared by the server's sessions; keys carry the session or dataset."""
-    return JobManager()
+    """Background jobs of this session's workspace, shared by its sessions (keys carry the dataset) and never seen from
+    another signed-in user's workspace, even for a dataset both have (such as the demo)."""
+    return _job_manager(str(workspace().root))
+
+
+@st.cache_resource
+def _job_manager(root: str) -> JobManager:
+    return _WorkspaceJobs(root)
+
+
+class _WorkspaceJobs(JobManager):
+    """The jobs of one workspace. A job's thread has no session (so no st.user); workspace() called in it opens the
+    workspace the job was started from."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        self.root = root
+
+    def start(self, key: str, title: str, work: Work) -> Job:
+        def in_workspace(progress: Progress, should_stop: ShouldStop) -> object:
+            _job_thread.root = self.root
+            return work(progress, should_stop)
+        return super().start(key, title, in_workspace)
 
 
 def demo_key() -> str:
