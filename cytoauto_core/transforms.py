@@ -12,6 +12,10 @@ COFACTOR_MASS = 5.0
 COFACTOR_FLOW = 150.0
 COFACTOR_SPECTRAL = 6000.0
 BLOCK_ROWS = 16_384
+TRANSFORMED_MAX = 20.0  # arcsinh(10^6 / 5) is 12.9 and logicle/log10 scales end near 4.5–7; raw counts go far above
+SCALE_SAMPLE = 50_000
+NEGATIVE_SHARE = 0.02  # a channel needs this share of cells below zero to measure its negative population's spread
+SPREAD_FACTOR = 3.0  # suggested cofactor: this many robust SDs of the negative population (OMIQ-style autoscale)
 
 
 @dataclass
@@ -38,17 +42,105 @@ class TransformSpec:
         return cls(**d)
 
 
+@dataclass
+class ScaleGuess:
+    """Whether a dataset's marker values already lie on a transformed scale, and one sentence saying why."""
+
+    transformed: bool
+    reason: str
+
+
+@dataclass
+class CofactorSuggestion:
+    """A suggested arcsinh cofactor for one channel, from the spread of its negative population."""
+
+    channel: str
+    cofactor: float
+    negative_spread: float
+    negative_share: float
+
+
 def default_spec(dataset: Dataset) -> TransformSpec:
-    """Sensible defaults: default features, cofactor 5 for mass cytometry and 150 for flow, compensation when available."""
+    """Sensible defaults: default features; no transform for data already on an arcsinh/logicle/log scale (see
+    detect_scale), else arcsinh with cofactor 5 for mass cytometry and 150 for flow, compensation when available."""
     kinds = {c.name: c.kind for c in dataset.channels}
     features = dataset.feature_names
     flow = any(k == "scatter" for k in kinds.values()) or dataset.spillover is not None
+    raw = not detect_scale(dataset).transformed
     return TransformSpec(
         features=features,
         cofactor=COFACTOR_FLOW if flow else COFACTOR_MASS,
         linear=[n for n in features if kinds[n] in ("scatter", "time")],
-        compensate=dataset.spillover is not None,
+        compensate=raw and dataset.spillover is not None,
+        arcsinh=raw,
     )
+
+
+def detect_scale(dataset: Dataset) -> ScaleGuess:
+    """Guess from the marker channels' value range (and the writer's keywords) whether the data is already transformed.
+
+    Raw mass and flow intensities reach hundreds to hundreds of thousands; arcsinh, logicle and log10 values stay
+    below about 13, so a 99.9th percentile under TRANSFORMED_MAX in every marker channel means "already transformed".
+    """
+    columns = [i for i, c in enumerate(dataset.channels) if c.kind == "marker" and c.is_feature]
+    columns = columns or [i for i, c in enumerate(dataset.channels) if c.kind == "marker"]
+    if not columns or dataset.n_cells == 0:
+        return ScaleGuess(False, "")
+    step = max(1, dataset.n_cells // SCALE_SAMPLE)
+    values = np.asarray(dataset.events[::step][:, columns], dtype=np.float32)
+    values = np.where(np.isfinite(values), values, 0.0)
+    lo, hi = np.quantile(values, [0.001, 0.999], axis=0)
+    top, bottom = float(np.abs(np.concatenate([lo, hi])).max()), float(lo.min())
+    if top >= TRANSFORMED_MAX:
+        return ScaleGuess(False, f"Marker values reach {float(hi.max()):,.0f}, as raw intensities do, "
+                                 "so arcsinh is applied by default.")
+    evidence = _writer_evidence(dataset.metadata, [c + 1 for c in columns])
+    spill = "; the file's spillover matrix is not applied either, since compensation needs raw values" \
+        if dataset.spillover is not None else ""
+    return ScaleGuess(True, f"Marker values lie between {bottom:.1f} and {float(hi.max()):.1f}{evidence}, as on an "
+                            f"arcsinh, logicle or log scale (raw intensities reach hundreds or more), so no further "
+                            f"transform is applied by default{spill}.")
+
+
+def _writer_evidence(metadata: dict[str, str], parameters: list[int]) -> str:
+    """A clause naming the file's writer and, where flowCore recorded it, the transformed range it wrote."""
+    writer = "flowCore" if any(k.startswith("FLOWCORE_") for k in metadata) else metadata.get("CREATOR", "").strip()
+    ranges = []
+    for p in parameters:
+        try:
+            ranges.append(float(metadata[f"FLOWCORE_$P{p}RMAX"]))
+        except (KeyError, ValueError):
+            continue
+    clause = f" (the file was written by {writer}" if writer else ""
+    if ranges and max(ranges) < TRANSFORMED_MAX:
+        clause += (", " if clause else " (") + f"which records a range up to {max(ranges):g}"
+    return clause + ")" if clause else ""
+
+
+def suggest_cofactors(dataset: Dataset, spec: TransformSpec, seed: int = 0) -> list[CofactorSuggestion]:
+    """Per-channel arcsinh cofactors, OMIQ-style: SPREAD_FACTOR × the robust SD of the negative population, at least 5.
+
+    The spread is measured on the cells below zero (after compensation when the spec compensates), mirrored about
+    zero (SD = 1.4826 × their median distance from zero); channels with too few negative cells get no suggestion.
+    """
+    channels = [f for f in spec.features if f not in spec.linear]
+    if not channels or not spec.arcsinh:
+        return []
+    rows = np.arange(dataset.n_cells)
+    if dataset.n_cells > SCALE_SAMPLE:
+        rows = np.sort(np.random.default_rng(seed).choice(dataset.n_cells, SCALE_SAMPLE, replace=False))
+    linear = TransformSpec(features=channels, linear=list(channels), compensate=spec.compensate, arcsinh=False)
+    values = transform_events(np.asarray(dataset.events[rows]), dataset.channel_names, linear, dataset.spillover)
+    out = []
+    for j, name in enumerate(channels):
+        negative = -values[:, j][values[:, j] < 0]
+        share = negative.size / max(1, values.shape[0])
+        if share < NEGATIVE_SHARE or negative.size < 50:
+            continue
+        spread = 1.4826 * float(np.median(negative))
+        cofactor = max(COFACTOR_MASS, SPREAD_FACTOR * spread)
+        out.append(CofactorSuggestion(name, float(f"{cofactor:.2g}"), spread, share))
+    return out
 
 
 def compensate(events: np.ndarray, names: list[str], spill: Spillover) -> np.ndarray:
