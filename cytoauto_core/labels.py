@@ -38,6 +38,26 @@ class Population:
     id: int
     name: str
     color: str
+    parent: int | None = None  # the population whose cells it was drawn among (a gate within a gate), if any
+
+
+@dataclass
+class Assignment:
+    """What one assign did: labels changed, cells taken from other populations (by name), and the populations
+    that fell below MIN_LABELS_FOR_TRAINING because of it."""
+
+    changed: int
+    moved: dict[str, int]
+    below_minimum: list[str]
+
+    def moved_sentence(self) -> str:
+        """'312 cells moved from Mature B and 4 from NK cells.', or '' when none moved."""
+        ranked = [f"{n:,} from {name}" for name, n in sorted(self.moved.items(), key=lambda kv: -kv[1])]
+        if not ranked:
+            return ""
+        ranked[0] = ranked[0].replace(" from ", " cells moved from " if sum(self.moved.values()) > 1 else
+                                      " cell moved from ", 1)
+        return (ranked[0] if len(ranked) == 1 else ", ".join(ranked[:-1]) + " and " + ranked[-1]) + "."
 
 
 @dataclass
@@ -81,7 +101,50 @@ class LabelStore:
             {**asdict(p), "cells": by_id.get(p.id, 0), "enough_for_training": by_id.get(p.id, 0) >= MIN_LABELS_FOR_TRAINING}
             for p in state.populations
         ]
-        return pd.DataFrame(rows, columns=["id", "name", "color", "cells", "enough_for_training"])
+        return pd.DataFrame(rows, columns=["id", "name", "color", "parent", "cells", "enough_for_training"])
+
+    def tree(self) -> pd.DataFrame:
+        """The population tree, parents before children: depth, own labelled cells, cells including sub-populations,
+        % of all cells and % of the parent's cells (of all cells for a top-level population)."""
+        counts = self.counts()
+        own = dict(zip(counts["id"], counts["cells"]))
+        children: dict[int | None, list[int]] = {}
+        for pid, parent in zip(counts["id"], counts["parent"]):
+            children.setdefault(None if pd.isna(parent) else int(parent), []).append(int(pid))
+        total: dict[int, int] = {}
+
+        def add_up(pid: int) -> int:
+            total[pid] = own[pid] + sum(add_up(c) for c in children.get(pid, []))
+            return total[pid]
+
+        order: list[tuple[int, int]] = []
+
+        def walk(pid: int, depth: int) -> None:
+            order.append((pid, depth))
+            for c in children.get(pid, []):
+                walk(c, depth + 1)
+
+        for root in children.get(None, []):
+            add_up(root)
+            walk(root, 0)
+        by_id = counts.set_index("id")
+        rows = []
+        for pid, depth in order:
+            parent = by_id.at[pid, "parent"]
+            base = self.n_cells if pd.isna(parent) else total[int(parent)]
+            rows.append({"id": pid, "name": by_id.at[pid, "name"], "depth": depth,
+                         "parent": None if pd.isna(parent) else int(parent), "own_cells": own[pid],
+                         "cells": total[pid], "pct_of_all": 100 * total[pid] / max(self.n_cells, 1),
+                         "pct_of_parent": 100 * total[pid] / base if base else 0.0,
+                         "enough_for_training": own[pid] >= MIN_LABELS_FOR_TRAINING})
+        return pd.DataFrame(rows, columns=["id", "name", "depth", "parent", "own_cells", "cells", "pct_of_all",
+                                           "pct_of_parent", "enough_for_training"])
+
+    def members(self, pop_id: int) -> np.ndarray:
+        """Rows labelled `pop_id` or any population drawn inside it (its sub-populations, at any depth)."""
+        state = self._read()
+        family = _descendants(state.populations, pop_id) | {pop_id}
+        return np.flatnonzero(np.isin(state.labels, list(family)))
 
     def can_undo(self) -> bool:
         return bool(self._shared_head()["undo"])
@@ -111,11 +174,29 @@ class LabelStore:
         with self._action("recolour") as state:
             _find(state, pop_id).color = color
 
-    def assign(self, cells: np.ndarray, pop_id: int) -> int:
-        """Label `cells` (row indices) as population `pop_id`; returns how many labels changed."""
+    def assign(self, cells: np.ndarray, pop_id: int, within: int | None = None) -> Assignment:
+        """Label `cells` (row indices) as population `pop_id` and say which cells this took from other populations.
+
+        `within`: the population the cells were drawn among; it becomes `pop_id`'s parent if it has none yet.
+        """
         with self._action("assign") as state:
-            _find(state, pop_id)
-            return _set(state, np.asarray(cells, dtype=np.int64), pop_id)
+            target = _find(state, pop_id)
+            cells = np.asarray(cells, dtype=np.int64)
+            if cells.size and (cells.min() < 0 or cells.max() >= state.labels.size):
+                raise CytoInputError("Some selected cells are outside this dataset.")
+            before = state.labels[cells]
+            taken, n_taken = np.unique(before[(before >= 0) & (before != pop_id)], return_counts=True)
+            had = dict(zip(*np.unique(state.labels[state.labels >= 0], return_counts=True)))
+            changed = _set(state, cells, pop_id)
+            if within is not None and within != pop_id and target.parent is None:
+                _find(state, within)
+                if pop_id not in _ancestors(state.populations, within):  # no cycle
+                    target.parent = within
+            names = {p.id: p.name for p in state.populations}
+            moved = {names[int(i)]: int(n) for i, n in zip(taken, n_taken)}
+            below = [names[int(i)] for i, n in zip(taken, n_taken)
+                     if had[i] >= MIN_LABELS_FOR_TRAINING > had[i] - n]
+            return Assignment(changed, moved, below)
 
     def unassign(self, cells: np.ndarray) -> int:
         """Remove the labels of `cells`; returns how many labels changed."""
@@ -131,14 +212,14 @@ class LabelStore:
                     continue
                 _find(state, src)
                 _set(state, np.flatnonzero(state.labels == src), target)
-                state.populations = [p for p in state.populations if p.id != src]
+                _drop(state, src, heir=target)
 
     def delete(self, pop_id: int) -> None:
         """Delete a population; its cells become unlabelled."""
         with self._action("delete") as state:
             _find(state, pop_id)
             _set(state, np.flatnonzero(state.labels == pop_id), UNLABELLED)
-            state.populations = [p for p in state.populations if p.id != pop_id]
+            _drop(state, pop_id, heir=_find(state, pop_id).parent)
 
     def undo(self) -> bool:
         """Revert the last action; False when there is nothing to undo."""
@@ -156,14 +237,30 @@ class LabelStore:
         cells = np.flatnonzero(state.labels >= 0)
         return pd.DataFrame({"cell_index": cells, "population": [names[i] for i in state.labels[cells].tolist()]})
 
-    def import_frame(self, frame: pd.DataFrame) -> int:
-        """Add labels from (cell_index, population) rows, creating populations by name; returns cells labelled."""
-        if not {"cell_index", "population"} <= set(frame.columns):
-            raise CytoInputError("A label file needs the columns 'cell_index' and 'population'.")
-        cells = pd.to_numeric(frame["cell_index"], errors="coerce")
-        if cells.isna().any() or (cells < 0).any() or (cells >= self.n_cells).any():
-            raise CytoInputError(f"The label file has cell indices outside 0–{self.n_cells - 1:,} for this dataset.")
-        return self._import(cells.to_numpy(np.int64), frame["population"].astype(str).to_numpy())
+    def import_frame(self, frame: pd.DataFrame, cell_column: str = "cell_index", population_column: str = "population",
+                     first_index: int = 0) -> int:
+        """Add labels from rows of (cell index, population name), creating populations by name; returns cells labelled.
+
+        `first_index` is the index the file gives the first cell: 0 (Python, this app's export) or 1 (R, FlowJo).
+        Rows with an empty population are skipped.
+        """
+        if first_index not in (0, 1):
+            raise ValueError("first_index must be 0 or 1")
+        missing = [c for c in dict.fromkeys([cell_column, population_column]) if c not in frame.columns]
+        if missing or cell_column == population_column:
+            wanted = f"'{cell_column}' and '{population_column}'" if cell_column != population_column else \
+                "two different columns for the cell index and the population"
+            raise CytoInputError(f"A label file needs the columns {wanted}.")
+        names = frame[population_column]
+        keep = names.notna() & (names.astype(str).str.strip() != "")
+        raw = pd.to_numeric(frame.loc[keep, cell_column], errors="coerce")
+        whole = raw.notna() & (raw == raw.round())
+        cells = raw - first_index
+        if not whole.all() or (cells < 0).any() or (cells >= self.n_cells).any():
+            lo = first_index
+            raise CytoInputError(f"The label file's column '{cell_column}' has values that are not cell indices "
+                                 f"{lo}–{self.n_cells - 1 + lo:,} of this dataset ({first_index}-based).")
+        return self._import(cells.to_numpy(np.int64), names[keep].astype(str).str.strip().to_numpy())
 
     def import_annotation(
         self, values: np.ndarray, per_population: int | None = None, seed: int = 0, skip: tuple[str, ...] = NOT_A_POPULATION
@@ -318,6 +415,33 @@ def _set(state: _State, cells: np.ndarray, value: int) -> int:
     changed = int(np.count_nonzero(state.labels[cells] != value))
     state.labels[cells] = value
     return changed
+
+
+def _drop(state: _State, pop_id: int, heir: int | None) -> None:
+    """Remove a population; its sub-populations move up to `heir`."""
+    state.populations = [p for p in state.populations if p.id != pop_id]
+    for p in state.populations:
+        if p.parent == pop_id:
+            p.parent = heir if heir != p.id else None
+
+
+def _descendants(populations: list[Population], pop_id: int) -> set[int]:
+    found: set[int] = set()
+    frontier = {pop_id}
+    while frontier:
+        frontier = {p.id for p in populations if p.parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _ancestors(populations: list[Population], pop_id: int) -> set[int]:
+    parent = {p.id: p.parent for p in populations}
+    found: set[int] = set()
+    current = parent.get(pop_id)
+    while current is not None and current not in found:
+        found.add(current)
+        current = parent.get(current)
+    return found
 
 
 def _find(state: _State, pop_id: int) -> Population:

@@ -15,8 +15,8 @@ def test_assign_counts_and_persistence(tmp_path):
     store = LabelStore(tmp_path, 100)
     t = store.create_population("T cells")
     b = store.create_population("B cells")
-    assert store.assign(np.arange(10), t) == 10
-    assert store.assign(np.arange(5, 20), b) == 15
+    assert store.assign(np.arange(10), t).changed == 10
+    assert store.assign(np.arange(5, 20), b).changed == 15
     reopened = LabelStore(tmp_path, 100)
     counts = reopened.counts().set_index("name")["cells"].to_dict()
     assert counts == {"T cells": 5, "B cells": 15}
@@ -77,6 +77,65 @@ def test_csv_roundtrip_and_annotation_import(tmp_path):
     assert np.array_equal(other.labels() >= 0, store.labels() >= 0)
     with pytest.raises(CytoInputError):
         other.import_frame(pd.DataFrame({"cell_index": [99], "population": ["x"]}))
+
+
+def test_assign_says_which_cells_it_took_from_other_populations(tmp_path):
+    store = LabelStore(tmp_path, 100)
+    t, nk, b = (store.create_population(n) for n in ("T cells", "NK cells", "Mature B"))
+    store.assign(np.arange(0, 10), t)
+    store.assign(np.arange(10, 16), nk)
+    fresh = store.assign(np.arange(50, 60), b)
+    assert (fresh.changed, fresh.moved, fresh.below_minimum, fresh.moved_sentence()) == (10, {}, [], "")
+    taking = store.assign(np.arange(3, 20), b)
+    assert taking.changed == 17 and taking.moved == {"T cells": 7, "NK cells": 6}
+    assert taking.below_minimum == ["T cells", "NK cells"], "10 → 3 and 6 → 0 both fall below the minimum of 5"
+    assert taking.moved_sentence() == "7 cells moved from T cells and 6 from NK cells."
+    assert store.assign(np.arange(3, 20), b).moved == {}, "cells already in the population are not 'moved'"
+    store.undo()  # the repeated assign changed nothing and recorded no step
+    assert store.counts().set_index("name")["cells"].to_dict() == {"T cells": 10, "NK cells": 6, "Mature B": 10}
+    assert store.assign([0], nk).moved_sentence() == "1 cell moved from T cells."
+
+
+def test_population_drawn_inside_another_forms_a_tree_with_percentages(tmp_path):
+    store = LabelStore(tmp_path, 200)
+    lymph = store.create_population("Lymphocytes")
+    store.assign(np.arange(0, 100), lymph)
+    t = store.create_population("T cells")
+    inside = store.assign(np.arange(0, 40), t, within=lymph)
+    assert inside.moved == {"Lymphocytes": 40}
+    cd4 = store.create_population("CD4")
+    store.assign(np.arange(0, 10), cd4, within=t)
+    assert sorted(store.members(lymph).tolist()) == list(range(100)), "a parent's members include its sub-populations"
+    assert store.members(t).size == 40
+    tree = store.tree().set_index("name")
+    assert tree.index.tolist() == ["Lymphocytes", "T cells", "CD4"], "parents before children"
+    assert tree["depth"].tolist() == [0, 1, 2]
+    assert tree["own_cells"].tolist() == [60, 30, 10] and tree["cells"].tolist() == [100, 40, 10]
+    assert tree["pct_of_all"].tolist() == [50.0, 20.0, 5.0]
+    assert tree["pct_of_parent"].tolist() == [50.0, 40.0, 25.0]
+    store.assign(np.arange(100, 110), lymph, within=cd4)
+    assert store.populations()[0].parent is None, "no cycle: a population is never drawn inside its own descendant"
+    store.delete(t)
+    tree = store.tree().set_index("name")
+    assert tree.at["CD4", "parent"] == lymph and tree.at["CD4", "depth"] == 1, "children move up to the grandparent"
+    store.undo()
+    assert store.tree().set_index("name").at["CD4", "parent"] == t
+
+
+def test_import_with_chosen_columns_and_one_based_indices(tmp_path):
+    store = LabelStore(tmp_path, 10)
+    frame = pd.DataFrame({"Event": [1, 2, 10, 4], "Gate": ["B", "B", "T", ""]})
+    assert store.import_frame(frame, cell_column="Event", population_column="Gate", first_index=1) == 3
+    assert store.labels().tolist() == [0, 0] + [-1] * 7 + [1], "1-based 1, 2 and 10 are rows 0, 1 and 9; '' skipped"
+    with pytest.raises(CytoInputError, match=r"^The label file's column 'Event' has values that are not cell indices "
+                                             r"0–9 of this dataset \(0-based\)\.$"):
+        store.import_frame(frame, cell_column="Event", population_column="Gate")
+    with pytest.raises(CytoInputError, match=r"^A label file needs the columns 'cell_index' and 'population'\.$"):
+        store.import_frame(frame)
+    with pytest.raises(CytoInputError, match="two different columns"):
+        store.import_frame(frame, cell_column="Gate", population_column="Gate")
+    with pytest.raises(CytoInputError, match="not cell indices"):
+        store.import_frame(pd.DataFrame({"i": [1.5], "p": ["B"]}), "i", "p", first_index=1)
 
 
 def _worker(directory: str, start: int) -> None:
