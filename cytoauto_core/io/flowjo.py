@@ -45,14 +45,7 @@ def workspace_labels(wsp_path: Path, fcs_paths: Sequence[Path], gates: Sequence[
     wsp_path = Path(wsp_path)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FlowKit warns about every keyword it does not use
-        readable = _normalised(wsp_path, Path(tmp))
-        samples = [_sample(fk, Path(p)) for p in fcs_paths]
-        try:
-            workspace = fk.Workspace(str(readable), fcs_samples=[s for s, _ in samples])
-        except Exception as exc:  # FlowKit raises many error types for a workspace it cannot use
-            raise CytoInputError(f"The FlowJo workspace '{wsp_path.name}' could not be read ({_first_line(exc)}).") from exc
-        described = set(workspace.get_sample_ids())
-        ids = [_match(sample, path, described, wsp_path.name) for sample, path in samples]
+        workspace, samples, ids = _open(fk, wsp_path, fcs_paths, Path(tmp))
         all_paths = {gate_path(n, p): (n, p) for sid in ids for n, p in workspace.get_gate_ids(sid)}
         chosen = list(gates) if gates else _leaves(workspace, ids[0])
         unknown = [g for g in chosen if g not in all_paths]
@@ -72,6 +65,38 @@ def workspace_labels(wsp_path: Path, fcs_paths: Sequence[Path], gates: Sequence[
             parts.append(np.where(hits == 1, members.argmax(axis=1), -1).astype(np.int16))
     names = _population_names(chosen)
     return GateLabels(np.concatenate(parts), dict(enumerate(names)), chosen, overlaps, [len(p) for p in parts])
+
+
+@dataclass
+class WorkspaceGates:
+    """The gate paths a workspace defines for the given files (FlowJo's order) and which of them are leaves."""
+
+    gates: list[str]
+    leaves: list[str]
+
+
+def workspace_gates(wsp_path: Path, fcs_paths: Sequence[Path]) -> WorkspaceGates:
+    """List the workspace's gates for these FCS files without applying them (one sentence if it does not describe them)."""
+    import flowkit as fk
+
+    wsp_path = Path(wsp_path)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workspace, _, ids = _open(fk, wsp_path, fcs_paths, Path(tmp))
+        gates = list(dict.fromkeys(gate_path(n, p) for sid in ids for n, p in workspace.get_gate_ids(sid)))
+        return WorkspaceGates(gates, _leaves(workspace, ids[0]))
+
+
+def _open(fk, wsp_path: Path, fcs_paths: Sequence[Path], folder: Path):
+    """The FlowKit workspace with the files loaded, the (sample, path) pairs and each file's workspace sample id."""
+    readable = _normalised(wsp_path, folder)
+    samples = [_sample(fk, Path(p)) for p in fcs_paths]
+    try:
+        workspace = fk.Workspace(str(readable), fcs_samples=[s for s, _ in samples])
+    except Exception as exc:  # FlowKit raises many error types for a workspace it cannot use
+        raise CytoInputError(f"The FlowJo workspace '{wsp_path.name}' could not be read ({_first_line(exc)}).") from exc
+    described = set(workspace.get_sample_ids())
+    return workspace, samples, [_match(sample, path, described, wsp_path.name) for sample, path in samples]
 
 
 def _normalised(wsp_path: Path, folder: Path) -> Path:
