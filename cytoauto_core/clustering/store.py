@@ -61,6 +61,12 @@ class ClusterStore:
             head = read_json(self.directory / MANIFEST) or {"version": 0}
             return self._commit(clustering.clusters, names, clustering.description, features, head["version"] + 1)
 
+    def restore(self, clusters: np.ndarray, names: dict[int, str], description: str, features: list[str]) -> ClusterState:
+        """Replace the clustering by a saved one (from a session file), keeping its cluster names."""
+        with self._lock():
+            head = read_json(self.directory / MANIFEST) or {"version": 0}
+            return self._commit(clusters, names, description, features, head["version"] + 1)
+
     def merge(self, ids: list[int]) -> int:
         """Merge clusters `ids` into the first of them (keeping its name); returns the surviving id."""
         with self._lock():

@@ -1,0 +1,135 @@
+"""Session files: export a dataset's state, import it into a fresh workspace holding the same data file."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import LEVINE, ROOT
+from cytoauto_core.clustering.flowsom import ClusteringParams, FlowSOM
+from cytoauto_core.errors import CytoInputError
+from cytoauto_core.io import read_file
+from cytoauto_core.labels import LabelStore
+from cytoauto_core.models.bundle import load_bundle
+from cytoauto_core.session import cluster_store, export_session, import_session
+from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.workspace import Workspace
+
+FCS = LEVINE / "Levine_32dim_10k.fcs"
+SHIPPED_BUNDLE = ROOT / "models" / "demo_bone_marrow_vime"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A worked-on Levine dataset (labels from the matched gating, a colour, a cofactor, a map, a clustering with a
+    named cluster, a result) and its session file."""
+    ws = Workspace(tmp_path_factory.mktemp("first"))
+    dataset = read_file(FCS)
+    key = ws.add_dataset(dataset)
+    store = LabelStore(ws.labels_dir(key), dataset.n_cells)
+    matched = pd.read_csv(LEVINE / "Levine_32dim_10k_matched_labels.csv")
+    store.import_frame(matched.rename(columns={"row_in_fcs_0based": "cell_index"})[["cell_index", "population"]])
+    store.recolor(store.populations()[0].id, "#123456")
+    cd4 = next(p.id for p in store.populations() if p.name == "CD4_T_cells")
+    memory = store.create_population("CD4 memory")
+    store.assign(np.flatnonzero(store.labels() == cd4)[:40], memory, within=cd4)  # a gate within a gate
+    spec = default_spec(dataset)
+    spec.cofactors = {"CD3": 7.5}
+    ws.save_settings(key, {"transform": spec.to_dict(), "map": "embedding-test"})
+    x = transform_features(dataset, spec)
+    ws.save_array(key, "embedding-test", x[:, :2].copy(), {"method": "pca", "description": "first two markers"})
+    ws.save_array(key, "result-proba", np.full((dataset.n_cells, 3), 1 / 3, np.float32),
+                  {"model": "vime", "bundle_dir": SHIPPED_BUNDLE.name, "class_ids": [0, 1, 2]})
+    clusters = cluster_store(ws, key, dataset.n_cells)
+    clusters.save(FlowSOM(ClusteringParams(n_clusters=8, grid=5, epochs=2, seed=0)).fit_predict(x), spec.features)
+    clusters.rename(0, "T cells")
+    data = export_session(ws, key, dataset, SHIPPED_BUNDLE)
+    return ws, key, data
+
+
+def test_a_session_restores_labels_settings_maps_clustering_and_model(exported, tmp_path):
+    first, key, data = exported
+    fresh = Workspace(tmp_path / "second")
+    assert fresh.add_dataset(read_file(FCS)) == key, "the same data file gives the same dataset key"
+    summary = import_session(fresh, io.BytesIO(data), "levine.cytosession")
+    assert summary.key == key and summary.populations == 15 and summary.labelled_cells == 2_230
+    n = first.load_dataset(key).n_cells
+    before, after = LabelStore(first.labels_dir(key), n), LabelStore(fresh.labels_dir(key), n)
+    assert [(p.name, p.color) for p in after.populations()] == [(p.name, p.color) for p in before.populations()]
+    names = {p.id: p.name for p in after.populations()}
+    assert {names.get(p.parent) for p in after.populations() if p.name == "CD4 memory"} == {"CD4_T_cells"}
+    pd.testing.assert_frame_equal(after.to_frame(), before.to_frame())
+    assert fresh.load_settings(key) == first.load_settings(key)
+    np.testing.assert_array_equal(fresh.load_array(key, "embedding-test")[0], first.load_array(key, "embedding-test")[0])
+    was, now = cluster_store(first, key, n).current(), cluster_store(fresh, key, n).current()
+    np.testing.assert_array_equal(now.clusters, was.clusters)
+    assert now.names == was.names and now.names[0] == "T cells" and now.features == was.features
+    assert summary.bundle == SHIPPED_BUNDLE.name and fresh.load_array(key, "result-proba")[1]["bundle_dir"] == summary.bundle
+    assert load_bundle(str(fresh.models_dir / summary.bundle)).class_names, "the model bundle arrives verified"
+
+
+def test_importing_again_replaces_instead_of_adding(exported, tmp_path):
+    _, key, data = exported
+    fresh = Workspace(tmp_path / "again")
+    fresh.add_dataset(read_file(FCS))
+    import_session(fresh, io.BytesIO(data), "s.zip")
+    summary = import_session(fresh, io.BytesIO(data), "s.zip")
+    assert summary.labelled_cells == 2_230 and len(LabelStore(fresh.labels_dir(key), 10_000).populations()) == 15
+
+
+def test_a_session_without_its_data_file_is_one_sentence(exported, tmp_path):
+    _, _, data = exported
+    with pytest.raises(CytoInputError, match=r"belongs to the dataset 'Levine_32dim_10k.fcs' \(10,000 cells\).*"
+                                             r"load that data file first") as err:
+        import_session(Workspace(tmp_path / "empty"), io.BytesIO(data), "levine.cytosession")
+    assert "\n" not in str(err.value)
+
+
+def _rewrite(data: bytes, replace: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, replace.get(info.filename, src.read(info.filename)))
+        for name, content in replace.items():
+            if name not in src.namelist():
+                dst.writestr(name, content)
+    return out.getvalue()
+
+
+def _pickled_npy() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}] * 10_000, dtype=object), allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ({"labels.npy": _pickled_npy()}, "damaged entry"),
+    ({"bundle/weights.npz": b"not the saved weights"}, "has been modified"),
+    ({"extra/run.py": b"print('hi')"}, "unexpected entry"),
+    ({"session.json": b"{]"}, "not a session file"),
+])
+def test_a_damaged_session_is_refused_before_anything_is_written(exported, tmp_path, damage, message):
+    _, key, data = exported
+    fresh = Workspace(tmp_path / "damaged")
+    fresh.add_dataset(read_file(FCS))
+    with pytest.raises(CytoInputError, match=message):
+        import_session(fresh, io.BytesIO(_rewrite(data, damage)), "bad.zip")
+    assert fresh.load_settings(key) is None and not LabelStore(fresh.labels_dir(key), 10_000).populations()
+    assert not list(fresh.models_dir.iterdir()), "no bundle and no staging folder is left behind"
+
+
+def test_not_a_zip_is_one_sentence(tmp_path):
+    with pytest.raises(CytoInputError, match="'notes.txt' is not a session file"):
+        import_session(Workspace(tmp_path), io.BytesIO(b"just text"), "notes.txt")
+
+
+def test_the_session_manifest_is_plain_json(exported):
+    _, key, data = exported
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("session.json"))
+        assert all(not n.endswith((".pkl", ".pickle")) for n in archive.namelist())
+    assert manifest["dataset"]["key"] == key and manifest["settings"]["transform"]["cofactors"] == {"CD3": 7.5}
