@@ -6,7 +6,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow start-up c
 
 import streamlit as st
 
-from ui import state
+from ui import server
+
+server.start_once()  # before ui.state loads numba: thread bounds, no Keras clean-up after runs, numba warm-up
+
+from ui import state  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 st.set_page_config(page_title="CytoAutoCluster", page_icon="🧬", layout="wide")
