@@ -1,12 +1,20 @@
 """Label page: lasso or box cells on the map or a biaxial plot and name them; every action is saved at once."""
+import json
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from cytoauto_core.biaxial import default_axes, point_density
 from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.io.flowjo import WorkspaceGates
+from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
+from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, Assignment
 from cytoauto_core.selection import cells_in_selection
 from ui import maps, state
 from ui.plots import heatmap_figure, scatter_figure
@@ -17,6 +25,8 @@ store = state.label_store(key, dataset)
 markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
 SELECTED = f"selected-{key}"
 PREVIEW_CELLS = 20_000  # median preview per population: a seeded subsample keeps it instant on 1M cells
+LABELS, DENSITY = "labels", "density (pseudocolour)"
+FORMATS = {"PNG": "png", "SVG": "svg"}
 
 st.title("Label")
 
@@ -25,53 +35,108 @@ def _at_most(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return rows if rows.size <= n else np.sort(rng.choice(rows, n, replace=False))
 
 
-def _act(action, *args) -> None:
+def _act(action, *args, **kwargs):
     """Run a label-store action, reporting bad input as one sentence."""
     try:
-        action(*args)
+        return action(*args, **kwargs)
     except CytoInputError as exc:
         st.session_state["label_error"] = str(exc)
+        return None
+
+
+def _config(name: str) -> dict:
+    """Plotly's camera button downloads the figure in the format chosen on the page (PNG or SVG)."""
+    fmt = FORMATS[st.session_state.get("label-figure-format", "PNG")]
+    return {"displaylogo": False, "toImageButtonOptions": {"format": fmt, "filename": f"{Path(dataset.name).stem}_{name}", "scale": 2}}
+
+
+def _report(done: Assignment, name: str) -> None:
+    """Say what an assignment took from other populations, and warn about populations it left too small to train."""
+    moved = done.moved_sentence()
+    if moved:
+        st.session_state["label_notice"] = f"Assigned {done.changed:,} cells to {name}: {moved}"
+    if done.below_minimum:
+        st.session_state["label_warning"] = (
+            f"Now below the training minimum of {MIN_LABELS_FOR_TRAINING} cells because of this: "
+            f"{', '.join(done.below_minimum)}.")
+
+
+def _colours(choice: str, xy: np.ndarray, rows: np.ndarray, populations, labels: np.ndarray) -> dict:
+    """scatter_figure's colour arguments for a 'Colour by' choice."""
+    if choice == LABELS:
+        return dict(color=maps.codes_for(labels, [p.id for p in populations]), categories=[p.name for p in populations],
+                    colors=[p.color for p in populations])
+    if choice == DENSITY:
+        density = np.zeros(len(xy), np.float32)
+        density[rows] = point_density(xy[rows])
+        return dict(color=density, colorscale="Jet", colorbar_title="log density")
+    values, categories = maps.color_values(choice, dataset, x, spec.features)
+    return dict(color=values, categories=categories)
 
 
 @st.fragment
 def labelling() -> None:
-    view = st.radio("Select on", ["Map", "Marker vs marker"], horizontal=True)
+    has_map = bool(maps.stored_maps(key))
+    view = st.radio("Select on", ["Map", "Marker vs marker"], index=0 if has_map else 1, horizontal=True)
+    populations = store.populations()
+    labels = store.labels()
+    names = {p.id: p.name for p in populations}
     if view == "Map":
         picked = maps.map_picker(key, "Map to label on")
         if picked is None:
             st.info("Compute a map on the **Map** page first, or label on a marker-vs-marker plot.")
+            population_table(labels)
             return
-        name, xy, meta = picked
+        plot_name, xy, meta = picked
         axis = (f"{meta['method'].upper()} 1", f"{meta['method'].upper()} 2")
-        chart_key = f"label-map-{name}"
     else:
+        first, second = default_axes(x)
         c1, c2 = st.columns(2)
-        mx = c1.selectbox("x marker", markers, index=0)
-        my = c2.selectbox("y marker", markers, index=min(1, len(markers) - 1))
+        mx = c1.selectbox("x marker", markers, index=first)
+        my = c2.selectbox("y marker", markers, index=second)
+        st.caption(f"Default axes: {markers[first]} and {markers[second]}, the two markers with the widest spread "
+                   "(highest variance of the transformed values).")
         xy = x[:, [markers.index(mx), markers.index(my)]]
-        axis = (mx, my)
-        chart_key = f"label-biax-{mx}-{my}"
+        axis, plot_name = (mx, my), f"{mx}-vs-{my}"
 
-    populations = store.populations()
-    labels = store.labels()
-    codes = maps.codes_for(labels, [p.id for p in populations])
-    rows = maps.drawn_rows(key, dataset.n_cells, "", None)
-    fig = scatter_figure(xy, rows, codes, categories=[p.name for p in populations],
-                         colors=[p.color for p in populations], axis=axis,
-                         title="Draw a lasso or box, then assign the cells to a population")
-    event = st.plotly_chart(fig, key=f"{chart_key}-v{store.version()}", on_select="rerun",
-                            selection_mode=("lasso", "box"))
+    c1, c2, c3 = st.columns([2, 2, 1])
+    choices = [LABELS, DENSITY, *maps.color_choices(dataset, spec.features)]
+    colour = c1.selectbox("Colour by", choices, index=choices.index(LABELS if view == "Map" else DENSITY),
+                          key=f"colour-{view}")
+    within = c2.selectbox("Show only cells of", [None, *names], format_func=lambda i: "all cells" if i is None else names[i],
+                          key=f"within-{key}", help="Gate within a gate: a lasso then selects only among these cells, "
+                                                    "and a new population drawn here is recorded inside this one.")
+    c3.radio("Download format", list(FORMATS), horizontal=True, key="label-figure-format",
+             help="The camera button above the plot saves it in this format.")
+    members = store.members(within) if within is not None else None
+    if members is None:
+        rows = maps.drawn_rows(key, dataset.n_cells, "", None)
+    else:
+        rows = _at_most(members, maps.MAX_DRAWN, np.random.default_rng(0))
+    shown = f" · only {names[within]} and its sub-populations ({members.size:,} cells)" if members is not None else ""
+    fig = scatter_figure(xy, rows, axis=axis, title=f"Draw a lasso or box, then assign the cells to a population{shown}",
+                         **_colours(colour, xy, rows, populations, labels))
+    chart_key = f"label-{plot_name}-{within}-{colour}-v{store.version()}"  # a new plot starts with no selection
+    event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("lasso", "box"),
+                            config=_config(plot_name))
     selection = event.selection if event else None
-    if selection and (selection.get("box") or selection.get("lasso")):
-        started = time.perf_counter()
-        st.session_state[SELECTED] = cells_in_selection(np.asarray(xy), selection)
-        st.session_state["selection_ms"] = (time.perf_counter() - started) * 1000
-    selected = st.session_state.get(SELECTED, np.empty(0, np.int64))
+    shapes = {k: selection.get(k) or [] for k in ("box", "lasso")} if selection else {}
+    selected = np.empty(0, np.int64)
+    if any(shapes.values()):
+        signature = (chart_key, json.dumps(shapes, sort_keys=True, default=str))
+        cached = st.session_state.get(SELECTED)
+        if cached is None or cached[0] != signature:
+            started = time.perf_counter()
+            found = cells_in_selection(np.asarray(xy), shapes) if members is None else \
+                members[cells_in_selection(np.asarray(xy)[members], shapes)]
+            st.session_state[SELECTED] = cached = (signature, found)
+            st.session_state["selection_ms"] = (time.perf_counter() - started) * 1000
+        selected = cached[1]
 
-    st.markdown(f"**{selected.size:,} cells selected** (every cell inside the shape, drawn or not)")
+    where = f" of {names[within]}" if members is not None else ""
+    st.markdown(f"**{selected.size:,} cells selected**{where} (every cell inside the shape, drawn or not)")
     left, right = st.columns([2, 3])
     with left:
-        names = {p.id: p.name for p in populations}
         with st.form("new-pop", clear_on_submit=True):
             new_name = st.text_input("New population name", placeholder="e.g. CD4 T cells")
             if st.form_submit_button("Create population") and new_name:
@@ -80,12 +145,12 @@ def labelling() -> None:
         target = st.selectbox("Population", list(names), format_func=names.get) if names else None
         b1, b2 = st.columns(2)
         if b1.button("Assign selection", type="primary", disabled=target is None or selected.size == 0):
-            _act(store.assign, selected, target)
-            st.session_state.pop(SELECTED, None)
+            done = _act(store.assign, selected, target, within=within)
+            if done is not None:
+                _report(done, names[target])
             st.rerun(scope="fragment")
         if b2.button("Remove labels from selection", disabled=selected.size == 0):
             _act(store.unassign, selected)
-            st.session_state.pop(SELECTED, None)
             st.rerun(scope="fragment")
         u1, u2 = st.columns(2)
         if u1.button("↶ Undo", disabled=not store.can_undo()):
@@ -115,45 +180,100 @@ def labelling() -> None:
                     st.rerun(scope="fragment")
         if "label_error" in st.session_state:
             st.error(st.session_state.pop("label_error"))
+        if "label_notice" in st.session_state:
+            st.info(st.session_state.pop("label_notice"))
+        if "label_warning" in st.session_state:
+            st.warning(st.session_state.pop("label_warning"))
     with right:
-        counts = store.counts()
-        if counts.empty:
-            st.info("No populations yet: create one, draw around its cells and press **Assign selection**.")
-        else:
-            st.dataframe(counts[["name", "cells", "enough_for_training"]], hide_index=True, width="stretch")
-            few = counts.loc[~counts["enough_for_training"], "name"].tolist()
-            if few:
-                st.warning(f"Too few labelled cells to train (fewer than {MIN_LABELS_FOR_TRAINING}): {', '.join(few)}.")
-            labelled = counts[counts["cells"] > 0]
-            if not labelled.empty:
-                rng = np.random.default_rng(0)
-                medians = pd.DataFrame(
-                    [np.median(x[_at_most(np.flatnonzero(labels == pid), PREVIEW_CELLS, rng)], axis=0)
-                     for pid in labelled["id"]],
-                    index=labelled["name"], columns=markers,
-                )
-                st.plotly_chart(heatmap_figure(medians, "Median expression of labelled cells (transformed)",
-                                               colorscale="Viridis", zmid=None), key="label-medians")
+        population_table(labels)
+
+
+def population_table(labels: np.ndarray) -> None:
+    """The population tree with cells, % of all cells and % of parent, then the median expression per population."""
+    tree = store.tree()
+    if tree.empty:
+        st.info("No populations yet: create one, draw around its cells and press **Assign selection**.")
+        return
+    indent = ["\u2003" * max(d - 1, 0) + ("↳ " if d else "") for d in tree["depth"]]
+    st.dataframe(pd.DataFrame({
+        "name": [i + n for i, n in zip(indent, tree["name"])], "cells": tree["cells"],
+        "% of all": tree["pct_of_all"].round(2), "% of parent": tree["pct_of_parent"].round(2),
+        "enough_for_training": tree["enough_for_training"],
+    }), hide_index=True, width="stretch")
+    st.caption("Cells include sub-populations (↳, drawn with *Show only cells of* set to the parent). "
+               "% of parent is of that parent's cells; a top-level population's parent is all cells.")
+    few = tree.loc[~tree["enough_for_training"], "name"].tolist()
+    if few:
+        st.warning(f"Too few labelled cells to train (fewer than {MIN_LABELS_FOR_TRAINING}): {', '.join(few)}.")
+    labelled = tree[tree["own_cells"] > 0]
+    if not labelled.empty:
+        rng = np.random.default_rng(0)
+        medians = pd.DataFrame(
+            [np.median(x[_at_most(np.flatnonzero(labels == pid), PREVIEW_CELLS, rng)], axis=0)
+             for pid in labelled["id"]],
+            index=labelled["name"], columns=markers,
+        )
+        st.plotly_chart(heatmap_figure(medians, "Median expression of labelled cells (transformed)",
+                                       colorscale="Viridis", zmid=None), key="label-medians",
+                        config=_config("medians"))
 
 
 labelling()
 
+
+@contextmanager
+def _saved(upload) -> Iterator[Path]:
+    """The uploaded workspace as a temporary file under its own name (FlowKit's messages name it); deleted after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(upload.name).name or "workspace.wsp")
+        path.write_bytes(upload.getvalue())
+        yield path
+
+
+def _wsp_gates(upload) -> WorkspaceGates:
+    """The uploaded workspace's gates for this dataset, read once per upload."""
+    cache = st.session_state.setdefault(f"wsp-{key}", {})
+    if upload.file_id not in cache:
+        with _saved(upload) as path:
+            listed = dataset_gates(path, dataset)
+        cache.clear()
+        cache[upload.file_id] = listed
+    return cache[upload.file_id]
+
+
 st.subheader("Import and export labels")
-c1, c2, c3 = st.columns(3)
-with c1:
-    st.download_button("Download labels (CSV)", store.to_frame().to_csv(index=False),
-                       file_name=f"{dataset.name}_labels.csv", mime="text/csv")
-with c2:
-    upload = st.file_uploader("Import labels CSV (cell_index, population)", type=["csv"], key=f"labels-up-{key}")
-    if upload is not None and st.button("Import file"):
+from_csv, from_annotation, from_flowjo, export = st.tabs(["Labels CSV", "Annotation column", "FlowJo workspace",
+                                                         "Download"])
+with from_csv:
+    upload = st.file_uploader("Import labels CSV", type=["csv"], key=f"labels-up-{key}",
+                              help="Any CSV with one row per labelled cell: choose its cell-index and population columns.")
+    if upload is not None:
         try:
-            n = store.import_frame(pd.read_csv(upload))
-            st.success(f"Imported labels for {n:,} cells.")
-        except CytoInputError as exc:
-            st.error(str(exc))
+            frame = pd.read_csv(upload)
         except (ValueError, pd.errors.ParserError):
-            st.error("The label file could not be read as CSV.")
-with c3:
+            frame = None
+            st.error(f"'{upload.name}' could not be read as CSV.")
+        if frame is not None:
+            columns = [str(c) for c in frame.columns]
+            frame.columns = columns
+            c1, c2, c3 = st.columns(3)
+            cell_column = c1.selectbox("Cell index column", columns,
+                                       index=columns.index("cell_index") if "cell_index" in columns else 0)
+            pop_column = c2.selectbox("Population column", columns, index=columns.index("population")
+                                      if "population" in columns else min(1, len(columns) - 1))
+            base = c3.radio("First cell is", [0, 1], horizontal=True,
+                            format_func=lambda b: f"{b} ({'Python, this app' if b == 0 else 'R, FlowJo'})")
+            if st.button("Import file"):
+                try:
+                    n = store.import_frame(frame, cell_column, pop_column, first_index=base)
+                except CytoInputError as exc:
+                    st.error(str(exc))
+                else:
+                    st.session_state["csv-done"] = f"Imported labels for {n:,} cells from '{upload.name}'."
+                    st.rerun()
+    if "csv-done" in st.session_state:
+        st.success(st.session_state.pop("csv-done"))
+with from_annotation:
     columns = list(dataset.annotations.columns)
     if columns:
         column = st.selectbox("Annotation column", columns)
@@ -166,3 +286,38 @@ with c3:
             st.rerun()
     else:
         st.caption("This dataset has no annotation column to import from.")
+with from_flowjo:
+    wsp = st.file_uploader("FlowJo workspace (.wsp) describing this dataset's FCS files", type=["wsp"],
+                           key=f"wsp-up-{key}")
+    if wsp is not None:
+        try:
+            listed = _wsp_gates(wsp)
+        except CytoInputError as exc:
+            st.error(str(exc))
+        else:
+            chosen = st.multiselect("Gates that become populations", listed.gates, default=listed.leaves,
+                                    help="The leaf gates by default. A cell in two chosen gates stays unlabelled.")
+            c1, c2 = st.columns(2)
+            per_gate = c1.number_input("Cells per gate (0 = all)", 0, 10_000_000, 0,
+                                       help="Label only this many randomly chosen cells of each gate.")
+            gate_seed = c2.number_input("Gate sampling seed", 0, 2**31 - 1, 0)
+            if st.button("Import gates", disabled=not chosen):
+                try:
+                    with _saved(wsp) as wsp_path:
+                        gated = dataset_gate_labels(wsp_path, dataset, chosen)
+                except CytoInputError as exc:
+                    st.error(str(exc))
+                else:
+                    n = store.import_annotation(gate_names(gated), per_gate or None, int(gate_seed))
+                    counts = ", ".join(f"{min(c, per_gate) if per_gate else c:,} {name}"
+                                       for name, c in sorted(gated.counts().items(), key=lambda kv: -kv[1]))
+                    st.session_state["wsp-done"] = (
+                        f"Labelled {n:,} cells from {len(chosen)} gates of '{wsp.name}': {counts or 'no cells'}."
+                        + (f" {gated.overlaps:,} cells lie in two or more chosen gates and stay unlabelled."
+                           if gated.overlaps else " No cell lies in two chosen gates."))
+                    st.rerun()
+            if "wsp-done" in st.session_state:
+                st.success(st.session_state.pop("wsp-done"))
+with export:
+    st.download_button("Download labels (CSV)", store.to_frame().to_csv(index=False),
+                       file_name=f"{dataset.name}_labels.csv", mime="text/csv")

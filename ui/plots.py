@@ -23,7 +23,8 @@ def histogram_figure(values: np.ndarray, title: str, bins: int = 120) -> go.Figu
 
 
 def box_figure(x: np.ndarray, names: list[str]) -> go.Figure:
-    """Boxplots from exact quartiles of every cell (whiskers at 1.5 IQR clipped to the data)."""
+    """Boxplots from exact quartiles of every cell (whiskers at 1.5 IQR clipped to the data), side by side: each box
+    at its own x (a precomputed box without x would sit at x = 0, all on top of each other)."""
     fig = go.Figure()
     for j, name in enumerate(names):
         col = x[:, j]
@@ -31,7 +32,7 @@ def box_figure(x: np.ndarray, names: list[str]) -> go.Figure:
         iqr = q3 - q1
         lo = max(float(col.min()), q1 - 1.5 * iqr)
         hi = min(float(col.max()), q3 + 1.5 * iqr)
-        fig.add_trace(go.Box(name=name, q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi],
+        fig.add_trace(go.Box(name=name, x=[name], q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi],
                              marker_color="#1f6fb2", showlegend=False))
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10))
     return fig
@@ -51,11 +52,11 @@ def heatmap_figure(frame: pd.DataFrame, title: str, colorscale: str = "RdBu_r", 
 def scatter_figure(
     xy: np.ndarray, rows: np.ndarray, color: np.ndarray | None, *, categories: list[str] | None = None,
     colors: list[str] | None = None, title: str = "", axis: tuple[str, str] = ("dim 1", "dim 2"),
-    hover: np.ndarray | None = None, height: int = 620,
+    hover: np.ndarray | None = None, height: int = 620, colorscale: str = "Viridis", colorbar_title: str = "",
 ) -> go.Figure:
     """One Scattergl trace (selection-safe) of the drawn `rows`, customdata = row id.
 
-    `color` is numeric (continuous colour bar) or integer codes into `categories` (-1 = unassigned);
+    `color` is numeric (continuous colour bar in `colorscale`) or integer codes into `categories` (-1 = unassigned);
     a categorical legend is drawn with empty dummy traces so selection still reads one trace.
     """
     pts = xy[rows]
@@ -74,8 +75,8 @@ def scatter_figure(
     elif color is not None:
         values = np.asarray(color)[rows]
         lo, hi = np.nanquantile(values, [0.01, 0.99]) if values.size else (0, 1)
-        marker.update(color=values, colorscale="Viridis", cmin=float(lo), cmax=float(hi), showscale=True,
-                      colorbar=dict(thickness=12))
+        marker.update(color=values, colorscale=colorscale, cmin=float(lo), cmax=float(hi), showscale=True,
+                      colorbar=dict(thickness=12, title=colorbar_title))
     else:
         marker["color"] = "#1f6fb2"
     trace = go.Scattergl(
