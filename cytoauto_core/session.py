@@ -69,7 +69,8 @@ def export_session(ws: Workspace, key: str, dataset: Dataset, bundle_folder: Pat
         "format": FORMAT,
         "dataset": {"key": key, "name": dataset.name, "n_cells": dataset.n_cells},
         "settings": ws.load_settings(key) or {},
-        "populations": [{"id": p.id, "name": p.name, "color": p.color, "parent": p.parent} for p in store.populations()],
+        "populations": [{"id": p.id, "name": p.name, "color": p.color, "parent": p.parent}
+                        for p in store.populations()],
         "arrays": {name: meta for name, (_, meta) in arrays.items()},
         "clustering": None if clustering is None else {
             "names": {str(c): n for c, n in clustering.names.items()},
@@ -203,7 +204,8 @@ def _check_clustering(clustering: dict | None, clusters: np.ndarray | None, file
         names = {int(c): str(n) for c, n in clustering["names"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CytoInputError(f"The session file '{file_name}' has a damaged clustering.") from exc
-    if clusters.dtype.kind not in "iu" or not set(np.unique(clusters).tolist()) <= set(names) or min(names, default=0) < 0:
+    in_use = set(np.unique(clusters).tolist())
+    if clusters.dtype.kind not in "iu" or not in_use <= set(names) or min(names, default=0) < 0:
         raise CytoInputError(f"The session file '{file_name}' has a clustering whose clusters are not all named.")
     return names
 
@@ -241,5 +243,6 @@ def _restore_labels(store: LabelStore, populations: list[dict], labels: np.ndarr
     for population in populations:
         parent = population["parent"]
         cells = np.flatnonzero(labels == population["id"])
-        labelled += store.assign(cells, new_ids[population["id"]], within=None if parent is None else new_ids[parent]).changed
+        within = None if parent is None else new_ids[parent]
+        labelled += store.assign(cells, new_ids[population["id"]], within=within).changed
     return labelled

@@ -2,10 +2,20 @@
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.transforms import COFACTOR_FLOW, COFACTOR_MASS, TransformSpec
+from cytoauto_core.dataset import Dataset
+from cytoauto_core.transforms import COFACTOR_FLOW, COFACTOR_MASS, ScaleGuess, TransformSpec, detect_scale
 from ui import state
+from ui.cofactors import cofactor_panel
+from ui.session_panel import session_panel
 from ui.upload import store_uploads
 from ui.widgets import show_error
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _scale(key: str, _dataset: Dataset) -> ScaleGuess:
+    """Whether the dataset's values already look transformed (value range, writer keywords)."""
+    return detect_scale(_dataset)
+
 
 ws = state.workspace()
 key, dataset = state.current_dataset()
@@ -43,6 +53,11 @@ for warning in dataset.warnings:
 
 spec = state.transform_spec(key, dataset)
 st.subheader("Channels and transform")
+scale = _scale(key, dataset)
+if scale.transformed and not spec.arcsinh:
+    st.info(scale.reason)
+elif scale.transformed:
+    st.warning(f"These values look transformed already, yet arcsinh is applied again. {scale.reason}")
 left, right = st.columns([3, 1])
 with right:
     presets = {"Mass cytometry (cofactor 5)": COFACTOR_MASS, "Flow cytometry (cofactor 150)": COFACTOR_FLOW,
@@ -88,6 +103,8 @@ if not chosen:
 elif new_spec != spec:
     state.save_transform_spec(key, new_spec)
     spec = new_spec
+if chosen:
+    cofactor_panel(key, dataset, spec)
 
 st.subheader("Summary")
 c1, c2, c3, c4 = st.columns(4)
@@ -110,3 +127,5 @@ if spec.features:
     preview = pd.DataFrame(x[:200], columns=[dataset.channels[i].marker for i in dataset.channel_index(spec.features)])
     st.caption("First 200 cells after the transform")
     st.dataframe(preview, height=240)
+
+session_panel(key, dataset)

@@ -8,9 +8,11 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from conftest import LEVINE, ROOT
 from cytoauto_core.clustering.flowsom import ClusteringParams, FlowSOM
+from cytoauto_core.demo import ensure_demo
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.io import read_file
 from cytoauto_core.labels import LabelStore
@@ -64,11 +66,13 @@ def test_a_session_restores_labels_settings_maps_clustering_and_model(exported, 
     assert {names.get(p.parent) for p in after.populations() if p.name == "CD4 memory"} == {"CD4_T_cells"}
     pd.testing.assert_frame_equal(after.to_frame(), before.to_frame())
     assert fresh.load_settings(key) == first.load_settings(key)
-    np.testing.assert_array_equal(fresh.load_array(key, "embedding-test")[0], first.load_array(key, "embedding-test")[0])
+    np.testing.assert_array_equal(fresh.load_array(key, "embedding-test")[0],
+                                  first.load_array(key, "embedding-test")[0])
     was, now = cluster_store(first, key, n).current(), cluster_store(fresh, key, n).current()
     np.testing.assert_array_equal(now.clusters, was.clusters)
     assert now.names == was.names and now.names[0] == "T cells" and now.features == was.features
-    assert summary.bundle == SHIPPED_BUNDLE.name and fresh.load_array(key, "result-proba")[1]["bundle_dir"] == summary.bundle
+    assert summary.bundle == SHIPPED_BUNDLE.name
+    assert fresh.load_array(key, "result-proba")[1]["bundle_dir"] == summary.bundle
     assert load_bundle(str(fresh.models_dir / summary.bundle)).class_names, "the model bundle arrives verified"
 
 
@@ -133,3 +137,24 @@ def test_the_session_manifest_is_plain_json(exported):
         manifest = json.loads(archive.read("session.json"))
         assert all(not n.endswith((".pkl", ".pickle")) for n in archive.namelist())
     assert manifest["dataset"]["key"] == key and manifest["settings"]["transform"]["cofactors"] == {"CD3": 7.5}
+
+
+def test_data_page_opens_a_session_made_in_another_workspace(workspace_dir, tmp_path):
+    other = Workspace(tmp_path / "colleague")
+    key = ensure_demo(other)
+    dataset = other.load_dataset(key)
+    store = LabelStore(other.labels_dir(key), dataset.n_cells)
+    store.assign(np.arange(0, 300), store.create_population("T cells", "#aa0000"))
+    spec = default_spec(dataset)
+    other.save_settings(key, {"transform": {**spec.to_dict(), "cofactor": 150.0}})
+    data = export_session(other, key, dataset)
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert any("arcsinh(x / 5)" in m.value for m in at.markdown)
+    at.file_uploader(key="session-upload").set_value(("colleague_session.zip", data, "application/zip")).run()
+    next(b for b in at.button if b.label == "Open session").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("1 population(s), 300 labelled cells" in s.value for s in at.success)
+    assert any("arcsinh(x / 150)" in m.value for m in at.markdown), "the colleague's transform settings are in use"
+    mine = LabelStore(Workspace(workspace_dir).labels_dir(key), dataset.n_cells)
+    assert [(p.name, p.color) for p in mine.populations()] == [("T cells", "#aa0000")]

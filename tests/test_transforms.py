@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from conftest import CORPUS, LEVINE, SHARED
+from conftest import CORPUS, LEVINE, ROOT, SHARED
 from cytoauto_core.dataset import Dataset, Spillover, make_channels
 from cytoauto_core.demo import make_demo
 from cytoauto_core.errors import CytoInputError
@@ -14,6 +15,8 @@ from cytoauto_core.transforms import (
     transform_events, transform_features,
 )
 
+COVID_FCS = (SHARED / "devsuite/covid19_flow_wsp/fcs"
+             / "export_COVID19 samples 21_04_20_ST3_COVID19_ICU_005_A ST3 210420_080_Live_cells.fcs")
 HIMC_CD4_EM = SHARED / "devsuite/himc_ctrl_cytof/fcs/02Feb18_Helios2_Plate3_Sample1_HIMCctrl_CD4-EM.fcs"
 
 
@@ -87,8 +90,7 @@ def test_suggested_cofactors_fit_the_instrument():
     demo = make_demo(5_000)
     mass = suggest_cofactors(demo, default_spec(demo))
     assert mass and all(COFACTOR_MASS <= s.cofactor <= 2 * COFACTOR_MASS for s in mass)
-    flow = read_file(SHARED / "devsuite/covid19_flow_wsp/fcs" /
-                     "export_COVID19 samples 21_04_20_ST3_COVID19_ICU_005_A ST3 210420_080_Live_cells.fcs")
+    flow = read_file(COVID_FCS)
     suggestions = suggest_cofactors(flow, default_spec(flow))
     assert len(suggestions) >= 10
     assert 50 <= float(np.median([s.cofactor for s in suggestions])) <= 1_000, "compensated flow: cofactors near 150"
@@ -102,3 +104,25 @@ def test_scaler_round_trips_as_json():
     np.testing.assert_allclose(again.transform(x).mean(axis=0), 0, atol=1e-4)
     minmax = Scaler("minmax").fit(x).transform(x)
     assert np.quantile(minmax, 0.005) == pytest.approx(0, abs=1e-2) and np.quantile(minmax, 0.995) == pytest.approx(1, abs=1e-2)
+
+
+def test_data_page_says_why_levine_is_not_transformed_again(workspace_dir):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.info and any("arcsinh(x / 5)" in m.value for m in at.markdown), "the demo's raw counts: arcsinh 5"
+    at.file_uploader[0].set_value(("Levine_32dim_10k.fcs", (LEVINE / "Levine_32dim_10k.fcs").read_bytes(),
+                                   "application/octet-stream")).run()
+    next(b for b in at.button if b.label == "Load files").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("no further transform" in i.value and "flowCore" in i.value for i in at.info)
+    assert any("none (data used as is)" in m.value for m in at.markdown)
+    assert not next(c for c in at.checkbox if c.label == "Apply arcsinh").value
+
+
+def test_data_page_suggests_cofactors_for_a_compensated_flow_file(workspace_dir):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.file_uploader[0].set_value((COVID_FCS.name, COVID_FCS.read_bytes(), "application/octet-stream")).run()
+    next(b for b in at.button if b.label == "Load files").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(m.value.startswith("**Transform:** arcsinh(x / 150)") for m in at.markdown)
+    assert any(e.label.startswith("Suggested cofactors for") for e in at.expander)
+    assert next(b for b in at.button if b.label.startswith("Use the suggested cofactor")).disabled, "nothing accepted"
