@@ -45,8 +45,9 @@ def names_of(population_id: np.ndarray, names: dict[int, str]) -> np.ndarray:
 
 def labelled_frame(dataset: Dataset, cells: LabelledCells, features: np.ndarray | None = None,
                    feature_names: list[str] | None = None, include_probabilities: bool = False) -> pd.DataFrame:
-    """One row per cell: original channels, optional transformed features, population id/name, confidence, map, sample."""
-    frame = pd.DataFrame(np.asarray(dataset.events), columns=dataset.channel_names, copy=False)
+    """One row per cell: original channels (named by marker), optional transformed features, population id/name,
+    confidence, map, sample."""
+    frame = pd.DataFrame(np.asarray(dataset.events), columns=marker_columns(dataset), copy=False)
     if features is not None:
         for j, name in enumerate(feature_names or []):
             frame[f"{name}_transformed"] = features[:, j]
@@ -63,6 +64,14 @@ def labelled_frame(dataset: Dataset, cells: LabelledCells, features: np.ndarray 
     for column in dataset.annotations.columns:
         frame[f"annotation_{column}"] = dataset.annotations[column].to_numpy()
     return frame
+
+
+def marker_columns(dataset: Dataset) -> list[str]:
+    """Column names for the original channels of a table export: the marker ($PnS, e.g. CD3) a biologist reads, the
+    detector ($PnN, e.g. Er170Di) where a marker would clash with another column."""
+    reserved = {"population_id", "population", "confidence", "map_x", "map_y", "sample"}
+    markers = [c.name if c.marker in reserved else c.marker for c in dataset.channels]
+    return make_unique(markers)
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import replace
 
 import flowio
 import flowkit
@@ -53,11 +54,30 @@ def test_labelled_csv_has_every_column_a_user_needs():
     cells = _cells(ds.n_cells)
     frame = pd.read_csv(io.BytesIO(csv_bytes(labelled_frame(ds, cells, include_probabilities=False))))
     assert len(frame) == 2_000
-    assert frame.columns[: len(ds.channel_names)].tolist() == ds.channel_names
+    markers = [c.marker for c in ds.channels]
+    assert frame.columns[: len(ds.channel_names)].tolist() == markers, "columns are named by marker, not detector"
+    assert "CD45" in frame.columns and "Pr141Di" not in frame.columns
     assert {"population_id", "population", "confidence", "map_x", "map_y", "sample", "annotation_population"} <= set(frame.columns)
     assert (frame["population"].to_numpy() == cells.population_names()).all()
     assert (frame.loc[frame["population_id"] == -1, "population"] == "unassigned").all()
-    np.testing.assert_allclose(frame["Pr141Di"], ds.events[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(frame[ds.channels[0].marker], ds.events[:, 0], rtol=1e-6)
+
+
+def test_labelled_fcs_keeps_detectors_as_pnn_and_markers_as_pns(tmp_path):
+    ds = make_demo(1_000, seed=2)
+    write_labelled_fcs(tmp_path / "labelled.fcs", ds, _cells(ds.n_cells))
+    raw = flowio.FlowData(str(tmp_path / "labelled.fcs"))
+    channels = [raw.channels[i + 1] for i in range(len(ds.channels))]
+    assert [c["pnn"] for c in channels] == ds.channel_names
+    assert [c.get("pns") or c["pnn"] for c in channels] == [c.marker for c in ds.channels]
+
+
+def test_a_marker_named_like_an_export_column_keeps_its_detector_name():
+    ds = make_demo(1_000, seed=3)
+    ds.channels[0] = replace(ds.channels[0], marker="population")
+    frame = labelled_frame(ds, _cells(ds.n_cells))
+    assert frame.columns[0] == ds.channels[0].name
+    assert frame["population"].isin(["T cells", "B cells", "NK cells", "unassigned"]).all()
 
 
 def test_abundance_percentages_per_sample():
