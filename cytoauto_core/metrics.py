@@ -6,6 +6,7 @@ A PREDICTION of -1 is kept and counts as wrong (never equal to a true population
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -13,7 +14,11 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.neighbors import NearestNeighbors
 
+from .dataset import NOT_A_POPULATION
+from .dataset import UNASSIGNED as UNASSIGNED_NAME
+
 UNASSIGNED = -1
+_NAME_NOISE = re.compile(r"[\s_]+")
 
 
 def _scored(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +96,31 @@ def per_population_report(pred: np.ndarray, truth: np.ndarray, names: Mapping[in
         {"name": [names.get(int(k), str(k)) for k in labels], "precision": p, "recall": r, "f1": f, "support": s},
         index=pd.Index(labels, name="label"),
     )
+
+
+def name_key(name: object) -> str:
+    """How population names are matched: case, spaces and underscores ignored ('CD4 T cells' == 'CD4_T_cells')."""
+    return _NAME_NOISE.sub("", str(name)).casefold()
+
+
+def codes_by_name(predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Integer labels for per-cell predicted and true population names, matched by name_key.
+
+    Returns (pred, truth, vocabulary): `vocabulary[i]` is true population i as the annotation spells it; true names
+    that are no population ('', 'unassigned', 'nan') and a predicted 'unassigned' become -1; a predicted name the
+    annotation lacks becomes len(vocabulary), which never equals a true population.
+    """
+    truth_codes, truth_names = pd.factorize(np.asarray(truth, dtype=object).astype(str))
+    pred_codes, pred_names = pd.factorize(np.asarray(predicted, dtype=object).astype(str))
+    vocabulary: dict[str, str] = {}
+    for name in sorted(truth_names):
+        if name.lower() not in NOT_A_POPULATION:
+            vocabulary.setdefault(name_key(name), name)
+    index = {key: i for i, key in enumerate(vocabulary)}
+    truth_lookup = np.array([index.get(name_key(n), UNASSIGNED) for n in truth_names] + [UNASSIGNED], np.int32)
+    pred_lookup = np.array([UNASSIGNED if n == UNASSIGNED_NAME else index.get(name_key(n), len(index))
+                            for n in pred_names] + [UNASSIGNED], np.int32)
+    return pred_lookup[pred_codes], truth_lookup[truth_codes], list(vocabulary.values())
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray) -> pd.DataFrame:

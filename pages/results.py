@@ -9,7 +9,9 @@ import plotly.express as px
 import streamlit as st
 
 from cytoauto_core import metrics
-from cytoauto_core.dataset import NOT_A_POPULATION, UNASSIGNED
+from cytoauto_core.coverage import forced_notice
+from cytoauto_core.dataset import UNASSIGNED
+from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_frame, names_of, write_labelled_fcs,
                                   write_labelled_h5ad, write_split_fcs)
 from ui import maps, state
@@ -64,6 +66,15 @@ order = sorted(names)
 codes = maps.codes_for(cells.population_id, order)
 store = state.label_store(key, dataset)
 colors = {p.id: p.color for p in store.populations()}
+try:
+    clustering = state.cluster_store(key, dataset).current()
+except CytoInputError:  # a damaged clustering is the Cluster page's to report
+    clustering = None
+forced = forced_notice(cells.population_id, names, store.labels(), {p.id: p.name for p in store.populations()},
+                       None if clustering is None else clustering.sizes())
+if forced:
+    st.warning(forced)
+    st.page_link("pages/label.py", label="Name more populations on the Label page", icon=":material/ads_click:")
 
 st.subheader("Populations on the map")
 if coords is None:
@@ -117,19 +128,15 @@ truth_columns = list(dataset.annotations.columns)
 if truth_columns:
     column = st.selectbox("Compare with annotation column (ground truth)", truth_columns)
     truth_names = dataset.annotations[column].astype(str).to_numpy()
-    predicted_names = names_of(cells.population_id, names)
-    vocabulary = sorted({n for n in truth_names if n.lower() not in NOT_A_POPULATION})
-    lookup = {n: i for i, n in enumerate(vocabulary)}
-    truth_codes = np.array([lookup.get(n, -1) for n in truth_names], dtype=np.int32)
-    other = len(vocabulary)  # a predicted name the annotation does not know: always wrong
-    pred_codes = np.array([-1 if n == UNASSIGNED else lookup.get(n, other) for n in predicted_names], dtype=np.int32)
+    pred_codes, truth_codes, vocabulary = metrics.codes_by_name(names_of(cells.population_id, names), truth_names)
     cluster_codes = cells.population_id
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Purity", f"{metrics.purity(cluster_codes, truth_codes):.3f}")
     c2.metric("Adjusted Rand index", f"{metrics.adjusted_rand(cluster_codes, truth_codes):.3f}")
     c3.metric("Accuracy (by name)", f"{metrics.accuracy(pred_codes, truth_codes):.3f}")
     c4.metric("Macro-F1 (by name)", f"{metrics.macro_f1(pred_codes, truth_codes):.3f}")
-    st.caption("Ground-truth cells marked unassigned are left out. Accuracy and F1 match populations by name.")
+    st.caption("Ground-truth cells marked unassigned are left out. Accuracy and F1 match populations by name "
+               "(case, spaces and underscores ignored).")
     report = metrics.per_population_report(pred_codes, truth_codes, dict(enumerate(vocabulary)))
     st.dataframe(report, hide_index=True, width="stretch")
     conf = metrics.confusion(pred_codes, truth_codes)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from conftest import LEVINE
 from cytoauto_core import metrics as m
 
 TRUTH = np.array([0, 0, 0, 1, 1, 1, 2, 2, -1, -1])
@@ -55,3 +57,16 @@ def test_silhouette_and_knn_agreement():
     assert m.knn_label_agreement(x, labels, k=15) == 1.0
     mixed = rng.normal(0, 1, (600, 2))
     assert abs(m.knn_label_agreement(mixed, labels, k=15) - 0.5) < 0.1
+
+
+def test_names_match_ignoring_case_spaces_and_underscores():
+    truth = pd.read_csv(LEVINE / "Levine_32dim_labeled30k_arcsinh.csv", usecols=["population"])["population"]
+    predicted = truth.str.replace("_", " ").str.lower().to_numpy()  # 'cd4 t cells' for 'CD4_T_cells'
+    predicted[:100] = "unassigned"
+    predicted[100:200] = "Not a population of the annotation"
+    pred, true, vocabulary = m.codes_by_name(predicted, truth.to_numpy())
+    assert len(vocabulary) == 14 and "CD4_T_cells" in vocabulary, "the annotation's own spelling is reported"
+    assert m.accuracy(pred, true) == pytest.approx(1 - 200 / len(truth))
+    assert (pred[:100] == -1).all() and (pred[100:200] == len(vocabulary)).all()
+    _, gated, _ = m.codes_by_name(np.array(["a", "b", "c"]), np.array(["CD4 T", "unassigned", "nan"]))
+    assert gated.tolist() == [0, -1, -1], "cells the annotation leaves unassigned are not scored"
