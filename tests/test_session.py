@@ -151,6 +151,8 @@ def test_data_page_opens_a_session_made_in_another_workspace(workspace_dir, tmp_
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     assert any("arcsinh(x / 5)" in m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Prepare session file").click().run()
+    assert not at.exception and len(at.get("download_button")) == 1, "this workspace's own session can be downloaded"
     at.file_uploader(key="session-upload").set_value(("colleague_session.zip", data, "application/zip")).run()
     next(b for b in at.button if b.label == "Open session").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -1,6 +1,7 @@
 """The Data page's session panel: download the dataset's state as one file, or open one made here or elsewhere."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -12,6 +13,7 @@ from ui.results import SHIPPED_MODELS, load_result
 from ui.widgets import show_error
 
 OPENED = "session-opened"  # the sentence saying what the last import restored, shown after the rerun
+PREPARED = "session-prepared"  # (what the file holds, its bytes)
 
 
 def _result_bundle(key: str) -> Path | None:
@@ -24,18 +26,30 @@ def _result_bundle(key: str) -> Path | None:
     return None
 
 
+def _made_from(key: str, dataset: Dataset) -> str:
+    """What a session file holds, so one prepared before a later change (a label, a map, a setting) is not offered."""
+    ws = state.workspace()
+    clustering = state.cluster_store(key, dataset).current()
+    labels = state.label_store(key, dataset).version()
+    return json.dumps([key, labels, None if clustering is None else clustering.version, ws.list_arrays(key),
+                       ws.load_settings(key)], sort_keys=True, default=str)
+
+
 def session_panel(key: str, dataset: Dataset) -> None:
     with st.expander("Session: save or open settings, labels, maps, clustering and model as one file"):
         if message := st.session_state.pop(OPENED, None):
             st.success(message)
         st.caption("A session file restores this state on another machine once the same data file is loaded there.")
+        made_from = _made_from(key, dataset)
         if st.button("Prepare session file"):
             with st.spinner("Packing the session…"):
-                st.session_state[f"session-file-{key}"] = export_session(
-                    state.workspace(), key, dataset, _result_bundle(key))
-        if data := st.session_state.get(f"session-file-{key}"):
-            st.download_button("Download session (.zip)", data, file_name=f"{Path(dataset.name).stem}_session.zip",
-                               mime="application/zip", key="dl-session")
+                st.session_state[PREPARED] = (made_from, export_session(state.workspace(), key, dataset,
+                                                                        _result_bundle(key)))
+        prepared = st.session_state.get(PREPARED)
+        if prepared and prepared[0] == made_from:
+            st.download_button("Download session (.zip)", prepared[1],
+                               file_name=f"{Path(dataset.name).stem}_session.zip", mime="application/zip",
+                               key="dl-session")
         upload = st.file_uploader("Open a session file (.zip)", type=["zip"], key="session-upload")
         if upload is not None and st.button("Open session", type="primary"):
             try:
@@ -43,7 +57,7 @@ def session_panel(key: str, dataset: Dataset) -> None:
             except Exception as exc:  # shown as one sentence
                 show_error(exc, "Opening the session")
                 return
-            st.session_state.pop(f"session-file-{key}", None)
+            st.session_state.pop(PREPARED, None)
             st.session_state[OPENED] = (
                 f"Opened the session of {summary.dataset_name}: {summary.populations} population(s), "
                 f"{summary.labelled_cells:,} labelled cells, {summary.arrays} map(s)/result(s)"
