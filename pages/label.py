@@ -105,7 +105,7 @@ def labelling() -> None:
                           key=f"colour-{view}")
     within = c2.selectbox("Show only cells of", [None, *names], format_func=lambda i: "all cells" if i is None else names[i],
                           key=f"within-{key}", help="Gate within a gate: a lasso then selects only among these cells, "
-                                                    "and a new population drawn here is recorded inside this one.")
+                                                    "and what you assign here is recorded inside this one.")
     c3.radio("Download format", list(FORMATS), horizontal=True, key="label-figure-format",
              help="The camera button above the plot saves it in this format.")
     members = store.members(within) if within is not None else None
@@ -113,8 +113,9 @@ def labelling() -> None:
         rows = maps.drawn_rows(key, dataset.n_cells, "", None)
     else:
         rows = _at_most(members, maps.MAX_DRAWN, np.random.default_rng(0))
-    shown = f" · only {names[within]} and its sub-populations ({members.size:,} cells)" if members is not None else ""
-    fig = scatter_figure(xy, rows, axis=axis, title=f"Draw a lasso or box, then assign the cells to a population{shown}",
+    title = "Draw a lasso or box, then assign the cells to a population" if members is None else \
+        f"Only {names[within]} and its sub-populations ({members.size:,} cells)"
+    fig = scatter_figure(xy, rows, axis=axis, title=title,
                          **_colours(colour, xy, rows, populations, labels))
     chart_key = f"label-{plot_name}-{within}-{colour}-v{store.version()}"  # a new plot starts with no selection
     event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("lasso", "box"),

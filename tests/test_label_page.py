@@ -144,7 +144,7 @@ def test_biaxial_plot_density_default_axes_restriction_tree_and_svg(workspace_di
 
     selects["Show only cells of"].set_value(lymph).run()
     chart = at.get("plotly_chart")[0]
-    assert "only Lymphocytes and its sub-populations (8,000 cells)" in json.loads(chart.proto.spec)["layout"]["title"]["text"]
+    assert "Only Lymphocytes and its sub-populations (8,000 cells)" == json.loads(chart.proto.spec)["layout"]["title"]["text"]
     next(r for r in at.radio if r.label == "Download format").set_value("SVG").run()
     assert all(json.loads(c.proto.config)["toImageButtonOptions"]["format"] == "svg" for c in at.get("plotly_chart"))
 
