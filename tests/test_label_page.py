@@ -84,8 +84,8 @@ def test_parent_gates_sampled_per_gate_with_a_seed_and_overlaps_counted(workspac
     assert np.array_equal(_store(workspace_dir, key, 19_225).labels() >= 0, first >= 0), "the same seed, the same cells"
 
 
-def test_a_workspace_that_does_not_describe_the_file_is_one_sentence(workspace_dir):
-    at, _ = _upload_bal(workspace_dir)
+def test_a_workspace_that_does_not_describe_the_file_or_whose_gates_cannot_apply_is_one_sentence(workspace_dir):
+    at, key = _upload_bal(workspace_dir)
     wsp = next(COVID.glob("*.wsp"))
     _uploader(at, "FlowJo workspace").set_value((wsp.name, wsp.read_bytes(), "text/xml")).run()
     assert not at.exception
@@ -94,6 +94,14 @@ def test_a_workspace_that_does_not_describe_the_file_is_one_sentence(workspace_d
     assert "\n" not in error.value
     _uploader(at, "FlowJo workspace").set_value(("broken.wsp", b"<not xml", "text/xml")).run()
     assert [e.value for e in at.error][0].startswith("'broken.wsp' is not a readable FlowJo workspace")
+    elsewhere = (BAL / "gating.wsp").read_text().replace('data-type:name="FSC-W"', 'data-type:name="FSC-X"')
+    _uploader(at, "FlowJo workspace").set_value(("other_panel.wsp", elsewhere.encode(), "text/xml")).run()
+    assert not at.error, "its gates are listed; applying them is what fails"
+    _button(at, "Import gates").click().run()
+    [error] = at.error
+    assert error.value.startswith("The gates of 'other_panel.wsp' could not be applied to '68983.fcs' (FSC-X is not "
+                                  "found as a channel")
+    assert (_store(workspace_dir, key, 19_225).labels() < 0).all(), "nothing is half imported"
 
 
 def test_labels_csv_with_its_own_column_names_and_one_based_indices(workspace_dir):
