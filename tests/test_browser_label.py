@@ -57,10 +57,16 @@ def test_gate_within_a_population_on_the_density_plot_and_download_it(tmp_path):
         parent = store.create_population("Parent")
         parent_cells = np.sort(np.random.default_rng(1).choice(DEMO_CELLS, 5_000, replace=False))
         store.assign(parent_cells, parent)
+        few = store.create_population("Few")  # 6 cells of Parent well inside the left half: the gate takes them all
+        dataset = Workspace(tmp_path / "ws").load_dataset(key)
+        cd3, hla = (dataset.events[parent_cells, [c.marker for c in dataset.channels].index(m)] for m in ("CD3", "HLA-DR"))
+        inside = (cd3 > np.quantile(cd3, 0.05)) & (cd3 < np.quantile(cd3, 0.10)) & \
+            (hla > np.quantile(hla, 0.2)) & (hla < np.quantile(hla, 0.8))
+        store.assign(parent_cells[inside][:6], few, within=parent)
         store.create_population("Inner")
 
         goto_page(page, "Label")
-        page.get_by_text("Default axes:").first.wait_for()
+        page.get_by_text("Default axes: CD3 and HLA-DR").first.wait_for()  # the axes the Few cells are placed by
         choose(page, "Show only cells of", "Parent")
         page.get_by_text("Only Parent and its sub-populations (5,000 cells)").first.wait_for()
         plot = page.locator(".js-plotly-plot").first
@@ -72,7 +78,7 @@ def test_gate_within_a_population_on_the_density_plot_and_download_it(tmp_path):
         choose(page, "Population", "Inner")
         lasso(page, LEFT_HALF)
         caught = selected_count(page)
-        assert 0 < caught < 5_000, caught
+        assert 6 < caught < 5_000, caught
         said = page.get_by_test_id("stMarkdown").filter(has_text="cells selected").first.inner_text()
         assert said == f"{caught:,} cells selected of Parent (every cell inside the shape, drawn or not)", said
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -82,7 +88,9 @@ def test_gate_within_a_population_on_the_density_plot_and_download_it(tmp_path):
 
         page.get_by_role("button", name="Assign selection").click()
         wait_for_app(page)
-        page.get_by_text(f"Assigned {caught:,} cells to Inner: {caught:,} cells moved from Parent.").first.wait_for()
+        page.get_by_text(f"Assigned {caught:,} cells to Inner: {caught - 6:,} cells moved from Parent and 6 from Few."
+                         ).first.wait_for()
+        page.get_by_text("Now below the training minimum of 5 cells because of this: Few.").first.wait_for()
         saved = LabelStore(Workspace(tmp_path / "ws").labels_dir(key), DEMO_CELLS)
         inner = np.flatnonzero(saved.labels() == [p.id for p in saved.populations() if p.name == "Inner"][0])
         assert inner.size == caught and np.isin(inner, parent_cells).all(), "the gate took only cells of Parent"
