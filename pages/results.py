@@ -15,7 +15,7 @@ from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_frame, names_of, write_labelled_fcs,
                                   write_labelled_h5ad, write_split_fcs)
 from ui import maps, state
-from ui.plots import heatmap_figure, scatter_figure
+from ui.plots import UNASSIGNED_COLOR, heatmap_figure, scatter_figure
 from ui.results import apply_bundle, load_result, saved_bundles
 from ui.widgets import show_error
 
@@ -109,8 +109,9 @@ st.subheader("Abundance per sample")
 table = abundance(cells.population_id, names, dataset.sample_ids, dataset.samples)
 left, right = st.columns([2, 3])
 left.dataframe(table, hide_index=True, width="stretch")
-right.plotly_chart(px.bar(table, x="sample", y="percent", color="population", title="Population share per sample (%)"),
-                   key="results-abundance")
+bar_colors = {names[i]: colors.get(i, "#888888") for i in order} | {UNASSIGNED: UNASSIGNED_COLOR}
+right.plotly_chart(px.bar(table, x="sample", y="percent", color="population", color_discrete_map=bar_colors,
+                          title="Population share per sample (%)"), key="results-abundance")
 
 st.subheader("Validation")
 m1, m2, m3 = st.columns(3)
