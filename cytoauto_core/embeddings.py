@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -119,7 +120,7 @@ def embed(
     if params.method == "tsne":
         model, fit_coords = _fit_tsne(fit_x, params, scaled, stop)
     else:
-        model, fit_coords = _fit_umap(fit_x, params)
+        model, fit_coords = _fit_umap(fit_x, params, scaled, stop)
     _check(stop)
     coords = np.empty((n, 2), dtype=np.float32)
     coords[fit_indices] = fit_coords
@@ -226,28 +227,54 @@ def _fit_tsne(fit_x: np.ndarray, params: EmbeddingParams, report: Progress, stop
     return emb, np.asarray(emb, dtype=np.float32)
 
 
-def _fit_umap(fit_x: np.ndarray, params: EmbeddingParams):
+def _fit_umap(fit_x: np.ndarray, params: EmbeddingParams, report: Progress, stop: ShouldStop):
     """umap-learn on the subsample; a fixed random_state makes it deterministic (and single-threaded).
 
     With kNN placement the neighbour graph is computed exactly with sklearn and handed to UMAP,
     which skips pynndescent's index (slow to compile, and only needed by UMAP's own transform).
+    Progress and cancellation come from UMAP's own epoch counter (its tqdm bar, written to _EpochSink).
     """
     import umap
     from sklearn.neighbors import NearestNeighbors
 
     knn = (None, None, None)
     if params.placement == "knn" and fit_x.shape[0] > params.n_neighbors:
+        report(0.0, "UMAP: nearest neighbours")
         index = NearestNeighbors(n_neighbors=params.n_neighbors, n_jobs=params.n_jobs).fit(fit_x)
         distances, neighbours = index.kneighbors(fit_x)
         knn = (neighbours, distances.astype(np.float32), None)
+        _check(stop)
+    report(0.1, "UMAP: neighbour graph and spectral start")
+    sink = _EpochSink(lambda f: report(0.2 + 0.8 * f, f"UMAP: layout, {100 * f:.0f}% of epochs"), stop)
     reducer = umap.UMAP(
         n_neighbors=params.n_neighbors, min_dist=params.min_dist, n_components=2, random_state=params.seed,
         precomputed_knn=knn,
+        tqdm_kwds={"disable": False, "file": sink, "bar_format": "{n}/{total}", "mininterval": 0.5, "ascii": True},
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(overridden to 1 by setting random_state|knn_search_index).*")
         coords = reducer.fit_transform(fit_x).astype(np.float32)
     return reducer, coords
+
+
+class _EpochSink:
+    """A file for UMAP's tqdm epoch bar ('n/total'): forwards the fraction done and raises EmbeddingCancelled once
+    `stop()` is True, which ends the optimisation between epochs."""
+
+    def __init__(self, report: Callable[[float], None], stop: ShouldStop) -> None:
+        self.report, self.stop, self.cancelled = report, stop, False
+
+    def write(self, text: str) -> None:
+        found = re.search(r"(\d+)/(\d+)", text)
+        if found is None or self.cancelled:
+            return
+        if self.stop():
+            self.cancelled = True
+            raise EmbeddingCancelled("the map was cancelled")
+        self.report(int(found.group(1)) / max(int(found.group(2)), 1))
+
+    def flush(self) -> None:
+        return None
 
 
 def _knn_placer(

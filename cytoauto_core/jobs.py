@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import warmup
 from .errors import CytoInputError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Job:
     result: Any = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    cancel_requested: float | None = None  # when the user pressed Cancel
+    refused_starts: int = 0  # start requests turned down because this job was still running
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -41,14 +44,30 @@ class Job:
         return self.status == "running"
 
     def cancel(self) -> None:
+        """Ask the work to stop: its next progress report or should_stop() check ends it."""
+        if self.cancel_requested is None:
+            self.cancel_requested = time.time()
         self._cancel.set()
 
     def should_stop(self) -> bool:
         return self._cancel.is_set()
 
     def report(self, fraction: float, message: str) -> None:
+        """Record progress; once cancelled, raise JobCancelled so that every report is also a place to stop."""
+        if self._cancel.is_set():
+            raise JobCancelled(f"{self.title} was cancelled.")
         self.fraction = min(max(float(fraction), 0.0), 1.0)
         self.message = message
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (self.finished or now or time.time()) - self.started
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Remaining time at the average pace so far, once there is enough progress to judge (else None)."""
+        elapsed = self.elapsed(now)
+        if not self.running or self.fraction < 0.03 or elapsed < 3.0:
+            return None
+        return elapsed * (1.0 - self.fraction) / self.fraction
 
 
 class JobManager:
@@ -63,10 +82,12 @@ class JobManager:
             return self._jobs.get(key)
 
     def start(self, key: str, title: str, work: Work) -> Job:
-        """Start `work(progress, should_stop)` unless a job with this key is already running."""
+        """Start `work(progress, should_stop)` unless a job with this key is already running; then that job is
+        returned with its refused_starts counted up, so the page can say a run is going."""
         with self._lock:
             current = self._jobs.get(key)
             if current is not None and current.running:
+                current.refused_starts += 1
                 return current
             job = Job(key=key, title=title)
             self._jobs[key] = job
@@ -86,6 +107,9 @@ class JobManager:
             return job.should_stop()
 
         try:
+            if not warmup.imports_done():
+                job.report(0.0, "waiting for the server to finish loading TensorFlow")
+            warmup.wait_for_imports()  # two threads importing TensorFlow at once deadlock
             job.result = work(job.report, should_stop)
             job.status, job.fraction, job.message = "done", 1.0, "finished"
         except Exception as exc:  # every failure is reported to the user as one sentence

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 import streamlit as st
 
+from cytoauto_core import warmup
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.jobs import Job
 
@@ -22,20 +24,33 @@ def show_error(exc: Exception, what: str) -> None:
 
 
 def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> None:
-    """A progress bar with a Cancel button that refreshes itself every second while the job runs."""
+    """A progress bar with elapsed and estimated remaining time and a Cancel button, refreshed every second while the
+    job runs; says when a start request was turned down because this job is running, and how fast Cancel acted."""
     if job is None:
         return
 
     @st.fragment(run_every=1.0 if job.running else None)
     def _panel() -> None:
         if job.running:
-            st.progress(job.fraction, text=f"{job.title}: {job.message}")
-            if st.button("Cancel", key=f"cancel-{job.key}"):
+            st.progress(job.fraction, text=f"{job.title}: {job.message} · {progress_times(job)}")
+            if job.cancel_requested is not None:
+                st.caption(f"Cancelling: the run stops at its next checkpoint (asked "
+                           f"{duration(time.time() - job.cancel_requested)} ago).")
+            elif st.button("Cancel", key=f"cancel-{job.key}"):
                 job.cancel()
+                st.rerun(scope="fragment")
+            if job.refused_starts:
+                st.warning(f"A {job.title.lower()} run is already going, so the new one was not started: wait for "
+                           "this one to finish or press Cancel first.")
+            if not warmup.finished():
+                st.caption("The server is still compiling its map and clustering code (once after each start), so "
+                           "this job may wait for it.")
         elif job.status == "failed":
             st.error(job.error)
         elif job.status == "cancelled":
-            st.warning(f"{job.title} was cancelled.")
+            after = "" if job.cancel_requested is None or job.finished is None else (
+                f"; it stopped {job.finished - job.cancel_requested:.1f} s after Cancel")
+            st.warning(f"{job.title} was cancelled{after}.")
         if not job.running and st.session_state.get(f"seen-{job.key}") != job.started:
             st.session_state[f"seen-{job.key}"] = job.started
             if job.status == "done" and on_done is not None:
@@ -43,3 +58,17 @@ def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> 
             st.rerun()
 
     _panel()
+
+
+def progress_times(job: Job) -> str:
+    """'12 s elapsed' and, once the pace can be judged, 'about 1 min 05 s left'."""
+    now = time.time()
+    left = job.seconds_left(now)
+    text = f"{duration(job.elapsed(now))} elapsed"
+    return text if left is None else f"{text}, about {duration(left)} left"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as '42 s' or '3 min 05 s'."""
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"

@@ -138,15 +138,18 @@ def xgboost_config(params: XGBoostParams, n_classes: int) -> dict:
     }
 
 
-def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, params: XGBoostParams, vector_leaves: bool = False):
+def fit_booster(s: np.ndarray, y: np.ndarray, n_classes: int, params: XGBoostParams, vector_leaves: bool = False,
+                progress: Progress | None = None, should_stop: ShouldStop | None = None):
     """A softprob XGBoost booster on scaled cells with classes weighted equally; with `vector_leaves` one tree per
-    round serves all classes (multi_output_tree), which applies far faster than one tree per class."""
+    round serves all classes (multi_output_tree), which applies far faster than one tree per class. Progress and
+    cancellation every few rounds."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float32)
     weight = (len(y) / (n_classes * np.maximum(counts, 1.0)))[y]
     config = xgboost_config(params, n_classes)
     if vector_leaves:
         config["multi_strategy"] = "multi_output_tree"
-    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=params.n_jobs), params.n_estimators)
+    return xgb.train(config, xgb.DMatrix(s, label=y, weight=weight, nthread=params.n_jobs), params.n_estimators,
+                     callbacks=[_XGBProgress(params.n_estimators, progress, should_stop, every=5)])
 
 
 def booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
@@ -156,17 +159,19 @@ def booster_probs(booster, s: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 class _XGBProgress(xgb.callback.TrainingCallback):
-    """Reports progress with the training log loss every 10 rounds and honours cancellation."""
+    """Reports progress (with the training log loss when it is evaluated) every `every` rounds and honours
+    cancellation."""
 
-    def __init__(self, rounds: int, progress: Progress | None, should_stop: ShouldStop | None) -> None:
+    def __init__(self, rounds: int, progress: Progress | None, should_stop: ShouldStop | None, every: int = 10) -> None:
         super().__init__()
-        self.rounds, self.progress, self.should_stop = rounds, progress, should_stop
+        self.rounds, self.progress, self.should_stop, self.every = rounds, progress, should_stop, every
 
     def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
-        if (epoch + 1) % 10 == 0 or epoch + 1 == self.rounds:
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.rounds:
             check_stop(self.should_stop)
-            loss = evals_log["train"]["mlogloss"][-1]
-            report(self.progress, (epoch + 1) / self.rounds, f"xgboost: round {epoch + 1}, loss {loss:.4f}")
+            losses = evals_log.get("train", {}).get("mlogloss")
+            loss = f", loss {losses[-1]:.4f}" if losses else ""
+            report(self.progress, (epoch + 1) / self.rounds, f"xgboost: round {epoch + 1} of {self.rounds}{loss}")
         return False
 
 

@@ -18,6 +18,7 @@ FINAL_PARTS = ("network", "linear pair", "booster")
 # margin over the best baseline, confirmed set by set leaving that set out of the choice (BENCHMARKS.md)
 FINAL_WEIGHTS = (0.1, 0.2, 0.7)
 PREDICT_CHUNK = 65_536  # cells per inference chunk: bounds the memory of the three probability tables
+FIRST_GUESS_STEPS = 400  # progress weight of the first guess, in training steps (its share of a fit on the demo)
 
 
 @dataclass
@@ -287,8 +288,8 @@ class VIMEClassifier:
         self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
         first_guess = None
         if p.teacher == "ensemble":
-            clock.note("VIME first guess: LDA, logistic regression and XGBoost on the labels, smoothed over neighbours")
-            guess = fit_first_guess(s_l, yl, s_u, n_classes, p.seed, p.threads, rng)
+            guess = fit_first_guess(s_l, yl, s_u, n_classes, p.seed, p.threads, rng, progress=clock.stage(FIRST_GUESS_STEPS),
+                                    should_stop=should_stop)
             self.linear_teacher, self.xgb_teacher = guess.linear, guess.booster
             s_u, first_guess = s_u[guess.rows], guess.probs
         probs_u = first_guess
@@ -479,23 +480,31 @@ class VIMEClassifier:
 
 
 class _Clock:
-    """Counts training steps, reporting progress and honouring cancellation every `progress_every` steps."""
+    """Counts training steps, reporting progress and honouring cancellation every `progress_every` steps; the first
+    guess counts as FIRST_GUESS_STEPS steps, reported by its own stages."""
 
     def __init__(self, p: VIMEParams, progress: Progress | None, should_stop: ShouldStop | None) -> None:
-        self.total = p.pretrain_steps + p.rounds * p.semi_steps * p.ensemble
+        guess = FIRST_GUESS_STEPS if p.teacher == "ensemble" else 0
+        self.total = p.pretrain_steps + guess + p.rounds * p.semi_steps * p.ensemble
         self.every, self.done = max(1, p.progress_every), 0
         self.progress, self.should_stop = progress, should_stop
+
+    def stage(self, steps: int) -> Progress:
+        """A progress callback for a stage worth `steps` steps: its fraction in [0, 1] moves the clock along them."""
+        start = self.done
+
+        def moved(fraction: float, message: str) -> None:
+            self.done = start + round(steps * min(max(fraction, 0.0), 1.0))
+            check_stop(self.should_stop)
+            report(self.progress, 0.99 * self.done / self.total, f"VIME {message}")
+
+        return moved
 
     def tick(self, message) -> None:
         self.done += 1
         if self.done % self.every == 0 or self.done == self.total:
             check_stop(self.should_stop)
             report(self.progress, 0.99 * self.done / self.total, message())
-
-    def note(self, message: str) -> None:
-        """Report a stage that is not counted in steps, at the current fraction, and honour cancellation."""
-        check_stop(self.should_stop)
-        report(self.progress, 0.99 * self.done / self.total, message)
 
 
 class _Sampler:
