@@ -7,6 +7,7 @@ CyTOF-like counts (5·sinh(x)) so the demo goes through the same transform path 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,3 +127,44 @@ def ensure_demo(workspace: "Workspace", n_cells: int = DEMO_CELLS, seed: int = D
     if not path.exists():
         write_fcs(path, make_demo(n_cells, seed))
     return workspace.add_dataset(read_file(path, display_name=path.name))
+
+
+@dataclass
+class StudySample:
+    """One simulated sample of a demo study: its file name, its condition and its cells."""
+
+    name: str
+    condition: str
+    dataset: Dataset
+
+
+def make_demo_study(n_samples: int = 6, n_cells: int = 5_000, population: str = "Pre_B_cells", fold: float = 4.0,
+                    spread: float = 0.1, unassigned_fraction: float = 0.1, seed: int = DEMO_SEED) -> list[StudySample]:
+    """A two-condition study of demo samples: the first half 'A', the rest 'B'.
+
+    Each sample is `make_demo` with its own seed (and `unassigned_fraction` transitional cells), thinned per population by a random factor (log-normal, sd
+    `spread`) so shares vary between samples as they do between people; in 'A' samples `population` keeps a
+    further 1/`fold` of its cells, so it is `fold` times as abundant in 'B'.
+    """
+    if population not in {p["name"] for p in load_profiles()["populations"]}:
+        raise ValueError(f"the demo has no population {population!r}")
+    if fold < 1:
+        raise ValueError("fold is how many times more abundant the population is in 'B' (at least 1)")
+    rng = np.random.default_rng(seed)
+    study = []
+    for i in range(n_samples):
+        condition = "A" if i < n_samples // 2 else "B"
+        demo = make_demo(n_cells, seed=seed + 1 + i, unassigned_fraction=unassigned_fraction)
+        names = demo.annotations["population"].to_numpy()
+        keep_share = {name: min(1.0, 0.8 * float(np.exp(rng.normal(0.0, spread)))) for name in pd.unique(names)}
+        if condition == "A":
+            keep_share[population] /= fold
+        keep = rng.random(len(names)) < pd.Series(names).map(keep_share).to_numpy()
+        rows = np.flatnonzero(keep)
+        name = f"demo_{condition}{i + 1}.fcs"
+        study.append(StudySample(name, condition, Dataset(
+            events=demo.events[rows], channels=demo.channels, samples=[name],
+            sample_ids=np.zeros(len(rows), dtype=np.int32),
+            annotations=demo.annotations.iloc[rows].reset_index(drop=True),
+            metadata={**demo.metadata, "CYTOAUTO_DEMO_CONDITION": condition}, name=name)))
+    return study

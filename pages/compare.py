@@ -1,7 +1,5 @@
 """Compare page: which sample is which condition, population shares by condition, and differential abundance."""
-import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from cytoauto_core import samples
@@ -9,11 +7,11 @@ from cytoauto_core.abundance import by_condition, count_table
 from cytoauto_core.differential import Design, differential_abundance
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import csv_bytes
-from cytoauto_core.qc import MarkerReference, sample_qc
-from cytoauto_core.storage import read_json
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.report import (ModelSummary, abundance_bars, abundance_box, method_sentence, study_report,
+                                  volcano)
 from ui import state
-from ui.results import SHIPPED_MODELS, load_result
+from ui.quality import NO_BUNDLE, bundle_meta, quality_table, show_quality
+from ui.results import load_result
 
 UNPAIRED = "no pairing"
 
@@ -84,34 +82,17 @@ cells = result.cells(threshold)
 counts = count_table(cells.population_id, cells.names, dataset.sample_ids, dataset.samples)
 
 st.subheader("Per-sample quality")
-bundle_meta = next(filter(None, (read_json(root / result.meta["bundle_dir"] / "bundle.json")
-                                 for root in (workspace.models_dir, SHIPPED_MODELS))), None)
-if bundle_meta is None:
-    st.caption("The model's bundle is no longer in the workspace, so marker drift cannot be measured.")
-else:
-    quality = sample_qc(dataset, cells, TransformSpec.from_dict(bundle_meta["spec"]),
-                        MarkerReference.from_params(bundle_meta["params"]))
-    flagged = quality.loc[quality["drift_flag"].fillna(False).astype(bool), "sample"].tolist()
-    if flagged:
-        st.warning(f"{len(flagged)} sample(s) look unlike the data the model was trained on (marker drift out of "
-                   f"range): {', '.join(flagged[:3])}{' …' if len(flagged) > 3 else ''}; check their labels first.")
-    st.dataframe(quality, hide_index=True, width="stretch")
-    st.caption("Drift: how far the sample's worst marker distribution moved from the training data's (mean quantile "
-               "shift in units of its 2–98 % range); flagged above the range the training samples themselves show.")
+meta = bundle_meta(result)
+quality = quality_table(dataset, cells, meta)
+show_quality(quality)
 
 st.subheader("Abundance by condition")
 column = st.selectbox("Group samples by", groupings,
                       index=groupings.index("condition") if "condition" in groupings else 0)
 long = by_condition(counts, stored, column)
 conditions = samples.values(stored, column)
-st.plotly_chart(px.box(long, x="population", y="percent", color=column, points="all", hover_data=["sample", "cells"],
-                       category_orders={column: conditions},
-                       title=f"Share of each sample's cells (%), by {column}"), key="compare-box")
-bars = long.assign(bar=long[column].fillna("—") + " · " + long["sample"])
-st.plotly_chart(px.bar(bars, x="bar", y="percent", color="population", hover_data=["cells"],
-                       category_orders={"bar": list(dict.fromkeys(bars["bar"]))},
-                       title=f"Population share per sample, ordered by {column} (%)")
-                .update_xaxes(title=None), key="compare-bars")
+st.plotly_chart(abundance_box(long, column), key="compare-box")
+st.plotly_chart(abundance_bars(long, column), key="compare-bars")
 st.download_button("Download counts and percentages (CSV)", csv_bytes(long), file_name="abundance_by_condition.csv",
                    mime="text/csv")
 
@@ -133,19 +114,20 @@ except CytoInputError as exc:
     st.stop()
 for note in da.attrs["notes"]:
     st.caption(note)
-st.caption("Per population, a negative-binomial GLM of its cells per sample with the sample's total cells as offset "
-           f"{'and one term per ' + design.pair_by + ' ' if design.pair_by else ''}(overdispersion estimated from the "
-           "samples); log2 fold change of the share with a 95 % interval; p adjusted by Benjamini–Hochberg.")
-tested = da.dropna(subset=["p_adjusted"])
-if len(tested):
-    volcano = tested.assign(minus_log10_p=-np.log10(tested["p_adjusted"].clip(lower=1e-300)),
-                            call=np.where(tested["p_adjusted"] < 0.05, "adjusted p < 0.05", "not significant"))
-    st.plotly_chart(px.scatter(volcano, x="log2_fold_change", y="minus_log10_p", color="call", hover_name="population",
-                               color_discrete_map={"adjusted p < 0.05": "#d62728", "not significant": "#7f7f7f"},
-                               labels={"log2_fold_change": f"log2 fold change ({target} / {reference})",
-                                       "minus_log10_p": "−log10 adjusted p"}, title="Volcano plot")
-                    .add_hline(y=-np.log10(0.05), line_dash="dot"), key="compare-volcano")
+st.caption(method_sentence(design))
+figure = volcano(da, design)
+if figure is not None:
+    st.plotly_chart(figure, key="compare-volcano")
 shown = da.rename(columns={"mean_percent_reference": f"mean % {reference}", "mean_percent_target": f"mean % {target}"})
 st.dataframe(shown, hide_index=True, width="stretch")
 st.download_button("Download the differential abundance table (CSV)", csv_bytes(shown),
                    file_name=f"differential_{target}_vs_{reference}.csv", mime="text/csv")
+
+st.subheader("Study report")
+st.caption("One HTML file with the design, abundance plots, this table and volcano plot, per-sample quality and the "
+           "model's parameters, bundle hash and seed; it opens in any browser without a server or internet.")
+st.download_button("Download the study report (HTML)",
+                   lambda: study_report(dataset.name, stored, counts, design, quality,
+                                        ModelSummary.from_result(result.meta, meta, threshold), NO_BUNDLE),
+                   file_name=f"study_report_{target}_vs_{reference}.html", mime="text/html", on_click="ignore",
+                   key="compare-report")
