@@ -16,6 +16,7 @@ from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_f
                                   write_labelled_h5ad, write_split_fcs)
 from ui import maps, state
 from ui.plots import UNASSIGNED_COLOR, heatmap_figure, scatter_figure
+from ui.quality import bundle_meta, quality_table, show_quality
 from ui.results import apply_bundle, load_result, saved_bundles
 from ui.widgets import show_error
 
@@ -112,6 +113,10 @@ left.dataframe(table, hide_index=True, width="stretch")
 bar_colors = {names[i]: colors.get(i, "#888888") for i in order} | {UNASSIGNED: UNASSIGNED_COLOR}
 right.plotly_chart(px.bar(table, x="sample", y="percent", color="population", color_discrete_map=bar_colors,
                           title="Population share per sample (%)"), key="results-abundance")
+
+if len(dataset.samples) > 1:
+    st.subheader("Per-sample quality")
+    show_quality(quality_table(dataset, cells, bundle_meta(result)))
 
 st.subheader("Validation")
 m1, m2, m3 = st.columns(3)
