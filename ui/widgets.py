@@ -43,8 +43,8 @@ def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> 
                 st.warning(f"A {job.title.lower()} run is already going, so the new one was not started: wait for "
                            "this one to finish or press Cancel first.")
             if not warmup.finished():
-                st.caption("The server is still compiling its map and clustering code (once after each start), so "
-                           "this job may wait for it.")
+                st.caption("The server is still warming up after its start (loading TensorFlow, compiling the map "
+                           "and clustering code), which can slow this job.")
         elif job.status == "failed":
             st.error(job.error)
         elif job.status == "cancelled":
