@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from cytoauto_core.demo import make_demo
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.jobs import Job, JobCancelled, JobManager
@@ -143,3 +144,21 @@ def test_bound_threads_limits_blas_and_openmp(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["TF_NUM_INTEROP_THREADS"]
     assert all(pool["num_threads"] == 1 for pool in threadpool_info())
     assert bound_threads() == available_cores() >= 1
+
+
+def test_script_runs_leave_keras_alone_and_skip_the_full_collection(workspace_dir):
+    """A watched job's page reruns every second; after each run Streamlit would reset Keras (a full garbage
+    collection and a TensorFlow kernel-cache flush under the running training) and collect again, holding the GIL.
+    After app.py has run, Keras's layer-name counter survives further script runs (clear_session would reset it)."""
+    import tomllib
+
+    import keras
+    from streamlit.testing.v1 import AppTest
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    keras.layers.Dense(1)
+    at.run()
+    assert keras.layers.Dense(1).name != "dense", "a script run reset Keras's global state"
