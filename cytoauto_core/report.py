@@ -60,6 +60,14 @@ class ModelSummary:
                    bundle.get("spec", {}), bundle.get("versions", {}))
 
 
+    @classmethod
+    def from_bundle(cls, bundle_meta: dict, threshold: float) -> ModelSummary:
+        """From a saved bundle's bundle.json alone, as a script applying it has."""
+        return cls.from_result({"model": bundle_meta["kind"], "bundle_hash": bundle_meta["bundle_hash"],
+                                "seed": bundle_meta["seed"], "applied_from": bundle_meta["name"]}, bundle_meta,
+                               threshold)
+
+
 def abundance_box(long: pd.DataFrame, column: str) -> go.Figure:
     """Each sample's share of every population, one box per condition (every sample drawn as a point)."""
     return px.box(long, x="population", y="percent", color=column, points="all", hover_data=[SAMPLE, "cells"],

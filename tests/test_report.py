@@ -2,24 +2,28 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
+from cytoauto_core import samples
 from cytoauto_core.abundance import CountTable, count_table
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import make_demo_study
 from cytoauto_core.differential import Design, differential_abundance
 from cytoauto_core.export import LabelledCells
 from cytoauto_core.io import read_files, write_fcs
-from cytoauto_core.models.bundle import ModelBundle, predict_dataset
+from cytoauto_core.models.bundle import ModelBundle, predict_dataset, save_bundle
 from cytoauto_core.qc import MarkerReference, reference_from, sample_qc
 from cytoauto_core.report import ModelSummary, study_report
+from cytoauto_core.storage import read_json
 from cytoauto_core.training import build_model
 from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
 
@@ -29,6 +33,7 @@ DESIGN = Design("condition", "A", "B")
 
 @dataclass
 class Study:
+    folder: Path
     dataset: Dataset
     metadata: pd.DataFrame
     cells: LabelledCells
@@ -59,17 +64,15 @@ def study(tmp_path_factory) -> Study:
     reference = reference_from(x, spec.features, dataset.sample_ids)
     bundle = ModelBundle(model, spec, list(range(len(populations))), populations, name="LDA on the demo",
                          params={**model.params_dict(), **reference.to_params()})
-    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover)
+    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover, 0.5)
     cells = LabelledCells(prediction.labels, dict(enumerate(populations)), prediction.confidence,
                           prediction.probabilities)
-    metadata = pd.DataFrame({"sample": [s.name for s in simulated], "condition": [s.condition for s in simulated]},
-                            dtype=object)
-    summary = ModelSummary.from_result(
-        {"model": "LDA", "bundle_hash": "f" * 64, "seed": 0, "n_labelled": int((labels >= 0).sum())},
-        {"name": bundle.name, "kind": "lda", "model": {"params": model.params_dict()}, "params": bundle.params,
-         "spec": spec.to_dict(), "versions": {"numpy": np.__version__}}, 0.5)
-    return Study(dataset, metadata, cells, count_table(cells.population_id, cells.names, dataset.sample_ids,
-                                                       dataset.samples), spec, reference, summary)
+    sheet = "sample,condition\n" + "".join(f"{s.name},{s.condition}\n" for s in simulated)
+    metadata = samples.read_table(sheet.encode(), "samples.csv", dataset.samples)
+    save_bundle(bundle, str(folder / "bundle"))
+    summary = ModelSummary.from_bundle(read_json(folder / "bundle" / "bundle.json"), 0.5)
+    counts = count_table(cells.population_id, cells.names, dataset.sample_ids, dataset.samples)
+    return Study(folder, dataset, metadata, cells, counts, spec, reference, summary)
 
 
 def _tables(page: str) -> dict[str, pd.DataFrame]:
@@ -104,7 +107,10 @@ def test_report_holds_the_design_the_shifted_population_qc_and_model(study):
     shares = tables["percent"].set_index("sample")
     np.testing.assert_allclose(shares, 100 * counts[shares.columns].div(counts["total"], axis=0), rtol=1e-3)
     model = dict(zip(tables["model"]["what"], tables["model"]["value"].astype(str)))
-    assert model["bundle hash"] == "f" * 64 and model["seed"] == "0" and model["parameter: seed"] == "0"
+    saved = read_json(study.folder / "bundle" / "bundle.json")
+    assert model["bundle hash"] == saved["bundle_hash"] and model["seed"] == "0" and model["parameter: seed"] == "0"
+    assert model["model"] == "LDA on the demo (lda)" and model["how"] == "applied from the saved model 'LDA on the demo'"
+    assert model["transform: features"] == json.dumps(study.spec.features)
     assert "marker_reference" not in page, "the training-data quantiles are no model parameter"
 
 
