@@ -38,8 +38,9 @@ def current_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__,
                 "xgboost": xgboost.__version__, "cytoauto": "0.1"}
     for name in ("tensorflow", "keras"):
-        if name in sys.modules:
-            versions[name] = sys.modules[name].__version__
+        version = getattr(sys.modules.get(name), "__version__", None)  # None while the warm-up thread imports it
+        if version is not None:
+            versions[name] = version
     return versions
 
 
