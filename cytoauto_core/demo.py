@@ -142,9 +142,10 @@ def make_demo_study(n_samples: int = 6, n_cells: int = 5_000, population: str = 
                     spread: float = 0.1, unassigned_fraction: float = 0.1, seed: int = DEMO_SEED) -> list[StudySample]:
     """A two-condition study of demo samples: the first half 'A', the rest 'B'.
 
-    Each sample is `make_demo` with its own seed (and `unassigned_fraction` transitional cells), thinned per population by a random factor (log-normal, sd
-    `spread`) so shares vary between samples as they do between people; in 'A' samples `population` keeps a
-    further 1/`fold` of its cells, so it is `fold` times as abundant in 'B'.
+    Each sample is `make_demo` with its own seed (and `unassigned_fraction` transitional cells), thinned per
+    population by a random factor (log-normal, sd `spread`) so shares vary between samples as they do between
+    people; in 'A' samples `population` keeps a further 1/`fold` of its cells, so it is `fold` times as abundant
+    in 'B'.
     """
     if population not in {p["name"] for p in load_profiles()["populations"]}:
         raise ValueError(f"the demo has no population {population!r}")

@@ -26,9 +26,12 @@ from .samples import SAMPLE
 SIGNIFICANT = 0.05
 CHANGED, UNCHANGED = f"adjusted p < {SIGNIFICANT}", "not significant"
 CALL_COLORS = {CHANGED: "#d62728", UNCHANGED: "#7f7f7f"}
-METHOD = ("Per population, a negative-binomial GLM of its cells per sample with the sample's total cells as offset{pair} "
-          "(overdispersion estimated from the samples by the moment method); log2 fold change of the population's "
+METHOD = ("Per population, a negative-binomial GLM of its cells per sample with the sample's total cells as "
+          "offset{pair} (overdispersion estimated from the samples by the moment method); log2 fold change of the population's "
           "share with a 95 % interval (t distribution); p-values adjusted across populations by Benjamini–Hochberg.")
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 6px}
+th{background:#f2f2f2}td{text-align:right}td:first-child{text-align:left}.meta{color:#666}"""
 
 
 @dataclass
@@ -154,10 +157,6 @@ def study_report(dataset_name: str, metadata: pd.DataFrame, counts: CountTable, 
             f"{_e(dataset_name)}</title><style>{STYLE}</style>\n<script type='text/javascript'>{get_plotlyjs()}"
             f"</script></head>\n<body>\n" + "\n".join(sections) + "\n</body></html>\n")
 
-
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 6px}
-th{background:#f2f2f2}td{text-align:right}td:first-child{text-align:left}.meta{color:#666}"""
 
 
 def _e(text: object) -> str:

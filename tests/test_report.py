@@ -109,7 +109,8 @@ def test_report_holds_the_design_the_shifted_population_qc_and_model(study):
     model = dict(zip(tables["model"]["what"], tables["model"]["value"].astype(str)))
     saved = read_json(study.folder / "bundle" / "bundle.json")
     assert model["bundle hash"] == saved["bundle_hash"] and model["seed"] == "0" and model["parameter: seed"] == "0"
-    assert model["model"] == "LDA on the demo (lda)" and model["how"] == "applied from the saved model 'LDA on the demo'"
+    assert model["model"] == "LDA on the demo (lda)"
+    assert model["how"] == "applied from the saved model 'LDA on the demo'"
     assert model["transform: features"] == json.dumps(study.spec.features)
     assert "marker_reference" not in page, "the training-data quantiles are no model parameter"
 
@@ -139,3 +140,15 @@ def test_report_escapes_names_and_names_a_flagged_sample(study):
     assert "Compare condition &#x27;treated &amp; co&#x27; with &#x27;&lt;b&gt;ctrl&lt;/b&gt;&#x27;, paired by " \
            "patient." in page
     assert "Flagged for marker drift out of the range of the training data: demo_A1.fcs." in page
+
+
+def test_demo_study_makes_one_population_fold_times_as_abundant_in_b():
+    study = make_demo_study(fold=4.0, seed=3)
+    shares = pd.DataFrame([s.dataset.annotations["population"].value_counts(normalize=True) for s in study],
+                          index=[s.condition for s in study])
+    ratio = shares.loc["B"].mean() / shares.loc["A"].mean()
+    assert [s.condition for s in study] == ["A"] * 3 + ["B"] * 3 and len({s.name for s in study}) == 6
+    assert 3 < ratio[SHIFTED] < 5.5
+    assert ratio.drop(SHIFTED).between(0.75, 1.33).all(), ratio
+    with pytest.raises(ValueError, match="no population"):
+        make_demo_study(population="Neutrophils")
