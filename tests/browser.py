@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -87,8 +88,13 @@ def wait_for_app(page, settle: float = 1.0) -> None:
         && document.querySelector('[data-testid="stMain"] h1') !== null"""
     deadline = time.time() + 120
     while time.time() < deadline:
-        page.wait_for_function(script, timeout=120_000)
-        time.sleep(settle)
-        if page.evaluate(script):
-            return
+        try:
+            page.wait_for_function(script, timeout=120_000)
+            time.sleep(settle)
+            if page.evaluate(script):
+                return
+        except PlaywrightError as exc:  # a redirect (sign-in) replaced the page while we looked: look again
+            if "context was destroyed" not in str(exc):
+                raise
+            page.wait_for_load_state()
     raise TimeoutError("the app did not finish rendering")

@@ -47,7 +47,7 @@ def test_two_signed_in_users_cannot_see_each_others_datasets(tmp_path):
                 provider.user = ALICE
                 sign_in(alice, url)
                 assert alice.get_by_text("Signed in as alice@lab.test").is_visible()
-                alice.locator("input[type=file]").set_input_files(str(CORPUS / UPLOAD))
+                alice.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(CORPUS / UPLOAD))
                 alice.get_by_role("button", name="Load files").click()
                 wait_for_app(alice)
                 alice.get_by_text(UPLOAD).first.wait_for()

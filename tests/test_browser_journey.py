@@ -92,7 +92,8 @@ def test_upload_real_fcs_shows_summary(tmp_path):
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)
         wait_for_app(page)
-        page.locator("input[type=file]").set_input_files(str(CORPUS / "flowkit_index_sorted.fcs"))
+        uploader = page.get_by_test_id("stFileUploader").first.locator("input[type=file]")
+        uploader.set_input_files(str(CORPUS / "flowkit_index_sorted.fcs"))
         page.get_by_role("button", name="Load files").click()
         wait_for_app(page)
         page.get_by_text("flowkit_index_sorted.fcs").first.wait_for()
