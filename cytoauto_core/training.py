@@ -113,6 +113,6 @@ def train_and_apply(
         shutil.rmtree(tmp)
     else:
         tmp.rename(final)
-    progress(0.95, f"labelling all {dataset.n_cells:,} cells")
-    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover, request.threshold)
+    prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover, request.threshold,
+                                 progress=lambda f, m: progress(0.95 + 0.05 * f, m), should_stop=should_stop)
     return TrainingOutcome(scores, final, bundle_hash, prediction, int(cells.size), time.perf_counter() - started)

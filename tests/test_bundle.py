@@ -229,3 +229,18 @@ def test_apply_exits_2_with_one_sentence_for_a_bundle_that_cannot_load(saved, tm
     done = subprocess.run([sys.executable, "-m", "cytoauto_core", "apply", "--model", str(folder), "--out",
                            str(tmp_path / "out"), str(fcs)], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 2 and done.stderr.strip() == f"error: '{folder}' is not a readable model bundle folder."
+
+
+def test_labelling_every_cell_reports_progress_per_chunk_and_can_be_cancelled(cells, monkeypatch):
+    from cytoauto_core.models import TrainingCancelled
+
+    raw = cells[0]
+    bundle = _bundle("lda", cells)
+    monkeypatch.setattr(bundle_module, "CHUNK_ROWS", 100)
+    seen = []
+    predict_dataset(bundle, raw, NAMES, progress=lambda f, m: seen.append((f, m)))
+    assert len(seen) == -(-len(raw) // 100) and seen[0][0] == 0.0 and seen[-1][0] < 1.0
+    assert seen[1][1] == f"labelled 100 of {len(raw):,} cells"
+    calls = iter([False, True])
+    with pytest.raises(TrainingCancelled):
+        predict_dataset(bundle, raw, NAMES, should_stop=lambda: next(calls))

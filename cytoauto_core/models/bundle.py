@@ -14,6 +14,7 @@ import numpy as np
 from ..dataset import Spillover
 from ..errors import CytoInputError
 from ..transforms import TransformSpec, transform_events
+from . import Progress, ShouldStop, check_stop, report
 from .baselines import LDAModel, LogisticRegressionModel, XGBoostModel
 from .xgb_check import check_xgboost_json
 
@@ -195,8 +196,11 @@ def predict_dataset(
     channel_names: list[str],
     spillover: Spillover | None = None,
     threshold: float = 0.0,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> Prediction:
-    """Apply a bundle to raw events, matching channels by name, in chunks of CHUNK_ROWS cells to bound memory."""
+    """Apply a bundle to raw events, matching channels by name, in chunks of CHUNK_ROWS cells to bound memory;
+    progress is reported and cancellation honoured between chunks."""
     present = set(channel_names)
     missing = [c for c in bundle.spec.features if c not in present]
     if missing:
@@ -204,6 +208,8 @@ def predict_dataset(
     n, k = events.shape[0], len(bundle.class_ids)
     proba = np.empty((n, k), np.float32)
     for start in range(0, n, CHUNK_ROWS):
+        check_stop(should_stop)
+        report(progress, start / max(n, 1), f"labelled {start:,} of {n:,} cells")
         chunk = transform_events(events[start:start + CHUNK_ROWS], channel_names, bundle.spec, spillover)
         proba[start:start + len(chunk)] = bundle.classifier.predict_proba(chunk)
     ids = np.asarray(bundle.class_ids, np.int64)
