@@ -7,7 +7,6 @@ Labels are int16 population ids; -1 = unlabelled.
 """
 from __future__ import annotations
 
-import fcntl
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pandas as pd
 
 from .dataset import NOT_A_POPULATION
 from .errors import CytoInputError
-from .storage import atomic_file, atomic_save_npy, atomic_write_json, is_temp_file, read_json
+from .storage import atomic_file, atomic_save_npy, atomic_write_json, folder_lock, is_temp_file, read_json
 
 UNLABELLED = -1
 FORMAT = 2
@@ -291,16 +290,6 @@ class LabelStore:
             return changed
 
     # ---- persistence ---------------------------------------------------------------------
-    @contextmanager
-    def _lock(self, exclusive: bool = True) -> Iterator[None]:
-        """Writers hold the lock alone; readers share it, so no writer removes a file a reader is about to open."""
-        with open(self.directory / "lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def _head(self) -> dict:
         """The committed manifest (or a folder of the earlier layout, read as one), without the labels array."""
         head = read_json(self.directory / HEAD)
@@ -312,11 +301,11 @@ class LabelStore:
         return head
 
     def _shared_head(self) -> dict:
-        with self._lock(exclusive=False):
+        with folder_lock(self.directory, exclusive=False):
             return self._head()
 
     def _read(self) -> _State:
-        with self._lock(exclusive=False):
+        with folder_lock(self.directory, exclusive=False):
             return self._read_locked()
 
     def _read_locked(self) -> _State:
@@ -365,7 +354,7 @@ class LabelStore:
     @contextmanager
     def _action(self, what: str) -> Iterator[_State]:
         """Run one action atomically: lock, read, mutate, record an undo entry, commit."""
-        with self._lock():
+        with folder_lock(self.directory):
             state = self._read_locked()
             before_labels = state.labels.copy()
             before_pops = [asdict(p) for p in state.populations]
@@ -384,7 +373,7 @@ class LabelStore:
             self._commit(state, labels_changed=changed.size > 0)
 
     def _step(self, backwards: bool) -> bool:
-        with self._lock():
+        with folder_lock(self.directory):
             state = self._read_locked()
             stack, other = (state.undo, state.redo) if backwards else (state.redo, state.undo)
             if not stack:

@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the same folder, then rename, so a crash never leaves half a file."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -60,6 +61,18 @@ def remove_stale_temp_files(root: Path, older_than_s: float) -> list[Path]:
             except FileNotFoundError:
                 continue
     return removed
+
+
+@contextmanager
+def folder_lock(folder: Path, exclusive: bool = True) -> Iterator[None]:
+    """Hold `folder`/lock: writers alone, readers shared, so no writer removes a file a reader is about to open."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from browser import chromium_page, streamlit_server, wait_for_app
-from test_browser_journey import goto_page, saved_counts, shot
+from test_browser_journey import goto_page, saved_counts, shot, train_and_apply
 
 pytestmark = pytest.mark.browser
 N_CLUSTERS = 20
@@ -62,12 +62,7 @@ def test_cluster_name_two_clusters_train_and_read_them_on_results(tmp_path):
         saved = saved_counts(tmp_path / "ws")
         assert saved == {"Cluster pair A": 100, "Cluster B": 50}, saved  # 50 central cells of each cluster
 
-        goto_page(page, "Train")
-        for model in ("VIME", "XGBoost"):
-            page.get_by_test_id("stMultiSelect").get_by_role("button", name=re.compile(f"Remove {model}")).click()
-        page.get_by_role("button", name="Train and apply").click()
-        page.get_by_text("Trained and applied").wait_for(timeout=300_000)
-        wait_for_app(page)
+        train_and_apply(page)
 
         goto_page(page, "Results")
         page.locator(".js-plotly-plot").first.wait_for()

@@ -12,7 +12,7 @@ import pytest
 from browser import chromium_page, streamlit_server, wait_for_app
 from cytoauto_core.demo import make_demo_study
 from cytoauto_core.io import write_fcs
-from test_browser_journey import SCREENSHOTS, choose, goto_page
+from test_browser_journey import SCREENSHOTS, goto_page, train_and_apply
 
 pytestmark = pytest.mark.browser
 SHIFTED = "Pre_B_cells"
@@ -55,13 +55,7 @@ def test_compare_conditions_and_download_the_study_report(tmp_path):
         wait_for_app(page)
         page.get_by_test_id("stDataFrame").filter(has_text=SHIFTED).first.wait_for()
 
-        goto_page(page, "Train")
-        for model in ("VIME", "XGBoost", "Logistic regression"):
-            page.get_by_test_id("stMultiSelect").get_by_role("button", name=re.compile(f"Remove {model}")).click()
-        choose(page, "Model to apply to every cell", "LDA")
-        page.get_by_role("button", name="Train and apply").click()
-        page.get_by_text("Trained and applied").wait_for(timeout=180_000)
-        wait_for_app(page)
+        train_and_apply(page, ("VIME", "XGBoost", "Logistic regression"), apply="LDA", timeout_ms=180_000)
 
         goto_page(page, "Results")
         page.get_by_role("heading", name="Per-sample quality").wait_for()

@@ -75,6 +75,19 @@ def label_region(page, name: str, region: list[tuple[float, float]]) -> None:
     wait_for_app(page)
 
 
+def train_and_apply(page, leave_out: tuple[str, ...] = ("VIME", "XGBoost"), apply: str | None = None,
+                    timeout_ms: int = 300_000) -> None:
+    """On the Train page: drop `leave_out` from the comparison, optionally pick the model to apply, train, wait."""
+    goto_page(page, "Train")
+    for model in leave_out:
+        page.get_by_test_id("stMultiSelect").get_by_role("button", name=re.compile(f"Remove {model}")).click()
+    if apply is not None:
+        choose(page, "Model to apply to every cell", apply)
+    page.get_by_role("button", name="Train and apply").click()
+    page.get_by_text("Trained and applied").wait_for(timeout=timeout_ms)
+    wait_for_app(page)
+
+
 def saved_counts(workspace: Path) -> dict[str, int]:
     """Labelled cells per population as saved in the workspace on disk."""
     ws = Workspace(workspace)
@@ -150,12 +163,7 @@ def test_whole_journey_on_demo_data(tmp_path):
         assert "Left cells" in after_reload and "Right cells" in after_reload, "labels must survive a reload"
         assert f"{saved['Left cells']}" in after_reload and f"{saved['Right cells']}" in after_reload
 
-        goto_page(page, "Train")
-        for model in ("VIME", "XGBoost"):
-            page.get_by_test_id("stMultiSelect").get_by_role("button", name=re.compile(f"Remove {model}")).click()
-        page.get_by_role("button", name="Train and apply").click()
-        page.get_by_text("Trained and applied").wait_for(timeout=300_000)
-        wait_for_app(page)
+        train_and_apply(page)
         shot(page, "5-train")
 
         goto_page(page, "Results")

@@ -6,17 +6,14 @@ moment leaves the old or the new clustering whole.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CytoInputError
-from ..storage import atomic_save_npy, atomic_write_json, read_json
+from ..storage import atomic_save_npy, atomic_write_json, folder_lock, read_json
 from .flowsom import Clustering, ClusteringParams, FlowSOM
 
 MANIFEST = "current.json"
@@ -51,25 +48,25 @@ class ClusterStore:
 
     def current(self) -> ClusterState | None:
         """The clustering in use, or None before the first one."""
-        with self._lock(exclusive=False):
+        with folder_lock(self.directory, exclusive=False):
             return self._read()
 
     def save(self, clustering: Clustering, features: list[str]) -> ClusterState:
         """Replace the clustering by a fresh one (clusters named C1, C2, … by size)."""
         names = {c: f"C{c + 1}" for c in np.unique(clustering.clusters).tolist()}
-        with self._lock():
+        with folder_lock(self.directory):
             head = read_json(self.directory / MANIFEST) or {"version": 0}
             return self._commit(clustering.clusters, names, clustering.description, features, head["version"] + 1)
 
     def restore(self, clusters: np.ndarray, names: dict[int, str], description: str, features: list[str]) -> ClusterState:
         """Replace the clustering by a saved one (from a session file), keeping its cluster names."""
-        with self._lock():
+        with folder_lock(self.directory):
             head = read_json(self.directory / MANIFEST) or {"version": 0}
             return self._commit(clusters, names, description, features, head["version"] + 1)
 
     def merge(self, ids: list[int]) -> int:
         """Merge clusters `ids` into the first of them (keeping its name); returns the surviving id."""
-        with self._lock():
+        with folder_lock(self.directory):
             state = self._require()
             ids = self._known(state, ids)
             if len(ids) < 2:
@@ -86,7 +83,7 @@ class ClusterStore:
         name = name.strip()
         if not name:
             raise CytoInputError("A cluster name cannot be empty.")
-        with self._lock():
+        with folder_lock(self.directory):
             state = self._require()
             self._known(state, [cluster])
             state.names[cluster] = name
@@ -94,7 +91,7 @@ class ClusterStore:
 
     def split(self, cluster: int, x: np.ndarray, parts: int, seed: int) -> list[int]:
         """Re-cluster the cells of `cluster` (features `x` of every cell) into `parts` clusters; returns their ids."""
-        with self._lock():
+        with folder_lock(self.directory):
             state = self._require()
             self._known(state, [cluster])
             members = np.flatnonzero(state.clusters == cluster)
@@ -157,14 +154,3 @@ class ClusterStore:
             if path.name != array:
                 path.unlink(missing_ok=True)
         return ClusterState(clusters, dict(names), description, list(features), version)
-
-    @contextmanager
-    def _lock(self, exclusive: bool = True) -> Iterator[None]:
-        """Writers hold the lock alone; readers share it, so no writer removes an array a reader is opening."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
