@@ -2,6 +2,7 @@
 import numpy as np
 import streamlit as st
 
+from cytoauto_core.biaxial import default_axes
 from cytoauto_core.clustering import ClusteringParams, FlowSOM
 from cytoauto_core.clustering.profile import central_cells, cluster_medians, similarity_order
 from cytoauto_core.errors import CytoInputError
@@ -48,7 +49,7 @@ sizes = current.sizes()
 
 
 def _label(cid: int) -> str:
-    return f"{current.names[cid]} · {sizes[cid]:,} cells"
+    return f"{current.label(cid)} · {sizes[cid]:,} cells"
 
 
 medians = cluster_medians(x, current.clusters, markers)
@@ -81,7 +82,7 @@ with name_col:
     st.markdown(f"**Name the selection as a population** ({len(selected)} clusters, {n_selected:,} cells)")
     with st.form("name-clusters", clear_on_submit=True):
         population = st.text_input("Population name", placeholder="e.g. CD4 T cells")
-        how = st.radio("Label", ["the most central cells of each cluster", "every cell"], horizontal=True,
+        how = st.radio("Cells to label", ["the most central cells of each cluster", "every cell"], horizontal=True,
                        help="A few typical cells per cluster are enough to train; every cell also labels the cluster's edges.")
         per_cluster = st.number_input("Central cells per cluster", 5, 10_000, 50)
         if st.form_submit_button("Name as population", type="primary", disabled=not selected) and population.strip():
@@ -94,8 +95,7 @@ with name_col:
             if pid is None:
                 pid = _act(labels.create_population, population.strip())
             if pid is not None and _act(labels.assign, cells, pid) is not None:
-                for c in selected:
-                    _act(clusters_store.rename, c, population.strip())
+                _act(clusters_store.rename, selected, population.strip())
                 st.session_state[SELECTED] = []
                 st.session_state[NAMED] = f"Labelled {cells.size:,} cells as {population.strip()}; train a model on the **Train** page."
                 st.rerun()
@@ -116,7 +116,7 @@ with edit_col:
 st.subheader("Where the clusters are")
 view = st.radio("Show on", ["Map", "Marker vs marker"], horizontal=True, index=0 if maps.stored_maps(key) else 1)
 codes = current.clusters
-categories = [current.names.get(c, "") for c in range(max(current.names) + 1)]
+categories = current.categories()
 if view == "Map":
     picked_map = maps.map_picker(key)
     if picked_map is None:
@@ -125,9 +125,10 @@ if view == "Map":
     _, xy, meta = picked_map
     axis = (f"{meta['method'].upper()} 1", f"{meta['method'].upper()} 2")
 else:
+    first, second = default_axes(x)
     c1, c2 = st.columns(2)
-    mx = c1.selectbox("x marker", markers, index=0)
-    my = c2.selectbox("y marker", markers, index=min(1, len(markers) - 1))
+    mx = c1.selectbox("x marker", markers, index=first)
+    my = c2.selectbox("y marker", markers, index=second)
     xy, axis = x[:, [markers.index(mx), markers.index(my)]], (mx, my)
 show = np.where(np.isin(codes, selected), codes, -1) if selected else codes
 rows_drawn = maps.drawn_rows(key, dataset.n_cells, f"clusters-{current.version}", np.asarray(codes))

@@ -47,8 +47,7 @@ if choice == "your labels":
     values, categories = maps.codes_for(store.labels(), [p.id for p in populations]), [p.name for p in populations]
     colors = [p.color for p in populations]
 elif choice == "clusters":
-    values = np.asarray(clustering.clusters, dtype=np.int32)
-    categories = [clustering.names.get(c, "") for c in range(max(clustering.names) + 1)]
+    values, categories = np.asarray(clustering.clusters, dtype=np.int32), clustering.categories()
 elif choice == "predicted population":
     cells = result.cells(float(result.meta.get("threshold", 0.5)))
     ids = sorted(cells.names)

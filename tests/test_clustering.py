@@ -79,9 +79,11 @@ def test_store_keeps_merges_splits_and_names_across_reopening(tmp_path, levine):
     assert new[0] == 0 and len(new) == 3
     np.testing.assert_array_equal(np.isin(split.clusters, new), result.clusters == 0)
     assert [split.names[c] for c in new] == ["C1.1", "C1.2", "C1.3"]
-    store.rename(1, "T cells")
+    store.rename([1], "T cells")
     reopened = ClusterStore(tmp_path / "clusters", x.shape[0]).current()
     assert reopened.names[1] == "T cells" and reopened.version == split.version + 1
+    assert reopened.label(1) == "T cells (C2)" and reopened.label(0) == "C1.1"
+    assert reopened.categories()[4] == "" and reopened.categories()[1] == "T cells (C2)"
     assert len(list((tmp_path / "clusters").glob("*.npy"))) == 1  # replaced arrays are gone
 
 

@@ -48,7 +48,7 @@ def exported(tmp_path_factory):
                   {"model": "vime", "bundle_dir": SHIPPED_BUNDLE.name, "class_ids": [0, 1, 2]})
     clusters = cluster_store(ws, key, dataset.n_cells)
     clusters.save(FlowSOM(ClusteringParams(n_clusters=8, grid=5, epochs=2, seed=0)).fit_predict(x), spec.features)
-    clusters.rename(0, "T cells")
+    clusters.rename([0], "T cells")
     data = export_session(ws, key, dataset, SHIPPED_BUNDLE)
     return ws, key, data
 

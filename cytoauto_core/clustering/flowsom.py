@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..embeddings import subsample
+from ..jobs import Progress, ShouldStop
 from .metacluster import consensus_metaclusters
 from .som import nearest_node, train_som
-
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
 
 
 @dataclass
@@ -33,21 +30,12 @@ class ClusteringParams:
         if self.n_clusters < 1 or self.n_clusters > self.grid * self.grid:
             raise ValueError(f"the number of clusters must be between 1 and {self.grid * self.grid} (the SOM nodes)")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClusteringParams":
-        return cls(**d)
-
 
 @dataclass
 class Clustering:
-    """A clustering of every cell: `clusters[i]` is cell i's cluster (0 = the largest), with the SOM behind it."""
+    """A clustering of every cell: `clusters[i]` is cell i's cluster (0 = the largest); the SOM stays in FlowSOM."""
 
     clusters: np.ndarray  # int16, one per cell
-    codes: np.ndarray  # SOM node codes, nodes × features, in the balanced space (features × FlowSOM.scale)
-    node_clusters: np.ndarray  # cluster of each SOM node
     params: ClusteringParams
     seconds: float
 
@@ -111,7 +99,7 @@ class FlowSOM:
         self.fit(x, progress, should_stop)
         (progress or (lambda f, m: None))(0.9, f"assigning {x.shape[0]:,} cells")
         clusters = self.predict(x)
-        return Clustering(clusters, self.codes, self.node_clusters, self.params, time.perf_counter() - start)
+        return Clustering(clusters, self.params, time.perf_counter() - start)
 
 
 def _by_size(groups: np.ndarray, node_cells: np.ndarray) -> np.ndarray:

@@ -1,12 +1,10 @@
 """A self-organising map trained as FlowSOM trains it (online, bubble neighbourhood), compiled with numba."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numba
 import numpy as np
 
-Progress = Callable[[float, str], None]
+from ..jobs import Progress, ShouldStop
 _CHUNK = 65_536
 START_RATE, END_RATE = 0.05, 0.01  # FlowSOM's learning rate, decreasing linearly over training
 
@@ -32,7 +30,7 @@ def nearest_node(x: np.ndarray, codes: np.ndarray, scale: np.ndarray | None = No
 
 
 def train_som(x: np.ndarray, side: int, epochs: int, seed: int, progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+              should_stop: ShouldStop | None = None) -> np.ndarray:
     """Codes (side² × d, float64) of a SOM fitted to the rows of `x` by FlowSOM's online rule.
 
     Codes start at `seed`-ed random cells. Each pass visits every cell once in a seeded random

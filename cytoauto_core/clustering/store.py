@@ -7,6 +7,7 @@ moment leaves the old or the new clustering whole.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .flowsom import Clustering, ClusteringParams, FlowSOM
 
 MANIFEST = "current.json"
 SPLIT_GRID = 4  # a split re-clusters one cluster's cells on a small SOM
+GENERATED_NAME = re.compile(r"^C\d+(\.\d+)*$")  # C3, and C3.1 after a split: names the store gave
 
 
 @dataclass
@@ -33,6 +35,15 @@ class ClusterState:
     @property
     def ids(self) -> list[int]:
         return sorted(self.names)
+
+    def label(self, cluster: int) -> str:
+        """The cluster's name, with its C-number when the user gave it a name of their own (several may share one)."""
+        name = self.names[cluster]
+        return name if GENERATED_NAME.match(name) else f"{name} (C{cluster + 1})"
+
+    def categories(self) -> list[str]:
+        """Labels indexed by cluster id, for colouring by cluster; '' for ids merged away."""
+        return [self.label(c) if c in self.names else "" for c in range(max(self.names) + 1)]
 
     def sizes(self) -> dict[int, int]:
         counts = np.bincount(self.clusters, minlength=max(self.names) + 1)
@@ -54,12 +65,10 @@ class ClusterStore:
     def save(self, clustering: Clustering, features: list[str]) -> ClusterState:
         """Replace the clustering by a fresh one (clusters named C1, C2, … by size)."""
         names = {c: f"C{c + 1}" for c in np.unique(clustering.clusters).tolist()}
-        with folder_lock(self.directory):
-            head = read_json(self.directory / MANIFEST) or {"version": 0}
-            return self._commit(clustering.clusters, names, clustering.description, features, head["version"] + 1)
+        return self.restore(clustering.clusters, names, clustering.description, features)
 
     def restore(self, clusters: np.ndarray, names: dict[int, str], description: str, features: list[str]) -> ClusterState:
-        """Replace the clustering by a saved one (from a session file), keeping its cluster names."""
+        """Replace the clustering by the given one (a fresh one, or a session file's), keeping the names given."""
         with folder_lock(self.directory):
             head = read_json(self.directory / MANIFEST) or {"version": 0}
             return self._commit(clusters, names, description, features, head["version"] + 1)
@@ -78,15 +87,15 @@ class ClusterStore:
             self._commit(clusters, names, state.description, state.features, state.version + 1)
             return target
 
-    def rename(self, cluster: int, name: str) -> None:
-        """Give cluster `cluster` a new name (names need not be unique; ids are)."""
+    def rename(self, clusters: list[int], name: str) -> None:
+        """Give clusters `clusters` one new name, in one step (names need not be unique; ids are)."""
         name = name.strip()
         if not name:
             raise CytoInputError("A cluster name cannot be empty.")
         with folder_lock(self.directory):
             state = self._require()
-            self._known(state, [cluster])
-            state.names[cluster] = name
+            for cluster in self._known(state, clusters):
+                state.names[cluster] = name
             self._commit(state.clusters, state.names, state.description, state.features, state.version + 1)
 
     def split(self, cluster: int, x: np.ndarray, parts: int, seed: int) -> list[int]:
