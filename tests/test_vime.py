@@ -12,8 +12,9 @@ tf = pytest.importorskip("tensorflow")
 from cytoauto_core.models import TrainingCancelled, softmax  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
     FusedNet, VIMEClassifier, VIMEParams, blend, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
-    mask_loss, reconstruction_loss, select_pseudo_labels, weighted_cross_entropy,
+    mask_loss, reconstruction_loss, weighted_cross_entropy,
 )
+from cytoauto_core.models.pseudo_labels import estimate_prior, select_pseudo_labels  # noqa: E402
 from synthetic import gaussian_cells, label_split  # noqa: E402
 
 TINY = dict(encoder_sizes=[32], predictor_sizes=[32], pretrain_steps=40, pretrain_batch=128, semi_steps=60,
@@ -50,11 +51,36 @@ def test_consistency_entropy_and_weighted_cross_entropy_by_hand():
 
 
 def test_pseudo_labels_are_confident_and_class_balanced():
-    probs = np.array([[0.95, 0.05], [0.99, 0.01], [0.91, 0.09], [0.6, 0.4], [0.05, 0.95], [0.2, 0.8]], np.float32)
+    probs = np.array([[0.95, 0.05], [0.99, 0.01], [0.91, 0.09], [0.6, 0.4], [0.05, 0.95], [0.1, 0.9]], np.float32)
     idx, labels = select_pseudo_labels(probs, threshold=0.9, fraction=0.5, cap=10)
     assert idx.tolist() == [1, 0, 4] and labels.tolist() == [0, 0, 1]
     idx, _ = select_pseudo_labels(probs, threshold=0.9, fraction=1.0, cap=1)
     assert idx.tolist() == [1, 4]
+
+
+def _equal_share_posteriors(shares: list[float], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cells from 1-D unit Gaussians at 0, 2, 4 … in the given shares, and their posteriors at equal shares."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(shares), n, p=shares)
+    x = rng.normal(2.0 * y, 1.0)
+    log_lik = -0.5 * (x[:, None] - 2.0 * np.arange(len(shares))[None, :]) ** 2
+    return softmax(log_lik.astype(np.float32)), y
+
+
+def test_estimated_shares_recover_a_rare_population():
+    probs, y = _equal_share_posteriors([0.9, 0.08, 0.02], 50_000, seed=0)
+    called = np.bincount(probs.argmax(axis=1), minlength=3)
+    assert called[1] > 2 * np.sum(y == 1)  # equal shares over-call the smaller populations
+    assert estimate_prior(probs) == pytest.approx([0.9, 0.08, 0.02], abs=0.01)
+
+
+def test_a_rare_populations_pseudo_labels_are_the_cells_that_look_like_it():
+    probs, y = _equal_share_posteriors([0.97, 0.03], 50_000, seed=1)
+    idx, labels = select_pseudo_labels(probs, threshold=0.8, fraction=1.0, cap=100_000)
+    rare = idx[labels == 1]
+    assert np.mean(y[rare] == 1) > 0.8  # at equal shares, most cells called rare above 0.8 are not
+    called = np.flatnonzero((probs[:, 1] >= 0.8))
+    assert np.mean(y[called] == 1) < 0.6
 
 
 def test_params_from_an_older_bundle_drop_retired_options():

@@ -9,6 +9,7 @@ import numpy as np
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 from .baselines import booster_probs
+from .pseudo_labels import select_pseudo_labels
 from .teacher import fit_first_guess
 
 
@@ -209,18 +210,6 @@ def blend(parts: list[np.ndarray], weights: list[float], kind: str) -> np.ndarra
     if kind != "geometric":
         raise ValueError(f"unknown blend {kind!r}")
     return softmax(sum(np.float32(wi) * np.log(p + np.float32(1e-6)) for wi, p in zip(w, parts)))
-
-
-def select_pseudo_labels(probs: np.ndarray, threshold: float, fraction: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced confident pseudo-labels: per predicted class, the most confident share above threshold."""
-    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
-    picked: list[np.ndarray] = []
-    for c in range(probs.shape[1]):
-        cand = np.flatnonzero((pred == c) & (conf >= threshold))
-        n = min(cap, int(np.ceil(fraction * cand.size)))
-        picked.append(cand[np.argsort(-conf[cand], kind="stable")[:n]])
-    idx = np.concatenate(picked).astype(np.int64)
-    return idx, pred[idx].astype(np.int32)
 
 
 class VIMEClassifier:
