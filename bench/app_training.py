@@ -3,7 +3,7 @@ standalone fit of the same VIME model on the same cells; also the longest wait b
 
 Usage: nice python bench/app_training.py [--per-population 1317] [--seed 0] [--repeats 3]
 Data: the built-in demo (20,000 cells); the three largest populations get `--per-population` labels each (seeded),
-the Train page's default request (compare every model, apply VIME) is run on them.
+the Train page's default request (compare the fast baselines on held-out labels, apply VIME) is run on them.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ CORES = bound_threads()  # what ui/server.py does at server start, before numba 
 from cytoauto_core.demo import make_demo  # noqa: E402
 from cytoauto_core.jobs import JobManager  # noqa: E402
 from cytoauto_core.models.vime import VIMEClassifier, VIMEParams  # noqa: E402
-from cytoauto_core.training import MODEL_NAMES, TrainingRequest, train_and_apply, trainable_cells  # noqa: E402
+from cytoauto_core.training import DEFAULT_COMPARISON, TrainingRequest, train_and_apply, trainable_cells  # noqa: E402
 from cytoauto_core.transforms import default_spec, transform_features  # noqa: E402
 
 
@@ -64,7 +64,7 @@ class Recorder:
 
 def in_app(dataset, x, spec, labels, names, models_dir: Path, seed: int) -> tuple[float, Recorder, object]:
     """pages/train.py's work function in a JobManager thread; wall seconds from start to done."""
-    request = TrainingRequest(compare=list(MODEL_NAMES), apply="VIME", vime=page_vime_settings(), seed=seed)
+    request = TrainingRequest(compare=list(DEFAULT_COMPARISON), apply="VIME", vime=page_vime_settings(), seed=seed)
     recorder = Recorder()
 
     def work(progress, should_stop):
