@@ -19,7 +19,9 @@ VIME makes its call from three parts, combined as a weighted geometric mean of t
 3. **The booster** (XGBoost with vector leaves on your labels; soft probabilities from 30 shallow rounds) — weight {2}:
    it leads where it is sure, and the other two decide where it is not.
 
-The three experts' agreement, smoothed over each cell's neighbours, chooses the network's pseudo-labels. The weights
+The three experts' agreement, smoothed over each cell's neighbours, chooses the network's pseudo-labels, at the
+population shares estimated among your unlabelled cells (so a rare population's pseudo-labels are cells that look
+like it, not every cell it might be); the network still sees every population equally often. The weights
 were chosen on eight labelled reference data sets and confirmed on each set with that set left out of the choice
 (BENCHMARKS.md); without the network the mean macro-F1 drops, most on the hardest sets.
 """.format(*FINAL_WEIGHTS)
