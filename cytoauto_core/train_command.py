@@ -23,7 +23,7 @@ from .export import event_ids
 from .io import read_files
 from .labels import MIN_LABELS_FOR_TRAINING
 from .recommendation import recommend_model
-from .training import MODEL_NAMES, TrainingOutcome, TrainingRequest, train_and_apply
+from .training import DEFAULT_COMPARISON, TrainingOutcome, TrainingRequest, train_and_apply
 from .transforms import TransformSpec, default_spec, transform_features
 
 MODEL_ALIASES = {"vime": "VIME", "logreg": "Logistic regression", "logistic": "Logistic regression",
@@ -160,7 +160,7 @@ class TrainCommand:
     workspace: Path | None = None
     gates: Sequence[str] | None = None
     per_population: int | None = None
-    compare: Sequence[str] = MODEL_NAMES
+    compare: Sequence[str] = DEFAULT_COMPARISON
     apply: str | None = None
     seed: int = 0
     threshold: float = 0.5
