@@ -40,9 +40,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--gates", help="with --wsp: comma-separated gate paths that become populations, e.g. "
                                        "'CD3+/CD4,CD19' (default: every leaf gate)")
     train.add_argument("--per-population", type=int, help="keep at most N labelled cells per population (seeded)")
-    train.add_argument("--compare", default="logreg,xgboost,lda",
+    train.add_argument("--compare",
                        help="comma-separated models to compare on held-out labels (vime, logreg, xgboost, lda; "
-                            "default the fast three, as on the Train page; adding vime fits it twice; '' none)")
+                            "default: the Train page's fast baselines; adding vime fits it twice; '' none)")
     train.add_argument("--apply", help="model to fit on all labels and save (default: the Train page's "
                                        "recommendation)")
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -96,6 +96,7 @@ def apply_main(args: argparse.Namespace) -> int:
 def train_main(args: argparse.Namespace) -> int:
     """0 when the bundle was saved, 1 when the files or labels cannot be trained on, 2 on unusable arguments."""
     from .train_command import TrainCommand, TrainUsageError, model_name, run_train, stage_printer
+    from .training import DEFAULT_COMPARISON
 
     try:
         command = TrainCommand(
@@ -103,7 +104,8 @@ def train_main(args: argparse.Namespace) -> int:
             labels_csv=Path(args.labels) if args.labels else None, label_column=args.label_column,
             workspace=Path(args.wsp) if args.wsp else None,
             gates=[g.strip() for g in args.gates.split(",") if g.strip()] if args.gates else None,
-            per_population=args.per_population, compare=[model_name(m) for m in args.compare.split(",") if m.strip()],
+            per_population=args.per_population, compare=DEFAULT_COMPARISON if args.compare is None else
+            [model_name(m) for m in args.compare.split(",") if m.strip()],
             apply=model_name(args.apply) if args.apply else None, seed=args.seed, threshold=args.threshold,
             cofactor=args.cofactor, features=[f.strip() for f in args.features.split(",")] if args.features else None,
             vime=_vime_settings(args.vime))

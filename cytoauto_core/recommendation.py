@@ -28,7 +28,8 @@ def recommend_model(labels_per_population: Sequence[int]) -> Recommendation:
     if most > DEVSUITE_MAX_LABELS:
         return Recommendation("VIME", f"VIME had the highest mean macro-F1 on eight labelled reference data sets with "
                                       f"5–{DEVSUITE_MAX_LABELS} labels per population; with up to {most:,} labels here, "
-                                      f"the comparison table on your own labels is worth a look too.")
+                                      f"the comparison table on your own labels is worth a look too (add VIME to the models "
+                                      f"compared to score it there).")
     return Recommendation("VIME", f"With at most {most} labels per population a cross-validation cannot tell the "
                                   "models apart; on eight labelled reference data sets VIME had the highest mean "
                                   "macro-F1 at 5, 10 and 25 labels per population (BENCHMARKS.md).")

@@ -55,7 +55,7 @@ def test_compare_conditions_and_download_the_study_report(tmp_path):
         wait_for_app(page)
         page.get_by_test_id("stDataFrame").filter(has_text=SHIFTED).first.wait_for()
 
-        train_and_apply(page, ("VIME", "XGBoost", "Logistic regression"), apply="LDA", timeout_ms=180_000)
+        train_and_apply(page, ("XGBoost", "Logistic regression"), apply="LDA", timeout_ms=180_000)
 
         goto_page(page, "Results")
         page.get_by_role("heading", name="Per-sample quality").wait_for()
