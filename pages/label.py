@@ -16,7 +16,7 @@ from cytoauto_core.io.flowjo import WorkspaceGates
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, Assignment
 from cytoauto_core.selection import cells_in_selection
-from ui import maps, state
+from ui import maps, state, suggest_panel
 from ui.plots import heatmap_figure, scatter_figure
 
 key, dataset = state.current_dataset()
@@ -187,6 +187,7 @@ def labelling() -> None:
             st.warning(st.session_state.pop("label_warning"))
     with right:
         population_table(labels)
+    suggest_panel.panel(key, x, store, np.asarray(xy), rows, axis)
 
 
 def population_table(labels: np.ndarray) -> None:
