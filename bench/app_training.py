@@ -86,7 +86,7 @@ def in_app(dataset, x, spec, labels, names, models_dir: Path, seed: int) -> tupl
 def page_vime_settings() -> dict:
     """The VIME settings the Train page's form submits when left at its defaults."""
     d = VIMEParams()
-    return {"teacher": d.teacher, "rounds": d.rounds, "pseudo_threshold": d.pseudo_threshold, "p_m": d.p_m,
+    return {"rounds": d.rounds, "pseudo_threshold": d.pseudo_threshold, "p_m": d.p_m,
             "beta": d.beta, "entropy_weight": d.entropy_weight}
 
 

@@ -7,7 +7,7 @@ Macro-F1 counts every population present in the test rows equally (small populat
 Run:  nice .venv/bin/python bench/devsuite.py                      # full: 8 sets × 3 budgets × 3 seeds
       nice .venv/bin/python bench/devsuite.py --fast               # iteration: 2 sets, 1 seed
       ... --models VIME LDA --vime rounds=2 --rows out.jsonl       # VIMEParams overrides; raw rows appended
-      ... --models "VIME network alone" "VIME first guess alone"   # ablations (VIME_VARIANTS)
+      ... --models "VIME network alone" "VIME experts alone"       # ablations (VIME_VARIANTS)
       ... --summarise out.jsonl                                    # tables from saved rows only
       ... --speed                                                  # fit and train + apply timings
 """
@@ -42,8 +42,8 @@ APP_NAMES = {"VIME": "VIME", "Logistic regression": "LogReg", "XGBoost": "XGBoos
 BENCH_TO_APP = {bench: app for app, bench in APP_NAMES.items()}
 VIME_VARIANTS = {  # ablations: what each part of the default model provides
     "VIME": {},
-    "VIME network alone": {"teacher": "none"},
-    "VIME first guess alone": {"final_weights": [0.0, 0.2, 0.7]},
+    "VIME network alone": {"final_weights": [1.0, 0.0, 0.0]},
+    "VIME experts alone": {"final_weights": [0.0, 0.2, 0.7]},
 }
 
 
@@ -257,7 +257,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--models", nargs="+", default=list(MODELS))
-    ap.add_argument("--vime", nargs="*", default=[], help="VIMEParams overrides, e.g. teacher=none rounds=2")
+    ap.add_argument("--vime", nargs="*", default=[], help="VIMEParams overrides, e.g. rounds=2 pseudo_threshold=0.9")
     ap.add_argument("--fast", action="store_true", help=f"sets {', '.join(devsuite_sets.FAST)}, seed 0")
     ap.add_argument("--rows", type=Path, help="append raw rows (JSON lines) to this file")
     ap.add_argument("--summarise", type=Path, nargs="+", help="print tables from saved rows and exit")

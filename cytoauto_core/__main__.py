@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--cofactor", type=float, help="arcsinh cofactor (default: 5 mass cytometry, 150 flow)")
     train.add_argument("--features", help="comma-separated feature channels or markers (default: the Data page's)")
     train.add_argument("--vime", action="append", default=[], metavar="KEY=VALUE",
-                       help="a VIME setting as on the Train page (e.g. rounds=2, teacher=none); repeatable")
+                       help="a VIME setting as on the Train page (e.g. rounds=2, pseudo_threshold=0.9); repeatable")
     train.add_argument("files", nargs="+", help="FCS, CSV or .h5ad files, loaded together as samples")
 
     apply = commands.add_parser("apply", help="apply a saved model bundle to many files on Dask workers",
@@ -140,7 +140,7 @@ def _vime_settings(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or key.strip() not in known:
             raise TrainUsageError(f"--vime {pair!r} is not KEY=VALUE with a VIME setting "
-                                  f"(for example rounds=2 or teacher=none).")
+                                  f"(for example rounds=2 or pseudo_threshold=0.9).")
         try:
             settings[key.strip()] = json.loads(value)
         except ValueError:

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
-from cytoauto_core.models.vime import FINAL_WEIGHTS, TEACHERS, VIMEParams
+from cytoauto_core.models.vime import VIMEParams, final_weights_for
 from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
@@ -13,18 +13,18 @@ from ui.widgets import job_panel
 VIME_PARTS = """
 VIME makes its call from three parts, combined as a weighted geometric mean of their probabilities:
 1. **The network** (VIME: an encoder pretrained by masked self-supervision on every cell, then a predictor trained on
-   your labels and on pseudo-labels, with consistency over masked copies and entropy minimisation on unlabelled cells)
-   — weight {0}: the part that learns the shape of populations from the unlabelled cells.
-2. **The linear pair** (LDA and logistic regression on your labels, logits averaged) — weight {1}.
-3. **The booster** (XGBoost with vector leaves on your labels; soft probabilities from 30 shallow rounds) — weight {2}:
-   it leads where it is sure, and the other two decide where it is not.
+   your labels and then also on its own confident predictions, with consistency over masked copies and entropy
+   minimisation on unlabelled cells) — the part that learns the shape of populations from the unlabelled cells.
+2. **The linear pair** (LDA and logistic regression on your labels, logits averaged).
+3. **The booster** (XGBoost with vector leaves on your labels; soft probabilities from 30 shallow rounds): it leads
+   where it is sure, and the other two decide where it is not.
 
-The three experts' agreement, smoothed over each cell's neighbours, chooses the network's pseudo-labels, at the
-population shares estimated among your unlabelled cells (so a rare population's pseudo-labels are cells that look
-like it, not every cell it might be); the network still sees every population equally often. The weights
-were chosen on eight labelled reference data sets and confirmed on each set with that set left out of the choice
-(BENCHMARKS.md); without the network the mean macro-F1 drops, most on the hardest sets.
-""".format(*FINAL_WEIGHTS)
+Weights (network / linear pair / booster) grow the network's share with your labels: {0} at 5 labels per
+population, {1} at 10, {2} from 20. The network picks its pseudo-labels at the population shares estimated among
+your unlabelled cells (so a rare population's pseudo-labels are cells that look like it, not every cell it might
+be), and still sees every population equally often. The weights were chosen on eight labelled reference data sets
+and checked on each set with that set left out of the choice (BENCHMARKS.md).
+""".format(*("/".join(f"{w:g}" for w in final_weights_for(n)) for n in (5, 10, 20)))
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
@@ -59,19 +59,14 @@ with st.form("train"):
         d = VIMEParams()
         v1, v2, v3 = st.columns(3)
         vime = {
-            "teacher": v1.selectbox(
-                "first guess", TEACHERS, index=TEACHERS.index(d.teacher),
-                help="ensemble: LDA, logistic regression and XGBoost on your labels; where all three agree, smoothed "
-                     "over neighbouring cells, cells become pseudo-labels for the network, and the three share the "
-                     "final call with it. none: the network learns from your labels alone."),
-            "rounds": v2.number_input("self-training rounds", 1, 10, d.rounds,
-                                      help="Pseudo-labels are refreshed from the network and the first guess after "
-                                           "every round."),
-            "pseudo_threshold": v3.number_input("pseudo-label confidence", 0.5, 1.0, d.pseudo_threshold, 0.05),
-            "p_m": v1.number_input("mask probability p_m", 0.05, 0.9, d.p_m, 0.05,
+            "rounds": v1.number_input("self-training rounds", 1, 10, d.rounds,
+                                      help="The first round learns from your labels; each later one also from the "
+                                           "network's own confident predictions of the round before."),
+            "pseudo_threshold": v2.number_input("pseudo-label confidence", 0.5, 1.0, d.pseudo_threshold, 0.05),
+            "p_m": v3.number_input("mask probability p_m", 0.05, 0.9, d.p_m, 0.05,
                                    help="Share of marker values replaced in self-supervision and consistency."),
-            "beta": v2.number_input("consistency weight beta", 0.0, 10.0, d.beta, 0.5),
-            "entropy_weight": v3.number_input("entropy weight", 0.0, 5.0, d.entropy_weight, 0.05),
+            "beta": v1.number_input("consistency weight beta", 0.0, 10.0, d.beta, 0.5),
+            "entropy_weight": v2.number_input("entropy weight", 0.0, 5.0, d.entropy_weight, 0.05),
         }
     go = st.form_submit_button("Train and apply", type="primary")
 

@@ -163,7 +163,7 @@ def test_a_watched_training_runs_as_fast_as_an_unwatched_one_and_cancel_stops_it
         assert ratio <= MAX_RATIO, (watched, unwatched)
         assert watch.longest_silence() <= MAX_SILENCE, watch.samples
         assert len(watch.messages()) >= 5, watch.messages()
-        assert any("first guess" in m for m in watch.messages()), "the first guess stage showed no progress"
+        assert any("experts" in m for m in watch.messages()), "the experts' stage showed no progress"
         assert any("left" in text for _, text in watch.samples), "no estimate of the time left was shown"
 
         page.get_by_role("button", name="Train and apply").click()

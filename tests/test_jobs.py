@@ -111,7 +111,7 @@ def test_time_left_follows_the_pace_so_far():
 
 
 def test_vime_stops_within_a_second_of_cancel_in_every_stage():
-    """Cancel asked at the first report of each stage (self-supervision, first guess, self-training) ends the fit
+    """Cancel asked at the first report of each stage (self-supervision, experts, self-training) ends the fit
     within a second on the demo (20,000 cells, ~1,300 labels for each of 3 populations)."""
     dataset = make_demo()
     x = transform_features(dataset, default_spec(dataset))
@@ -121,7 +121,7 @@ def test_vime_stops_within_a_second_of_cancel_in_every_stage():
     labelled = np.concatenate([rng.choice(np.flatnonzero(populations == n), 1300, replace=False) for n in names])
     y = np.repeat(np.arange(3), 1300)
     rest = np.setdiff1d(np.arange(dataset.n_cells), labelled)
-    for stage in ("self-supervised", "first guess", "round 1"):
+    for stage in ("self-supervised", "experts", "round 1"):
         asked: list[float] = []
 
         def progress(fraction, message, stage=stage, asked=asked):

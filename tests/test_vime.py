@@ -11,7 +11,7 @@ tf = pytest.importorskip("tensorflow")
 
 from cytoauto_core.models import TrainingCancelled, softmax  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
-    FusedNet, VIMEClassifier, VIMEParams, blend, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
+    FusedNet, VIMEClassifier, VIMEParams, blend, final_weights_for, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
     mask_loss, reconstruction_loss, weighted_cross_entropy,
 )
 from cytoauto_core.models.pseudo_labels import estimate_prior, select_pseudo_labels  # noqa: E402
@@ -99,7 +99,7 @@ def test_train_and_apply_on_separated_populations_with_progress():
     fractions = [f for f, _ in calls]
     assert len(calls) >= 10 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("loss" in m for _, m in calls) and any("cross-entropy" in m for _, m in calls)
-    assert any(m.startswith("VIME first guess") for _, m in calls), "the first-guess stage is announced"
+    assert any(m.startswith("VIME experts") for _, m in calls), "the experts' stage is announced"
     again = VIMEClassifier(VIMEParams(**TINY, seed=3)).fit(x[lab], y[lab], x[rest]).predict_proba(x[rest])
     np.testing.assert_allclose(again, proba, atol=1e-5)
 
@@ -154,34 +154,46 @@ def test_blends_weight_parts_as_documented():
         blend([a, b], [1, 1], "median")
 
 
-def test_first_guess_experts_are_blended_saved_and_reloaded(tmp_path):
+def test_experts_are_blended_saved_and_reloaded(tmp_path):
     x, y = gaussian_cells()
     lab, rest = label_split(y, 5)
     model = VIMEClassifier(VIMEParams(**TINY)).fit(x[lab], y[lab], x[rest])
-    assert model.linear_teacher is not None and model.xgb_teacher is not None
+    assert model.linear_expert is not None and model.booster_expert is not None
     proba = model.predict_proba(x[rest])
     p = model.params
     scaler = (np.asarray(model.scaler.offset), np.asarray(model.scaler.scale))
     network = FusedNet(model.members, *scaler, len(p.encoder_sizes), p.skip_input).predict_proba(x[rest])
     s = model.scaler.transform(x[rest])
-    linear = softmax(s @ model.linear_teacher[0] + model.linear_teacher[1])
-    booster = model.xgb_teacher.inplace_predict(s).reshape(len(s), -1)
-    assert p.final_weights == [0.1, 0.2, 0.7] and p.final_blend == "geometric"
+    linear = softmax(s @ model.linear_expert[0] + model.linear_expert[1])
+    booster = model.booster_expert.inplace_predict(s).reshape(len(s), -1)
+    assert model.final_weights_ == [0.1, 0.2, 0.7] and p.final_blend == "geometric"  # 5 labels per population
     parts = model.part_probabilities(x[rest])
     for name, expected_part in zip(("network", "linear pair", "booster"), (network, linear, booster)):
         np.testing.assert_allclose(parts[name], expected_part, atol=1e-5)
     log = 0.1 * np.log(network + 1e-6) + 0.2 * np.log(linear + 1e-6) + 0.7 * np.log(booster + 1e-6)
     np.testing.assert_allclose(proba, np.exp(log) / np.exp(log).sum(1, keepdims=True), atol=1e-5)
     assert np.mean(model.classes_[proba.argmax(axis=1)] == y[rest]) > 0.9
-    again = VIMEClassifier.load_state(str(tmp_path), json.loads(json.dumps(model.save_state(str(tmp_path)))))
+    config = json.loads(json.dumps(model.save_state(str(tmp_path))))
+    assert config["params"]["final_weights"] == [0.1, 0.2, 0.7], "the bundle records the weights it was trained with"
+    again = VIMEClassifier.load_state(str(tmp_path), config)
     np.testing.assert_allclose(again.predict_proba(x[rest]), proba, atol=1e-6)
 
 
-def test_without_a_first_guess_the_network_learns_from_the_labels_alone():
+def test_the_networks_weight_grows_with_the_labels_per_population():
+    assert final_weights_for(5) == [0.1, 0.2, 0.7]
+    assert final_weights_for(10) == [0.2, 0.2, 0.6]
+    assert final_weights_for(20) == final_weights_for(25) == final_weights_for(1300) == [0.3, 0.2, 0.5]
+    assert final_weights_for(3) == final_weights_for(0) == [0.1, 0.2, 0.7]
+    assert 0.1 < final_weights_for(7)[0] < 0.2 and sum(final_weights_for(7)) == pytest.approx(1.0)
+
+
+def test_the_network_alone_learns_from_the_labels_and_its_own_pseudo_labels():
     x, y = gaussian_cells()
-    lab, rest = label_split(y, 5)
-    model = VIMEClassifier(VIMEParams(**TINY, teacher="none")).fit(x[lab], y[lab], x[rest])
-    assert model.linear_teacher is None and model.xgb_teacher is None
+    lab, rest = label_split(y, 10)
+    model = VIMEClassifier(VIMEParams(**TINY, final_weights=[1.0, 0.0, 0.0])).fit(x[lab], y[lab], x[rest])
+    assert model.final_weights_ == [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(model.predict_proba(x[rest]), model.part_probabilities(x[rest], ["network"])["network"],
+                               atol=1e-6)
     assert np.mean(model.classes_[model.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9
 
 
@@ -202,8 +214,8 @@ def test_bundle_of_the_retired_cascade_teacher_still_loads_and_applies(tmp_path)
     network = FusedNet(old.members, np.asarray(old.scaler.offset), np.asarray(old.scaler.scale),
                        len(old.params.encoder_sizes), old.params.skip_input).predict_proba(x[rest])
     s = old.scaler.transform(x[rest])
-    linear = softmax(s @ old.linear_teacher[0] + old.linear_teacher[1])
-    booster = old.xgb_teacher.inplace_predict(s).reshape(len(s), -1)
+    linear = softmax(s @ old.linear_expert[0] + old.linear_expert[1])
+    booster = old.booster_expert.inplace_predict(s).reshape(len(s), -1)
     np.testing.assert_allclose(old.predict_proba(x[rest]), 0.4 * (0.5 * network + 0.5 * linear) + 0.6 * booster,
                                atol=1e-5)
     assert np.mean(old.classes_[old.predict_proba(x[rest]).argmax(axis=1)] == y[rest]) > 0.9

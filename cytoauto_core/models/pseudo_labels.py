@@ -1,7 +1,7 @@
 """Which unlabelled cells the VIME network learns from as if labelled, and with which population.
 
-The first guess and the network are trained with every population equally weighted (a few labels each, balanced
-batches), so their posteriors assume equal shares: a population of 1 % is then called for far more cells than it
+The network is trained with every population equally weighted (a few labels each, balanced batches), so its
+posteriors assume equal shares: a population of 1 % is then called for far more cells than it
 has. Before picking pseudo-labels the posteriors are re-weighted to the shares estimated among the unlabelled cells
 themselves (Saerens, Latinne & Decaestecker 2002, EM), so a rare population's pseudo-labels are the cells that
 really look like it; the network still sees every population equally often (balanced batches).

@@ -9,17 +9,31 @@ import numpy as np
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 from .baselines import booster_probs
+from .experts import fit_experts
 from .pseudo_labels import select_pseudo_labels
-from .teacher import fit_first_guess
 
-
-TEACHERS = ("ensemble", "none")  # where the first pseudo-labels come from (VIMEParams.teacher)
 FINAL_PARTS = ("network", "linear pair", "booster")
-# chosen on the dev suite (bench/blend_weights.py, 8 sets × 3 budgets × 3 seeds) as the weights with the highest mean
-# margin over the best baseline, confirmed set by set leaving that set out of the choice (BENCHMARKS.md)
-FINAL_WEIGHTS = (0.1, 0.2, 0.7)
+# The final weights (exponents of the geometric blend) by labels per population, chosen on the dev suite
+# (bench/blend_weights.py, 8 sets × 3 budgets × 3 seeds) and checked by leaving each set out of the choice
+# (BENCHMARKS.md): the linear pair keeps LINEAR_WEIGHT; the network's weight grows by NETWORK_WEIGHT_STEP per doubling
+# of the labels from NETWORK_WEIGHT_RANGE[0] at FEW_LABELS labels per population, up to NETWORK_WEIGHT_RANGE[1];
+# the booster has the rest.
+LINEAR_WEIGHT = 0.2
+FEW_LABELS = 5
+NETWORK_WEIGHT_STEP = 0.1
+NETWORK_WEIGHT_RANGE = (0.1, 0.3)
 PREDICT_CHUNK = 65_536  # cells per inference chunk: bounds the memory of the three probability tables
-FIRST_GUESS_STEPS = 400  # progress weight of the first guess, in training steps (its share of a fit on the demo)
+EXPERT_STEPS = 150  # progress weight of the experts, in training steps (their share of a fit on the demo)
+
+
+def final_weights_for(labels_per_population: float) -> list[float]:
+    """The default weights of (network, linear pair, booster) for a median of `labels_per_population` labels: with a
+    handful the experts carry the call; with every doubling the network, which learns from the unlabelled cells, earns
+    more of it (0.1 at 5, 0.2 at 10, 0.3 from 20)."""
+    doublings = np.log2(max(labels_per_population, 1.0) / FEW_LABELS)
+    low, high = NETWORK_WEIGHT_RANGE
+    network = float(np.clip(low + NETWORK_WEIGHT_STEP * doublings, low, high))
+    return [round(network, 4), LINEAR_WEIGHT, round(1.0 - network - LINEAR_WEIGHT, 4)]
 
 
 @dataclass
@@ -41,17 +55,13 @@ class VIMEParams:
     batch_labeled: int = 256
     batch_unlabeled: int = 128
     learning_rate: float = 1e-3
-    # first pseudo-labels: 'ensemble' (LDA, logistic regression and XGBoost on the labels, their agreement smoothed
-    # over each unlabelled cell's neighbours: cytoauto_core.models.teacher) or 'none' (the network on the labels alone)
-    teacher: str = "ensemble"
-    teacher_mix: float = 0.5  # weight of the first guess when pseudo-labels are refreshed from network + first guess
     pseudo_threshold: float = 0.8  # minimum confidence of a pseudo-label
     pseudo_fraction: float = 0.8  # share of each predicted class (most confident first) taken as pseudo-labels
     pseudo_cap: int = 2000  # most pseudo-labels per class
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled cells relative to labelled ones
-    # final probabilities: weighted geometric mean of the network, the first guess's linear pair (LDA + logistic
-    # regression, logits averaged) and its booster, in that order (FINAL_PARTS); weights of absent parts are dropped
-    final_weights: list[float] = field(default_factory=lambda: list(FINAL_WEIGHTS))
+    # final probabilities: weighted geometric mean of the network, the linear pair (LDA + logistic regression, logits
+    # averaged) and the booster, in that order (FINAL_PARTS); None: final_weights_for the labels per population
+    final_weights: list[float] | None = None
     final_blend: str = "geometric"  # or 'arithmetic': the weighted mean that bundles saved before December 2026 used
     balanced: bool = True  # sample classes uniformly in every batch (rare populations)
     ensemble: int = 1  # independently initialised predictors averaged
@@ -66,8 +76,8 @@ class VIMEParams:
     @classmethod
     def from_dict(cls, d: dict) -> "VIMEParams":
         """Parameters from a bundle; keys of retired training options (older bundles) are dropped, since applying a
-        model depends only on its saved weights and architecture. Bundles saved before the geometric blend keep
-        their arithmetic one: (1 - x)·((1 - t)·network + t·linear) + x·booster."""
+        model depends only on its saved weights and architecture (a bundle records the weights it was trained with).
+        Bundles saved before the geometric blend keep their arithmetic one: (1 - x)·((1 - t)·network + t·linear) + x·booster."""
         known = set(cls.__dataclass_fields__)
         kept = {k: v for k, v in d.items() if k in known}
         if "final_weights" not in d:
@@ -213,12 +223,12 @@ def blend(parts: list[np.ndarray], weights: list[float], kind: str) -> np.ndarra
 
 
 class VIMEClassifier:
-    """VIME encoder + semi-supervised predictor, self-trained from a first guess on class-balanced pseudo-labels.
+    """VIME encoder + semi-supervised predictor, self-trained on its own class-balanced pseudo-labels, blended with two
+    few-label experts.
 
-    The first guess (cytoauto_core.models.teacher) is where three few-label experts agree, smoothed over neighbouring
-    cells; its confident cells become pseudo-labels for the predictor network, which learns from them and from every
-    unlabelled cell (consistency over masked copies, entropy minimisation). The network makes the final call; the
-    experts can be blended in (final_teacher_weight, final_xgb_weight).
+    The predictor network learns from the labels, then from its own confident predictions (pseudo-labels, refreshed
+    every round) and from every unlabelled cell (consistency over masked copies, entropy minimisation). The experts
+    (cytoauto_core.models.experts: a linear pair and a booster on the labels) share the final call with it.
     """
 
     kind = "vime"
@@ -230,8 +240,9 @@ class VIMEClassifier:
         self.members: list[list[tuple[np.ndarray, np.ndarray]]] = []
         self._fused: FusedNet | None = None
         self._linear_raw: tuple[np.ndarray, np.ndarray] | None = None  # linear pair folded onto raw cells
-        self.linear_teacher: tuple[np.ndarray, np.ndarray] | None = None  # linear experts' kernel (d × C) and bias
-        self.xgb_teacher = None  # the first guess's XGBoost booster on scaled cells
+        self.linear_expert: tuple[np.ndarray, np.ndarray] | None = None  # the linear pair's kernel (d × C) and bias
+        self.booster_expert = None  # XGBoost booster on scaled cells
+        self.final_weights_: list[float] = list(self.params.final_weights or final_weights_for(FEW_LABELS))
 
     # -- public contract --
 
@@ -243,24 +254,21 @@ class VIMEClassifier:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
     ) -> "VIMEClassifier":
-        """Pretrain the encoder on all cells, take the first guess on the unlabelled ones, then train the predictor in
-        self-training rounds whose pseudo-labels are refreshed from the network and the first guess."""
+        """Pretrain the encoder on all cells, fit the experts on the labels, then train the predictor in self-training
+        rounds: the first on the labels alone, each later one also on the network's own pseudo-labels."""
         import keras
 
         p = self.params
-        if p.teacher not in TEACHERS:
-            raise ValueError(f"unknown teacher {p.teacher!r}")
-        trained = FINAL_PARTS[:1] if p.teacher == "none" else FINAL_PARTS  # the experts come with the first guess
-        weights = dict(zip(FINAL_PARTS, p.final_weights))
-        if len(p.final_weights) != len(FINAL_PARTS) or min(p.final_weights) < 0 or not any(
-                weights[name] > 0 for name in trained):
+        if p.final_weights is not None and (len(p.final_weights) != len(FINAL_PARTS) or min(p.final_weights) < 0
+                                            or sum(p.final_weights) <= 0):
             raise ValueError(f"final_weights needs {len(FINAL_PARTS)} non-negative weights ({', '.join(FINAL_PARTS)}) "
-                             f"with a positive one for a part the model has")
+                             f"with a positive one")
         _configure_tensorflow(p.threads)
         keras.utils.set_random_seed(p.seed)
         rng = np.random.default_rng(p.seed)
         self.classes_, yl = encode_labels(y)
         n_classes = len(self.classes_)
+        self.final_weights_ = list(p.final_weights or final_weights_for(float(np.median(np.bincount(yl)))))
         xl = np.asarray(x_labeled, np.float32)
         xu = np.empty((0, xl.shape[1]), np.float32) if x_unlabeled is None else np.asarray(x_unlabeled, np.float32)
         if len(xu) > p.max_unlabeled:
@@ -274,14 +282,11 @@ class VIMEClassifier:
         clock = _Clock(p, progress, should_stop)
 
         encoder_weights = self._pretrain(s_all, target, clock)
-        self.members, self._fused, self.linear_teacher, self.xgb_teacher = [], None, None, None
-        first_guess = None
-        if p.teacher == "ensemble":
-            guess = fit_first_guess(s_l, yl, s_u, n_classes, p.seed, p.threads, rng, progress=clock.stage(FIRST_GUESS_STEPS),
-                                    should_stop=should_stop)
-            self.linear_teacher, self.xgb_teacher = guess.linear, guess.booster
-            s_u, first_guess = s_u[guess.rows], guess.probs
-        probs_u = first_guess
+        self.members, self._fused = [], None
+        experts = fit_experts(s_l, yl, n_classes, p.seed, p.threads, progress=clock.stage(EXPERT_STEPS),
+                              should_stop=should_stop)
+        self.linear_expert, self.booster_expert = experts.linear, experts.booster
+        probs_u = None
         models = [self._build(xl.shape[1], n_classes, encoder_weights, p.seed + 1000 * (i + 1)) for i in range(p.ensemble)]
         for r in range(p.rounds):
             if probs_u is None:
@@ -293,16 +298,14 @@ class VIMEClassifier:
                 self._train_round(step, s_l, yl, px, py, s_u, rng, clock, f"round {r + 1}/{p.rounds}, member {i + 1}")
             self.members = [[(k.numpy(), b.numpy()) for k, b in ((l.kernel, l.bias) for l in layers)] for _, layers, _ in models]
             probs_u = self._member_mean(s_u)
-            if first_guess is not None:
-                probs_u = (1.0 - p.teacher_mix) * probs_u + p.teacher_mix * first_guess
         report(progress, 1.0, "VIME: done")
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n × n_classes, float32): the members' mean, the linear pair and the booster blended
-        with final_weights (parts with weight 0 or absent from the model are skipped), in chunks of cells."""
+        with the final weights (parts with weight 0 or absent from the model are skipped), in chunks of cells."""
         x = np.asarray(x, np.float32)
-        weights = dict(zip(FINAL_PARTS, self.params.final_weights))
+        weights = dict(zip(FINAL_PARTS, self.final_weights_))
         # the network always: a model may have no other part
         used = [name for name in FINAL_PARTS if name == "network" or weights[name] > 0]
         out = np.empty((len(x), len(self.classes_)), np.float32)
@@ -319,38 +322,40 @@ class VIMEClassifier:
         if self._fused is None:
             offset, scale = np.asarray(self.scaler.offset), np.asarray(self.scaler.scale)
             self._fused = FusedNet(self.members, offset, scale, len(self.params.encoder_sizes), self.params.skip_input)
-            self._linear_raw = None if self.linear_teacher is None else fold_scaler(*self.linear_teacher, offset, scale)
+            self._linear_raw = None if self.linear_expert is None else fold_scaler(*self.linear_expert, offset, scale)
         parts = {}
         if "network" in names:
             parts["network"] = self._fused.predict_proba(x)
         if "linear pair" in names and self._linear_raw is not None:
             parts["linear pair"] = softmax(x @ self._linear_raw[0] + self._linear_raw[1])
-        if "booster" in names and self.xgb_teacher is not None:
+        if "booster" in names and self.booster_expert is not None:
             parts["booster"] = self._xgb_probs(self.scaler.transform(x))
         return parts
 
     def params_dict(self) -> dict:
-        return self.params.to_dict()
+        """The parameters, with the final weights the model was trained with."""
+        return {**self.params.to_dict(), "final_weights": self.final_weights_}
 
     def save_state(self, directory: str) -> dict:
-        """Write every member's dense kernels and biases (and the linear experts) to weights.npz, the booster to
-        teacher_xgb.json (XGBoost's own format, no pickle); return the JSON architecture."""
+        """Write every member's dense kernels and biases (and the linear pair) to weights.npz, the booster to
+        teacher_xgb.json (XGBoost's own format, no pickle; file and key names as older bundles have them); return the
+        JSON architecture."""
         arrays = {"classes": self.classes_}
-        if self.linear_teacher is not None:
-            arrays["teacher_kernel"], arrays["teacher_bias"] = self.linear_teacher
+        if self.linear_expert is not None:
+            arrays["teacher_kernel"], arrays["teacher_bias"] = self.linear_expert
         for i, layers in enumerate(self.members):
             for j, (w, b) in enumerate(layers):
                 arrays[f"m{i}_l{j}_kernel"], arrays[f"m{i}_l{j}_bias"] = w, b
         np.savez(os.path.join(directory, "weights.npz"), **arrays)
-        if self.xgb_teacher is not None:
-            self.xgb_teacher.save_model(os.path.join(directory, "teacher_xgb.json"))
+        if self.booster_expert is not None:
+            self.booster_expert.save_model(os.path.join(directory, "teacher_xgb.json"))
         return {
-            "params": self.params.to_dict(),
+            "params": self.params_dict(),
             "scaler": self.scaler.to_dict(),
             "architecture": {"members": len(self.members), "layers": len(self.members[0]),
                              "activation": "relu", "skip_after_encoder": self.params.skip_input,
-                             "linear_teacher": self.linear_teacher is not None,
-                             "xgb_teacher": self.xgb_teacher is not None},
+                             "linear_teacher": self.linear_expert is not None,
+                             "xgb_teacher": self.booster_expert is not None},
         }
 
     @classmethod
@@ -362,12 +367,12 @@ class VIMEClassifier:
         if arch.get("xgb_teacher"):
             import xgboost as xgb
 
-            model.xgb_teacher = xgb.Booster(params={"nthread": model.params.threads})
-            model.xgb_teacher.load_model(os.path.join(directory, "teacher_xgb.json"))
+            model.booster_expert = xgb.Booster(params={"nthread": model.params.threads})
+            model.booster_expert.load_model(os.path.join(directory, "teacher_xgb.json"))
         with np.load(os.path.join(directory, "weights.npz"), allow_pickle=False) as z:
             model.classes_ = z["classes"]
             if arch.get("linear_teacher"):
-                model.linear_teacher = (z["teacher_kernel"], z["teacher_bias"])
+                model.linear_expert = (z["teacher_kernel"], z["teacher_bias"])
             model.members = [[(z[f"m{i}_l{j}_kernel"], z[f"m{i}_l{j}_bias"]) for j in range(arch["layers"])]
                              for i in range(arch["members"])]
         return model
@@ -407,8 +412,8 @@ class VIMEClassifier:
         return encoder.get_weights()
 
     def _xgb_probs(self, s: np.ndarray) -> np.ndarray:
-        """The first guess's booster probabilities for scaled cells."""
-        return booster_probs(self.xgb_teacher, s, len(self.classes_))
+        """The booster's probabilities for scaled cells."""
+        return booster_probs(self.booster_expert, s, len(self.classes_))
 
     def _build(self, d: int, n_classes: int, encoder_weights: list[np.ndarray], seed: int):
         """One predictor (pretrained encoder + MLP head), its dense layers in order, and its compiled train step."""
@@ -469,12 +474,11 @@ class VIMEClassifier:
 
 
 class _Clock:
-    """Counts training steps, reporting progress and honouring cancellation every `progress_every` steps; the first
-    guess counts as FIRST_GUESS_STEPS steps, reported by its own stages."""
+    """Counts training steps, reporting progress and honouring cancellation every `progress_every` steps; the experts
+    count as EXPERT_STEPS steps, reported by their own stages."""
 
     def __init__(self, p: VIMEParams, progress: Progress | None, should_stop: ShouldStop | None) -> None:
-        guess = FIRST_GUESS_STEPS if p.teacher == "ensemble" else 0
-        self.total = p.pretrain_steps + guess + p.rounds * p.semi_steps * p.ensemble
+        self.total = p.pretrain_steps + EXPERT_STEPS + p.rounds * p.semi_steps * p.ensemble
         self.every, self.done = max(1, p.progress_every), 0
         self.progress, self.should_stop = progress, should_stop
 
