@@ -8,7 +8,8 @@ how pure the suggested groups are (share of a group's cells in its most common t
 a one-click answer for the whole group would be right.
 
 Run:  OMP_NUM_THREADS=2 nice .venv/bin/python bench/suggestions.py --model LogReg       # minutes
-      OMP_NUM_THREADS=2 nice .venv/bin/python bench/suggestions.py --model VIME --rows bench/results/suggest_rows.jsonl
+      OMP_NUM_THREADS=2 nice .venv/bin/python bench/suggestions.py --model VIME --random-rounds 5 \
+          --rows bench/results/suggest_rows.jsonl                                   # the app's model, ~1 h
       ... --summarise bench/results/suggest_rows.jsonl                                  # the table from saved rows
 """
 from __future__ import annotations
@@ -46,26 +47,28 @@ def fit_score(ds: DevSet, lab: np.ndarray, pool: np.ndarray, model_name: str, se
     return model, float(f1_score(y_test, pred, labels=np.unique(y_test), average="macro", zero_division=0.0))
 
 
-def suggested_round(ds: DevSet, model, lab: np.ndarray, n_new: int, seed: int, group_size: int = 5) -> tuple[np.ndarray, float]:
+def suggested_round(ds: DevSet, model, lab: np.ndarray, n_new: int, seed: int, group_size: int
+                    ) -> tuple[np.ndarray, float]:
     """The rows the suggestions add (answered with their true labels) and the mean purity of their groups."""
     cands = candidate_rows(np.setdiff1d(ds.train, lab), seed=seed)
     proba = model.predict_proba(ds.x[cands])
-    s = suggest_cells(ds.x, cands, proba, lab, class_ids=model.classes_, n_cells=n_new, group_size=group_size, seed=seed,
-                      source="the benchmark model")
+    s = suggest_cells(ds.x, cands, proba, lab, class_ids=model.classes_, n_cells=n_new, group_size=group_size,
+                      seed=seed, source="the benchmark model")
     purity = [pd.Series(ds.y[s.members(g)]).value_counts(normalize=True).iloc[0] for g in range(s.n_groups)]
     return s.cells, float(np.mean(purity))
 
 
-def run_case(ds: DevSet, seed: int, model_name: str, group_size: int) -> list[dict]:
-    """Both arms (suggested, random) over the rounds and the random-25 reference for one (set, seed)."""
+def run_case(ds: DevSet, seed: int, model_name: str, group_size: int, random_rounds: set[int]) -> list[dict]:
+    """Both arms (suggested, random) over the rounds and the random-25 reference for one (set, seed). The random arm
+    draws its labels every round but is fitted and scored only after `random_rounds` (fewer fits for slow models)."""
     start, pool = labelled_and_pool(ds, START, seed)
     n_pop = np.unique(ds.y[ds.train]).size
     rows = []
 
     def record(arm: str, round_: int, lab: np.ndarray, f1: float, **extra) -> None:
         per_pop = len(lab) / n_pop
-        rows.append({"set": ds.name, "seed": seed, "model": model_name, "group_size": group_size, "arm": arm, "round": round_,
-                     "labels": int(len(lab)), "labels_per_population": round(per_pop, 2), "macro_f1": f1, **extra})
+        rows.append({"set": ds.name, "seed": seed, "model": model_name, "group_size": group_size, "arm": arm,
+                     "round": round_, "labels": int(len(lab)), "labels_per_population": round(per_pop, 2), "macro_f1": f1, **extra})
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
 
     model0, f1_0 = fit_score(ds, start, pool, model_name, seed)
@@ -82,8 +85,9 @@ def run_case(ds: DevSet, seed: int, model_name: str, group_size: int) -> list[di
                 new = draw_labels(ds.y, np.setdiff1d(ds.train, lab), PER_ROUND, seed * 100 + r)
             extra["suggest_seconds"] = time.perf_counter() - started
             lab = np.union1d(lab, new)
-            model, f1 = fit_score(ds, lab, pool, model_name, seed)
-            record(arm, r, lab, f1, **extra)
+            if arm == "suggested" or r in random_rounds:
+                model, f1 = fit_score(ds, lab, pool, model_name, seed)
+                record(arm, r, lab, f1, **extra)
     reference = draw_labels(ds.y, ds.train, REFERENCE, seed)
     record(f"random-{REFERENCE}", 0, reference, fit_score(ds, reference, pool, model_name, seed)[1])
     return rows
@@ -111,6 +115,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--model", default="LogReg", help="a bench/devsuite.py model name: LogReg, LDA, VIME, ...")
     ap.add_argument("--group-size", type=int, default=MIN_LABELS_FOR_TRAINING, help="cells per suggested group")
+    ap.add_argument("--random-rounds", type=int, nargs="+", default=list(range(1, ROUNDS + 1)),
+                    help="rounds after which the random arm is fitted and scored (e.g. 5 alone for VIME)")
     ap.add_argument("--rows", type=Path, help="append raw rows (JSON lines) to this file")
     ap.add_argument("--summarise", type=Path, nargs="+", help="print the table from saved rows and exit")
     args = ap.parse_args()
@@ -129,7 +135,7 @@ def main() -> None:
         ds = devsuite_sets.load(name)
         print(ds.describe(), flush=True)
         for seed in args.seeds:
-            case = run_case(ds, seed, args.model, args.group_size)
+            case = run_case(ds, seed, args.model, args.group_size, set(args.random_rounds))
             rows += case
             if args.rows:
                 with args.rows.open("a") as fh:
