@@ -118,9 +118,8 @@ def test_nothing_asked_nothing_suggested(n_cells):
     assert s.cells.size == 0 and s.n_groups == 0
 
 
-def test_label_page_suggests_on_the_demo_and_saves_the_answers(workspace_dir):
-    """On the demo with two labelled populations and no trained model: the button fits the quick baseline, says so,
-    and accepting one group and naming another saves both through the label store."""
+def _demo_label_page(workspace_dir, populations: tuple[str, ...]):
+    """The app on the demo with 10 true cells labelled per population in `populations`: (AppTest, store, truth)."""
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
@@ -132,13 +131,26 @@ def test_label_page_suggests_on_the_demo_and_saves_the_answers(workspace_dir):
     [record] = Workspace(workspace_dir).list_datasets()
     store = LabelStore(Workspace(workspace_dir).labels_dir(record.key), DEMO_CELLS)
     truth = make_demo().annotations["population"].to_numpy()
-    for name in ("CD4_T_cells", "Mature_B_cells"):
+    for name in populations:
         store.assign(np.flatnonzero(truth == name)[:10], store.create_population(name))
+    return at, store, truth, record.key
+
+
+def _press(at) -> str:
+    """Press 'Label these next' on the Label page; the one-line explanation it shows."""
     at.switch_page("pages/label.py").run()
     assert not at.exception, at.exception
     next(b for b in at.button if b.label == "Label these next").click().run()
     assert not at.exception, at.exception
     [line] = [c.value for c in at.caption if "cells in" in c.value and "groups" in c.value]
+    return line
+
+
+def test_label_page_suggests_on_the_demo_and_saves_the_answers(workspace_dir):
+    """On the demo with two labelled populations and no trained model: the button fits the quick baseline, says so,
+    and accepting one group and naming another saves both through the label store."""
+    at, store, _, _ = _demo_label_page(workspace_dir, ("CD4_T_cells", "Mature_B_cells"))
+    line = _press(at)
     assert line.startswith("10 cells in 2 groups") and "quick logistic regression" in line, line
     accept = next(b for b in at.button if b.label.startswith("Accept "))
     proposed = accept.label[len("Accept "):]
@@ -149,3 +161,34 @@ def test_label_page_suggests_on_the_demo_and_saves_the_answers(workspace_dir):
     counts = store.counts().set_index("name")["cells"].to_dict()
     assert counts["Suggested group"] == 5 and counts[proposed] == 15, counts
     assert any("Every suggested group is answered" in s.value for s in at.success)
+
+
+def test_label_page_uses_the_last_trained_model_and_its_population_names(workspace_dir):
+    """A stored result (the last trained model) gives the probabilities and the proposed names; choosing another
+    population for a group labels its cells so."""
+    from cytoauto_core.models.baselines import LogisticRegressionModel
+    from cytoauto_core.workspace import Workspace
+
+    names = ("CD4_T_cells", "Mature_B_cells", "Monocytes")
+    at, store, truth, key = _demo_label_page(workspace_dir, names)
+    labels = store.labels()
+    x = np.arcsinh(Workspace(workspace_dir).load_dataset(key).events[:, :32] / 5).astype(np.float32)
+    model = LogisticRegressionModel().fit(x[labels >= 0], labels[labels >= 0])
+    Workspace(workspace_dir).save_array(key, "result-proba", model.predict_proba(x), {
+        "model": "Logistic regression", "class_ids": [0, 1, 2], "class_names": list(names), "bundle_hash": "0" * 64})
+    line = _press(at)
+    assert line.startswith("15 cells in 3 groups") and "the last trained model (Logistic regression)" in line, line
+    accepts = [b.label for b in at.button if b.label.startswith("Accept ")]
+    assert len(accepts) == 3 and all(a[len("Accept "):] in names for a in accepts), accepts
+    first = accepts[0][len("Accept "):]
+    other = next(n for n in names if n != first)
+    next(s for s in at.selectbox if s.label == "Another population for group 1").select(other).run()
+    assert not at.exception, at.exception
+    assert (store.labels() == store.counts().set_index("name").loc[other, "id"]).sum() == 15
+
+
+def test_label_page_without_enough_labels_suggests_regions_without_proposals(workspace_dir):
+    at, _, _, _ = _demo_label_page(workspace_dir, ())
+    line = _press(at)
+    assert line.startswith("10 cells in 2 groups") and "no model yet" in line, line
+    assert all(b.disabled for b in at.button if b.label == "Accept")
