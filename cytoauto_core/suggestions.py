@@ -161,6 +161,7 @@ def suggest_cells(
 def explain(unsure: np.ndarray, remote: np.ndarray, n_groups: int, source: str) -> str:
     """One line: how many cells and groups, what made them doubtful, and where the probabilities came from."""
     far = int(np.sum(remote > unsure))
+    cells = "cell" if far == 1 else "cells"
     what = ("dense regions far from every label" if far > len(unsure) / 2 else "most uncertain dense regions"
-            if far == 0 else f"most uncertain dense regions ({far} cells far from every label)")
+            if far == 0 else f"most uncertain dense regions ({far} {cells} far from every label)")
     return f"{len(unsure)} cells in {n_groups} groups: {what}; probabilities from {source}."
