@@ -41,6 +41,26 @@ def test_levine_clusters_find_its_populations_reproducibly(levine):
     assert not np.array_equal(first.clusters, other)
 
 
+def test_weighted_average_linkage_is_average_linkage_for_equal_weights_and_averages_over_cells_otherwise():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import cdist
+    from sklearn.metrics import adjusted_rand_score
+
+    from cytoauto_core.clustering.metacluster import weighted_average_linkage
+
+    points = np.random.default_rng(0).normal(size=(60, 4))
+    plain = fcluster(linkage(points, method="average"), 7, criterion="maxclust")
+    weighted = weighted_average_linkage(cdist(points, points), np.ones(60), 7)
+    assert adjusted_rand_score(plain, weighted) == 1.0
+    # nodes at 0 and 1 merge first; node 2 (at 3) is 2.5 from them on average over nodes, 2.8 from node 3 (at 5.8);
+    # when node 0 holds 100 cells, node 2 is 2.99 from that group's cells on average, so it joins node 3 instead
+    line = np.array([[0.0], [1.0], [3.0], [5.8]])
+    groups = lambda w: weighted_average_linkage(cdist(line, line), np.asarray(w, float), 2)  # noqa: E731
+    unit, heavy = groups([1, 1, 1, 1]), groups([100, 1, 1, 1])
+    assert unit[0] == unit[1] == unit[2] != unit[3]
+    assert heavy[0] == heavy[1] != heavy[2] == heavy[3]
+
+
 def test_cancelling_stops_the_map_between_passes(levine):
     with pytest.raises(InterruptedError):
         FlowSOM().fit(levine[0], should_stop=lambda: True)

@@ -63,7 +63,7 @@ def balance_scales(x: np.ndarray) -> np.ndarray:
 
 
 class FlowSOM:
-    """Cluster cells like FlowSOM (SOM + consensus metaclustering), scikit-learn style: fit, predict, fit_predict."""
+    """Cluster cells like FlowSOM (SOM, consensus metaclustering of nodes weighted by their cells): fit, predict."""
 
     def __init__(self, params: ClusteringParams | None = None) -> None:
         self.params = params or ClusteringParams()
@@ -81,8 +81,8 @@ class FlowSOM:
         scaled = lambda f, m: report(0.8 * f, m)  # noqa: E731
         self.codes = train_som(fit_x, p.grid, p.epochs, p.seed, scaled, should_stop)
         report(0.8, f"metaclustering {p.grid * p.grid} nodes into {p.n_clusters} clusters")
-        groups = consensus_metaclusters(self.codes, p.n_clusters, p.seed)
         node_cells = np.bincount(nearest_node(fit_x, self.codes), minlength=self.codes.shape[0])
+        groups = consensus_metaclusters(self.codes, node_cells, p.n_clusters, p.seed)
         self.node_clusters = _by_size(groups, node_cells)
         return self
 
