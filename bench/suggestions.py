@@ -7,10 +7,11 @@ model is refitted and scored (macro-F1 on the test rows). Reference: 25 random l
 how pure the suggested groups are (share of a group's cells in its most common true population), i.e. how often
 a one-click answer for the whole group would be right.
 
-Run:  OMP_NUM_THREADS=2 nice .venv/bin/python bench/suggestions.py --model LogReg       # minutes
+Run:  OMP_NUM_THREADS=2 nice .venv/bin/python bench/suggestions.py --model LogReg        # ~5 min, every set
       OMP_NUM_THREADS=2 nice .venv/bin/python bench/suggestions.py --model VIME --random-rounds 5 \
-          --rows bench/results/suggest_rows.jsonl                                   # the app's model, ~1 h
-      ... --summarise bench/results/suggest_rows.jsonl                                  # the table from saved rows
+          --rows bench/results/suggest_rows.jsonl                                    # the app's model, ~30 min
+      ... --model VIME --arms random --random-rounds 1 2 3 4 --rows ...              # the random curve's middle
+      ... --summarise bench/results/suggest_rows.jsonl                               # tables from saved rows
 """
 from __future__ import annotations
 
@@ -58,21 +59,27 @@ def suggested_round(ds: DevSet, model, lab: np.ndarray, n_new: int, seed: int, g
     return s.cells, float(np.mean(purity))
 
 
-def run_case(ds: DevSet, seed: int, model_name: str, group_size: int, random_rounds: set[int]) -> list[dict]:
-    """Both arms (suggested, random) over the rounds and the random-25 reference for one (set, seed). The random arm
-    draws its labels every round but is fitted and scored only after `random_rounds` (fewer fits for slow models)."""
+ARMS = ("suggested", "random", "reference")
+
+
+def run_case(ds: DevSet, seed: int, model_name: str, group_size: int, random_rounds: set[int],
+             arms: tuple[str, ...] = ARMS) -> list[dict]:
+    """The arms asked for one (set, seed): suggested and random over the rounds (both from the same round-0 fit),
+    and the random-25 reference. The random arm draws its labels every round but is fitted and scored only after
+    `random_rounds` (fewer fits for slow models; its draws, and so its scores, do not depend on which are scored)."""
     start, pool = labelled_and_pool(ds, START, seed)
     n_pop = np.unique(ds.y[ds.train]).size
     rows = []
 
     def record(arm: str, round_: int, lab: np.ndarray, f1: float, **extra) -> None:
-        per_pop = len(lab) / n_pop
         rows.append({"set": ds.name, "seed": seed, "model": model_name, "group_size": group_size, "arm": arm,
-                     "round": round_, "labels": int(len(lab)), "labels_per_population": round(per_pop, 2), "macro_f1": f1, **extra})
+                     "round": round_, "labels": int(len(lab)), "labels_per_population": round(len(lab) / n_pop, 2),
+                     "macro_f1": f1, **extra})
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
 
-    model0, f1_0 = fit_score(ds, start, pool, model_name, seed)
-    for arm in ("suggested", "random"):
+    curves = [arm for arm in ("suggested", "random") if arm in arms]
+    model0, f1_0 = fit_score(ds, start, pool, model_name, seed) if curves else (None, np.nan)
+    for arm in curves:
         lab, model = start, model0
         record(arm, 0, lab, f1_0)
         for r in range(1, ROUNDS + 1):
@@ -88,8 +95,9 @@ def run_case(ds: DevSet, seed: int, model_name: str, group_size: int, random_rou
             if arm == "suggested" or r in random_rounds:
                 model, f1 = fit_score(ds, lab, pool, model_name, seed)
                 record(arm, r, lab, f1, **extra)
-    reference = draw_labels(ds.y, ds.train, REFERENCE, seed)
-    record(f"random-{REFERENCE}", 0, reference, fit_score(ds, reference, pool, model_name, seed)[1])
+    if "reference" in arms:
+        reference = draw_labels(ds.y, ds.train, REFERENCE, seed)
+        record(f"random-{REFERENCE}", 0, reference, fit_score(ds, reference, pool, model_name, seed)[1])
     return rows
 
 
@@ -103,8 +111,8 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
             out[f"{short}{r}"] = [means.get((s, arm, r), np.nan) for s in out.index]
     out[f"rand-{REFERENCE}"] = [means.get((s, f"random-{REFERENCE}", 0), np.nan) for s in out.index]
     out[f"sugg{ROUNDS}-rand{REFERENCE}"] = out[f"sugg{ROUNDS}"] - out[f"rand-{REFERENCE}"]
-    purity = df[df["arm"] == "suggested"].groupby("set")["group_purity"].mean()
-    out["purity"] = purity.reindex(out.index)
+    if "group_purity" in df:
+        out["purity"] = df[df["arm"] == "suggested"].groupby("set")["group_purity"].mean().reindex(out.index)
     out.loc["mean over sets"] = out.mean()
     return out.round(3)
 
@@ -117,6 +125,7 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=MIN_LABELS_FOR_TRAINING, help="cells per suggested group")
     ap.add_argument("--random-rounds", type=int, nargs="+", default=list(range(1, ROUNDS + 1)),
                     help="rounds after which the random arm is fitted and scored (e.g. 5 alone for VIME)")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="what to run (default: all)")
     ap.add_argument("--rows", type=Path, help="append raw rows (JSON lines) to this file")
     ap.add_argument("--summarise", type=Path, nargs="+", help="print the table from saved rows and exit")
     args = ap.parse_args()
@@ -135,7 +144,7 @@ def main() -> None:
         ds = devsuite_sets.load(name)
         print(ds.describe(), flush=True)
         for seed in args.seeds:
-            case = run_case(ds, seed, args.model, args.group_size, set(args.random_rounds))
+            case = run_case(ds, seed, args.model, args.group_size, set(args.random_rounds), tuple(args.arms))
             rows += case
             if args.rows:
                 with args.rows.open("a") as fh:
