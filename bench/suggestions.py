@@ -102,8 +102,9 @@ def run_case(ds: DevSet, seed: int, model_name: str, group_size: int, random_rou
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows: set (and the mean over sets); columns: suggested and random after rounds 0..5, random-25, the margin
-    of suggested round 5 over random-25, and the suggested groups' mean purity. Means over seeds."""
+    """Rows: set (and the mean over sets); columns: suggested and random after rounds 0..5, random-25, the margins
+    of suggested round 5 over random-25 and over random round 5 (as many labels), and the suggested groups' mean
+    purity. Means over seeds."""
     means = df.groupby(["set", "arm", "round"])["macro_f1"].mean()
     out = pd.DataFrame(index=pd.Index(df["set"].unique(), name="set"))
     for arm, short in (("suggested", "sugg"), ("random", "rand")):
@@ -111,6 +112,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
             out[f"{short}{r}"] = [means.get((s, arm, r), np.nan) for s in out.index]
     out[f"rand-{REFERENCE}"] = [means.get((s, f"random-{REFERENCE}", 0), np.nan) for s in out.index]
     out[f"sugg{ROUNDS}-rand{REFERENCE}"] = out[f"sugg{ROUNDS}"] - out[f"rand-{REFERENCE}"]
+    out[f"sugg{ROUNDS}-rand{ROUNDS}"] = out[f"sugg{ROUNDS}"] - out[f"rand{ROUNDS}"]
     if "group_purity" in df:
         out["purity"] = df[df["arm"] == "suggested"].groupby("set")["group_purity"].mean().reindex(out.index)
     out.loc["mean over sets"] = out.mean()
@@ -134,7 +136,7 @@ def main() -> None:
     if args.summarise:
         df = pd.concat([pd.read_json(p, lines=True) for p in args.summarise])
         for model, block in df.groupby("model"):
-            print(f"\nMacro-F1 (mean over seeds {sorted(block['seed'].unique())}), model {model}")
+            print(f"\nMacro-F1 (mean over seeds {sorted(int(s) for s in block['seed'].unique())}), model {model}")
             print(table(block).to_string())
         return
     print(f"suggestions: sets {args.sets}; seeds {args.seeds}; model {args.model}; group size {args.group_size}",
