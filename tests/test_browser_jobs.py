@@ -162,8 +162,9 @@ def test_a_watched_training_runs_as_fast_as_an_unwatched_one_and_cancel_stops_it
               f"ratio {ratio:.2f}")
         assert ratio <= MAX_RATIO, (watched, unwatched)
         assert watch.longest_silence() <= MAX_SILENCE, watch.samples
-        assert len(watch.messages()) >= 5, watch.messages()
-        assert any("experts" in m for m in watch.messages()), "the experts' stage showed no progress"
+        # the panel redraws once a second: a new message at least every other redraw, VIME's among them
+        assert len(watch.messages()) >= max(3, int(watched / 2)), watch.messages()
+        assert any("VIME" in m for m in watch.messages()), watch.messages()
         assert any("left" in text for _, text in watch.samples), "no estimate of the time left was shown"
 
         page.get_by_role("button", name="Train and apply").click()

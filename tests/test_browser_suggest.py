@@ -12,7 +12,7 @@ from browser import chromium_page, streamlit_server, wait_for_app
 from cytoauto_core.demo import DEMO_CELLS, make_demo
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.workspace import Workspace
-from test_browser_journey import goto_page, train_and_apply
+from test_browser_journey import goto_page, shot, train_and_apply
 
 pytestmark = pytest.mark.browser
 KNOWN = ("CD4_T_cells", "Mature_B_cells")  # labelled before the test presses the button, 10 cells each
@@ -54,6 +54,7 @@ def test_label_these_next_name_two_groups_retrain_and_see_them_in_the_result(tmp
             .filter(p => p.textContent.includes('Suggested cells'))
             .flatMap(p => p._fullData.map(t => t.name))""")
         assert sum(t.startswith("group ") for t in traces) == 2, traces
+        shot(page, "label-these-next")
 
         name_group(page, 1, NAMED[0])
         name_group(page, 2, NAMED[1])
