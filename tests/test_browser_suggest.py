@@ -54,6 +54,9 @@ def test_label_these_next_name_two_groups_retrain_and_see_them_in_the_result(tmp
             .filter(p => p.textContent.includes('Suggested cells'))
             .flatMap(p => p._fullData.map(t => t.name))""")
         assert sum(t.startswith("group ") for t in traces) == 2, traces
+        page.evaluate("document.activeElement && document.activeElement.blur()")  # no tooltip in the screenshot
+        page.mouse.move(5, 5)
+        chart.scroll_into_view_if_needed()
         shot(page, "label-these-next")
 
         name_group(page, 1, NAMED[0])
