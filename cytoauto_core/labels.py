@@ -162,6 +162,12 @@ class LabelStore:
             state.populations.append(Population(new_id, name, color or PALETTE[new_id % len(PALETTE)]))
             return new_id
 
+    def population_named(self, name: str) -> int:
+        """The id of the population called `name` (cleaned as create_population cleans it), created when none is."""
+        name = _clean_name(name)
+        existing = {p.name: p.id for p in self.populations()}
+        return existing[name] if name in existing else self.create_population(name)
+
     def rename(self, pop_id: int, name: str) -> None:
         with self._action("rename") as state:
             name = _clean_name(name)

@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
+from .embeddings import subsample
 from .labels import MIN_LABELS_FOR_TRAINING
 
 MAX_CANDIDATES = 20_000  # cells the regions are computed on; a seeded subsample keeps it to a second on 1M cells
@@ -56,11 +57,9 @@ class Suggestions:
 
 
 def candidate_rows(unlabelled: np.ndarray, max_cells: int = MAX_CANDIDATES, seed: int = 0) -> np.ndarray:
-    """The cells suggestions are chosen among: every unlabelled row, or a seeded subsample of `max_cells` of them."""
-    unlabelled = np.asarray(unlabelled, np.int64)
-    if unlabelled.size <= max_cells:
-        return np.sort(unlabelled)
-    return np.sort(np.random.default_rng(seed).choice(unlabelled, max_cells, replace=False))
+    """The cells suggestions are chosen among (sorted): every unlabelled row, or a seeded subsample of `max_cells`."""
+    rows = np.sort(np.asarray(unlabelled, np.int64))
+    return rows[subsample(rows.size, max_cells, seed)]
 
 
 def uncertainty(proba: np.ndarray | None, n: int) -> np.ndarray:

@@ -90,10 +90,7 @@ with name_col:
                 cells = np.flatnonzero(np.isin(current.clusters, selected))
             else:
                 cells = np.concatenate([central_cells(x, current.clusters, c, int(per_cluster)) for c in selected])
-            existing = {p.name: p.id for p in labels.populations()}
-            pid = existing.get(population.strip())
-            if pid is None:
-                pid = _act(labels.create_population, population.strip())
+            pid = _act(labels.population_named, population)
             if pid is not None and _act(labels.assign, cells, pid) is not None:
                 _act(clusters_store.rename, selected, population.strip())
                 st.session_state[SELECTED] = []

@@ -66,6 +66,16 @@ def test_duplicate_and_empty_names_refused(tmp_path):
         store.create_population("  ")
 
 
+def test_population_named_finds_or_creates_by_cleaned_name(tmp_path):
+    store = LabelStore(tmp_path, 10)
+    t = store.create_population("T cells")
+    assert store.population_named(" T cells ") == t and len(store.populations()) == 1
+    b = store.population_named("B cells")
+    assert b != t and [p.name for p in store.populations()] == ["T cells", "B cells"]
+    with pytest.raises(CytoInputError):
+        store.population_named("  ")
+
+
 def test_csv_roundtrip_and_annotation_import(tmp_path):
     store = LabelStore(tmp_path / "a", 40)
     truth = np.array(["x"] * 15 + ["y"] * 15 + ["unassigned"] * 10)

@@ -78,13 +78,6 @@ def figure(xy: np.ndarray, rows: np.ndarray, proposal: Proposal, colours: dict[s
     return fig
 
 
-def answer(store: LabelStore, cells: np.ndarray, name: str) -> None:
-    """Label `cells` as the population called `name`, creating it when the store has none of that name."""
-    by_name = {p.name: p.id for p in store.populations()}
-    pid = by_name[name] if name in by_name else store.create_population(name)
-    store.assign(cells, pid)
-
-
 def group_row(store: LabelStore, proposal: Proposal, g: int, key: str) -> str | None:
     """One group's answers; the population name chosen, '' for skip, None while unanswered."""
     s = proposal.suggestions
@@ -141,7 +134,7 @@ def panel(key: str, x: np.ndarray, store: LabelStore, xy: np.ndarray, rows: np.n
             continue
         if chosen:
             try:
-                answer(store, proposal.suggestions.members(g), chosen)
+                store.assign(proposal.suggestions.members(g), store.population_named(chosen))
             except CytoInputError as exc:
                 st.error(str(exc))
                 return
