@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .batch import CHUNK_CELLS, DEFAULT_WORKERS, BatchUsageError, apply_to_files
 from .errors import CytoInputError
+from .models.novelty import DEFAULT_REJECTION
 
 FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "h5ad": ("h5ad",), "both": ("csv", "fcs"),
                   "all": ("csv", "fcs", "h5ad")}
@@ -47,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                                        "recommendation)")
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     train.add_argument("--threshold", type=float, default=0.5, help="confidence below which a cell is unassigned")
+    train.add_argument("--unknown", type=float, default=DEFAULT_REJECTION, metavar="SHARE",
+                       help="share of known cells you accept to see called 'unknown' (unlike every named population; "
+                            f"default {DEFAULT_REJECTION}, 0 turns it off); saved in the model")
     train.add_argument("--cofactor", type=float, help="arcsinh cofactor (default: 5 mass cytometry, 150 flow)")
     train.add_argument("--features", help="comma-separated feature channels or markers (default: the Data page's)")
     train.add_argument("--vime", action="append", default=[], metavar="KEY=VALUE",
@@ -61,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     apply.add_argument("--format", choices=sorted(FORMAT_CHOICES), default="csv",
                        help="export format: csv, fcs, h5ad (AnnData), both (csv and fcs) or all (default csv)")
     apply.add_argument("--threshold", type=float, default=0.5, help="confidence below which a cell is unassigned")
+    apply.add_argument("--unknown", type=float, metavar="SHARE",
+                       help="share of known cells you accept to see called 'unknown' (unlike every named population), "
+                            "e.g. 0.01; 0 turns it off (default: the level the model was trained with)")
     apply.add_argument("--scheduler", help="address of an existing Dask scheduler (default: embedded local cluster)")
     apply.add_argument("--workers", type=int, help=f"worker processes of the embedded cluster (default {DEFAULT_WORKERS})")
     apply.add_argument("--chunk-cells", type=int, default=CHUNK_CELLS, help="events per prediction task")
@@ -78,7 +85,7 @@ def apply_main(args: argparse.Namespace) -> int:
     """0 when every file was labelled, 1 when some failed, 2 on unusable arguments."""
     try:
         report = apply_to_files(args.model, args.files, args.out, FORMAT_CHOICES[args.format], args.threshold,
-                                args.scheduler, args.workers, args.chunk_cells)
+                                args.scheduler, args.workers, args.chunk_cells, rejection=args.unknown)
     except BatchUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,12 +114,15 @@ def train_main(args: argparse.Namespace) -> int:
             per_population=args.per_population, compare=DEFAULT_COMPARISON if args.compare is None else
             [model_name(m) for m in args.compare.split(",") if m.strip()],
             apply=model_name(args.apply) if args.apply else None, seed=args.seed, threshold=args.threshold,
+            rejection=args.unknown,
             cofactor=args.cofactor, features=[f.strip() for f in args.features.split(",")] if args.features else None,
             vime=_vime_settings(args.vime))
         if args.per_population is not None and args.per_population < 1:
             raise TrainUsageError(f"--per-population must be a positive number of cells (got {args.per_population}).")
         if not 0.0 <= args.threshold <= 1.0:
             raise TrainUsageError(f"The threshold must be between 0 and 1 (got {args.threshold}).")
+        if not 0.0 <= args.unknown < 1.0:
+            raise TrainUsageError(f"--unknown must be a share of known cells from 0 (off) to below 1 (got {args.unknown}).")
         outcome, applied, labels = run_train(command, stage_printer())
     except TrainUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -102,10 +102,12 @@ class _Loaded:
 
 @dataclass
 class _Chunk:
-    """Predicted ids and confidence for one row range of a file, with the time it took."""
+    """Predicted ids, confidence and novelty (None for bundles without unknown detection) for one row range of a
+    file, with the time it took."""
 
     labels: np.ndarray
     confidence: np.ndarray
+    novelty: np.ndarray | None
     seconds: float
 
 
@@ -163,21 +165,24 @@ def _n_cells(loaded: _Loaded) -> int:
     return loaded.dataset.n_cells
 
 
-def _predict(loaded: _Loaded, start: int, stop: int, ref: BundleRef, threshold: float) -> _Chunk:
+def _predict(loaded: _Loaded, start: int, stop: int, ref: BundleRef, threshold: float,
+             rejection: float | None) -> _Chunk:
     """Labels for rows start:stop, exactly as predict_dataset gives them for the whole file."""
     started = time.perf_counter()
     ds = loaded.dataset
-    p = predict_dataset(worker_bundle(ref), ds.events[start:stop], ds.channel_names, ds.spillover, threshold)
-    return _Chunk(p.labels.astype(np.int32), p.confidence, time.perf_counter() - started)
+    p = predict_dataset(worker_bundle(ref), ds.events[start:stop], ds.channel_names, ds.spillover, threshold,
+                        rejection=rejection)
+    return _Chunk(p.labels.astype(np.int32), p.confidence, p.novelty, time.perf_counter() - started)
 
 
 def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, str], out_dir: str,
-           formats: tuple[str, ...], ref: BundleRef, threshold: float) -> _Written:
+           formats: tuple[str, ...], ref: BundleRef, threshold: float, rejection: float | None) -> _Written:
     """Join a file's chunks, write its exports (temp name, then rename) and count its populations."""
     started = time.perf_counter()
     ds = loaded.dataset
     cells = LabelledCells(np.concatenate([c.labels for c in chunks]), names,
-                          np.concatenate([c.confidence for c in chunks]))
+                          np.concatenate([c.confidence for c in chunks]),
+                          novelty=None if chunks[0].novelty is None else np.concatenate([c.novelty for c in chunks]))
     outputs = []
     for fmt in formats:
         path = Path(out_dir) / f"{job.stem}_labelled.{fmt}"
@@ -190,7 +195,9 @@ def _write(loaded: _Loaded, chunks: list[_Chunk], job: _Job, names: dict[int, st
             bundle = worker_bundle(ref)
             write_labelled_h5ad(tmp, ds, bundle.spec, cells, provenance={
                 "model": bundle.classifier.kind, "model_name": bundle.name, "bundle_hash": ref.bundle_hash,
-                "seed": bundle.seed, "threshold": threshold, "bundle_versions": bundle.versions})
+                "seed": bundle.seed, "threshold": threshold, "bundle_versions": bundle.versions,
+                **({} if bundle.novelty is None else {"rejection": bundle.novelty.rejection if rejection is None
+                                                      else rejection})})
         tmp.replace(path)
         outputs.append(str(path))
     if "fcs" in formats:  # beside the FCS: what each population_id means
@@ -235,14 +242,16 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
         yield client
 
 
-def _check_options(formats: Sequence[str], threshold: float, chunk_cells: int, scheduler: str | None,
-                   workers: int | None) -> tuple[str, ...]:
+def _check_options(formats: Sequence[str], threshold: float, rejection: float | None, chunk_cells: int,
+                   scheduler: str | None, workers: int | None) -> tuple[str, ...]:
     """Validate the options before any cluster starts; return the formats in a fixed order."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise BatchUsageError(f"The output formats must be among csv, fcs and h5ad (got {', '.join(unknown) or 'none'}).")
     if not 0.0 <= threshold <= 1.0:
         raise BatchUsageError(f"The threshold must be between 0 and 1 (got {threshold}).")
+    if rejection is not None and not 0.0 <= rejection < 1.0:
+        raise BatchUsageError(f"--unknown must be a share of known cells from 0 (off) to below 1 (got {rejection}).")
     if chunk_cells < 1:
         raise BatchUsageError(f"--chunk-cells must be a positive number of cells (got {chunk_cells}).")
     if workers is not None and (workers < 1 or scheduler):
@@ -253,15 +262,17 @@ def _check_options(formats: Sequence[str], threshold: float, chunk_cells: int, s
 def apply_to_files(
     bundle_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, formats: Sequence[str] = ("csv",),
     threshold: float = 0.5, scheduler: str | None = None, workers: int | None = None,
-    chunk_cells: int = CHUNK_CELLS, progress: bool = True,
+    chunk_cells: int = CHUNK_CELLS, progress: bool = True, rejection: float | None = None,
 ) -> BatchReport:
-    """Label every input with the bundle on Dask (files and chunks of `chunk_cells` events are the tasks).
+    """Label every input with the bundle on Dask (files and chunks of `chunk_cells` events are the tasks). Cells
+    below the confidence `threshold` are unassigned; with the bundle's unknown detection, cells more novel than the
+    `rejection` share of known cells allows (the bundle's own level when None) are unknown.
 
     Paths must be visible to every worker (shared file system when `scheduler` is a remote cluster).
     Raises BatchUsageError before anything runs when the request is unusable.
     """
     started = time.perf_counter()
-    formats = _check_options(formats, threshold, chunk_cells, scheduler, workers)
+    formats = _check_options(formats, threshold, rejection, chunk_cells, scheduler, workers)
     ref = read_bundle_ref(bundle_dir)
     paths = resolve_inputs([str(p) for p in inputs])
     stems = make_unique([p.stem for p in paths])
@@ -274,7 +285,7 @@ def apply_to_files(
         except CytoInputError as exc:
             raise BatchUsageError(str(exc)) from exc
         startup = time.perf_counter() - started
-        written = _run(client, jobs, ref, names, str(out), formats, threshold, chunk_cells, progress)
+        written = _run(client, jobs, ref, names, str(out), formats, threshold, rejection, chunk_cells, progress)
     rows = [written[j].result if isinstance(written[j], _Written) else written[j] for j in jobs]
     tables = [w.table for w in written.values() if isinstance(w, _Written)]
     summary = None
@@ -285,7 +296,8 @@ def apply_to_files(
 
 
 def _run(client: Client, jobs: list[_Job], ref: BundleRef, names: dict[int, str], out_dir: str, formats: tuple[str, ...],
-         threshold: float, chunk_cells: int, progress: bool) -> dict[_Job, _Written | FileResult]:
+         threshold: float, rejection: float | None, chunk_cells: int,
+         progress: bool) -> dict[_Job, _Written | FileResult]:
     """Submit reads up front; when a file's size is known, submit its chunk predictions and writer; collect as they finish."""
     from distributed import as_completed
     from tqdm import tqdm
@@ -305,10 +317,10 @@ def _run(client: Client, jobs: list[_Job], ref: BundleRef, names: dict[int, str]
                 done[job] = FileResult(job.path, "failed", error=_task_failure(future, job.name))
             elif loaded is not None:
                 n = future.result()
-                chunks = [client.submit(_predict, loaded, s, min(s + chunk_cells, n), ref, threshold, pure=False,
-                                        priority=FILE_PRIORITY) for s in range(0, max(n, 1), chunk_cells)]
+                chunks = [client.submit(_predict, loaded, s, min(s + chunk_cells, n), ref, threshold, rejection,
+                                        pure=False, priority=FILE_PRIORITY) for s in range(0, max(n, 1), chunk_cells)]
                 writer = client.submit(_write, loaded, chunks, job, names, out_dir, formats, ref, threshold,
-                                       pure=False, priority=FILE_PRIORITY)
+                                       rejection, pure=False, priority=FILE_PRIORITY)
                 pending[writer] = (job, None)
                 finished.add(writer)
                 continue

@@ -10,8 +10,10 @@ import pandas as pd
 
 CHANNEL_KINDS = ("marker", "scatter", "time", "other")
 HASH_CHUNK_ROWS = 65_536
-UNASSIGNED = "unassigned"
-NOT_A_POPULATION = ("", UNASSIGNED, "nan")  # lower-cased annotation values that name no population
+UNASSIGNED = "unassigned"  # a cell no population is confident enough for (population id -1)
+UNKNOWN = "unknown"  # a cell unlike every named population, by its novelty score (population id -2)
+UNASSIGNED_ID, UNKNOWN_ID = -1, -2  # their population ids in predictions and exports
+NOT_A_POPULATION = ("", UNASSIGNED, UNKNOWN, "nan")  # lower-cased annotation values that name no population
 
 _TIME = re.compile(r"^(time|hdr[-_ ]?t)$", re.I)
 _SCATTER = re.compile(r"^(fsc|ssc|fs|ss)([-_ ]?(a|h|w|area|height|width|lin|log))*(\s.*)?$", re.I)

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .dataset import UNASSIGNED, Dataset, make_unique
+from .dataset import UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Dataset, make_unique
 from .errors import CytoInputError
 from .storage import atomic_file
 from .transforms import TransformSpec, transform_features
@@ -23,24 +23,26 @@ FLOAT32_EXACT = 2 ** 24  # every whole number below this is exact in float32, th
 
 @dataclass
 class LabelledCells:
-    """Per-cell results to export: population ids (-1 = unassigned), names by id, confidence, optional extras."""
+    """Per-cell results to export: population ids (-1 = unassigned, -2 = unknown), names by id, confidence, novelty
+    (share of known cells more typical of their population, see models.novelty) and optional extras."""
 
     population_id: np.ndarray
     names: dict[int, str]
     confidence: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     coords: np.ndarray | None = None
+    novelty: np.ndarray | None = None
 
     def population_names(self) -> np.ndarray:
         return names_of(self.population_id, self.names)
 
 
 def names_of(population_id: np.ndarray, names: dict[int, str]) -> np.ndarray:
-    """Per-cell population names for ids (-1 and unknown ids → 'unassigned')."""
+    """Per-cell population names for ids (-2 → 'unknown'; -1 and ids without a name → 'unassigned')."""
     ids = np.asarray(population_id)
     size = max(max(names, default=-1), int(ids.max(initial=-1))) + 1
-    lookup = np.array([names.get(i, UNASSIGNED) for i in range(size)] + [UNASSIGNED], dtype=object)
-    return lookup[np.where(ids < 0, size, ids)]
+    lookup = np.array([names.get(i, UNASSIGNED) for i in range(size)] + [UNASSIGNED, UNKNOWN], dtype=object)
+    return lookup[np.where(ids == UNKNOWN_ID, size + 1, np.where(ids < 0, size, ids))]
 
 
 def labelled_frame(dataset: Dataset, cells: LabelledCells, features: np.ndarray | None = None,
@@ -55,6 +57,8 @@ def labelled_frame(dataset: Dataset, cells: LabelledCells, features: np.ndarray 
     frame["population"] = cells.population_names()
     if cells.confidence is not None:
         frame["confidence"] = cells.confidence
+    if cells.novelty is not None:
+        frame["novelty"] = cells.novelty
     if include_probabilities and cells.probabilities is not None:
         for i, name in sorted(cells.names.items()):
             frame[f"p_{name}"] = cells.probabilities[:, i]
@@ -69,7 +73,7 @@ def labelled_frame(dataset: Dataset, cells: LabelledCells, features: np.ndarray 
 def marker_columns(dataset: Dataset) -> list[str]:
     """Column names for the original channels of a table export: the marker ($PnS, e.g. CD3) a biologist reads, the
     detector ($PnN, e.g. Er170Di) where a marker would clash with another column."""
-    reserved = {"population_id", "population", "confidence", "map_x", "map_y", "sample"}
+    reserved = {"population_id", "population", "confidence", "novelty", "map_x", "map_y", "sample"}
     markers = [c.name if c.marker in reserved else c.marker for c in dataset.channels]
     return make_unique(markers)
 
@@ -94,7 +98,8 @@ def event_ids(sample_ids: np.ndarray) -> np.ndarray:
 
 
 def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event_id: np.ndarray | None = None) -> None:
-    """Write the original events and metadata plus event_id, confidence, map_x/map_y and population_id channels.
+    """Write the original events and metadata plus event_id, confidence, novelty, map_x/map_y and population_id
+    channels.
 
     event_id is each cell's row in its own sample's file (0-based; given when `dataset` is a subset of a larger
     one), so a FlowJo user can join the labels back.
@@ -108,6 +113,8 @@ def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event
     extra = {"event_id": np.asarray(ids, dtype=np.float32)}
     if cells.confidence is not None:
         extra["confidence"] = np.asarray(cells.confidence, dtype=np.float32)
+    if cells.novelty is not None:
+        extra["novelty"] = np.asarray(cells.novelty, dtype=np.float32)
     if cells.coords is not None:
         extra["map_x"] = np.asarray(cells.coords[:, 0], dtype=np.float32)
         extra["map_y"] = np.asarray(cells.coords[:, 1], dtype=np.float32)
@@ -117,9 +124,9 @@ def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event
 
 def legend_frame(cells: LabelledCells, colors: dict[int, str] | None = None) -> pd.DataFrame:
     """The id → name legend of a labelled export, with each population's cell count (and colour when known)."""
-    ids = sorted(cells.names) + [-1]
+    ids = sorted(cells.names) + [UNASSIGNED_ID] + ([UNKNOWN_ID] if cells.novelty is not None else [])
     counts = dict(zip(*np.unique(np.asarray(cells.population_id), return_counts=True)))
-    frame = pd.DataFrame({"population_id": ids, "population": [cells.names.get(i, UNASSIGNED) for i in ids],
+    frame = pd.DataFrame({"population_id": ids, "population": names_of(np.array(ids), cells.names),
                           "cells": [int(counts.get(i, 0)) for i in ids]})
     if colors:
         frame["color"] = [colors.get(i, "") for i in ids]
@@ -139,7 +146,8 @@ def write_split_fcs(path: Path, dataset: Dataset, cells: LabelledCells, by: str,
         raise ValueError(f"split by {by!r}: must be one of {SPLIT_BY}")
     if by == "population":
         keys = np.asarray(cells.population_id)
-        groups = {pid: cells.names.get(pid, UNASSIGNED) for pid in [*sorted(cells.names), -1] if (keys == pid).any()}
+        order = [*sorted(cells.names), UNASSIGNED_ID, UNKNOWN_ID]
+        groups = {pid: str(names_of(np.array([pid]), cells.names)[0]) for pid in order if (keys == pid).any()}
     else:
         keys = np.asarray(dataset.sample_ids)
         groups = {i: name for i, name in enumerate(dataset.samples) if (keys == i).any()}
@@ -153,7 +161,8 @@ def write_split_fcs(path: Path, dataset: Dataset, cells: LabelledCells, by: str,
             part = _subset(dataset, rows)
             part_cells = LabelledCells(np.asarray(cells.population_id)[rows], cells.names,
                                        None if cells.confidence is None else np.asarray(cells.confidence)[rows],
-                                       coords=None if cells.coords is None else np.asarray(cells.coords)[rows])
+                                       coords=None if cells.coords is None else np.asarray(cells.coords)[rows],
+                                       novelty=None if cells.novelty is None else np.asarray(cells.novelty)[rows])
             file = Path(tmp) / f"{stem}.fcs"
             write_labelled_fcs(file, part, part_cells, ids[rows])
             archive.write(file, file.name)
@@ -181,7 +190,7 @@ def _safe_stem(name: str) -> str:
 def write_labelled_h5ad(path: Path, dataset: Dataset, spec: TransformSpec, cells: LabelledCells | None, *,
                         x: np.ndarray | None = None, user_labels: np.ndarray | None = None,
                         colors: dict[int, str] | None = None, maps: dict[str, np.ndarray] | None = None,
-                        novelty: np.ndarray | None = None, provenance: dict | None = None) -> Path:
+                        provenance: dict | None = None) -> Path:
     """Write the dataset, its transformed features (computed from `spec` unless given) and its result as .h5ad.
 
     `maps` are keyed like scanpy's obsm ('X_umap'); `provenance` (model, bundle_hash, seed, threshold, ...) goes to
@@ -194,7 +203,7 @@ def write_labelled_h5ad(path: Path, dataset: Dataset, spec: TransformSpec, cells
         population_id=None if cells is None else cells.population_id,
         confidence=None if cells is None else cells.confidence,
         names=dict(cells.names) if cells is not None else {}, colors=dict(colors or {}), user_labels=user_labels,
-        novelty=novelty, maps=dict(maps or {}), provenance=dict(provenance or {}),
+        novelty=None if cells is None else cells.novelty, maps=dict(maps or {}), provenance=dict(provenance or {}),
     )
     return write_h5ad(path, dataset, features, spec, content)
 

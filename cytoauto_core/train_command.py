@@ -22,6 +22,7 @@ from .errors import CytoInputError
 from .export import event_ids
 from .io import read_files
 from .labels import MIN_LABELS_FOR_TRAINING
+from .models.novelty import DEFAULT_REJECTION
 from .recommendation import recommend_model
 from .training import DEFAULT_COMPARISON, TrainingOutcome, TrainingRequest, train_and_apply
 from .transforms import TransformSpec, default_spec, transform_features
@@ -164,6 +165,7 @@ class TrainCommand:
     apply: str | None = None
     seed: int = 0
     threshold: float = 0.5
+    rejection: float = DEFAULT_REJECTION
     cofactor: float | None = None
     features: Sequence[str] | None = None
     vime: dict | None = None
@@ -218,7 +220,7 @@ def run_train(command: TrainCommand, progress=None) -> tuple[TrainingOutcome, st
                              f"labelled cells each (the labels give {len(usable)}).")
     apply = command.apply or recommend_model(usable).model
     request = TrainingRequest(compare=list(command.compare), apply=apply, vime=dict(command.vime or {}),
-                              seed=command.seed, threshold=command.threshold)
+                              seed=command.seed, threshold=command.threshold, rejection=command.rejection)
     x = transform_features(dataset, spec)
     out = command.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

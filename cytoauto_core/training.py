@@ -17,6 +17,7 @@ from .models import Progress, ShouldStop, check_stop
 from .models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
 from .models.bundle import ModelBundle, Prediction, predict_dataset, save_bundle
 from .models.evaluation import evaluate_models
+from .models.novelty import DEFAULT_REJECTION, fit_novelty
 from .qc import reference_from
 from .transforms import TransformSpec
 
@@ -35,6 +36,7 @@ class TrainingRequest:
     vime: dict = field(default_factory=dict)
     seed: int = 0
     threshold: float = 0.5
+    rejection: float = DEFAULT_REJECTION  # expected share of known cells called unknown (0: no unknown detection)
     max_unlabeled: int = 50_000
     folds: int = 3
 
@@ -106,7 +108,7 @@ def train_and_apply(
         class_names=[names[int(c)] for c in model.classes_], name=f"{request.apply} on {dataset.name}",
         params={**model.params_dict(), **reference_from(x, spec.features, dataset.sample_ids).to_params()},
         metrics={k: v for k, v in scores.to_dict(orient="index").items()},
-        seed=request.seed,
+        seed=request.seed, novelty=fit_novelty(x_l, y, request.rejection, request.seed),
     )
     progress(0.92, "saving the model bundle")
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -118,5 +120,6 @@ def train_and_apply(
     else:
         tmp.rename(final)
     prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover, request.threshold,
-                                 progress=lambda f, m: progress(0.95 + 0.05 * f, m), should_stop=should_stop)
+                                 progress=lambda f, m: progress(0.95 + 0.05 * f, m), should_stop=should_stop,
+                                 rejection=request.rejection)
     return TrainingOutcome(scores, final, bundle_hash, prediction, int(cells.size), time.perf_counter() - started)

@@ -3,11 +3,12 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
 from cytoauto_core.models.vime import VIMEParams, final_weights_for
 from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
-from ui.results import load_result, save_result
+from ui.results import load_result, rejection_text, save_result
 from ui.widgets import job_panel
 
 VIME_PARTS = """
@@ -50,10 +51,15 @@ with st.form("train"):
         "Models to compare on held-out labels", MODEL_NAMES, default=list(DEFAULT_COMPARISON),
         help="Each is scored on labelled cells it did not see. Adding VIME fits it a second time (on 70 % of your "
              "labels), roughly doubling the training time; the recommendation above does not depend on it.")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     apply_model = c1.selectbox("Model to apply to every cell", MODEL_NAMES, index=MODEL_NAMES.index(recommended.model))
     threshold = c2.slider("Confidence threshold (below: unassigned)", 0.0, 1.0, 0.5, 0.05)
-    seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
+    rejection = c3.selectbox(
+        "Unknown cells", REJECTION_LEVELS, index=REJECTION_LEVELS.index(DEFAULT_REJECTION), format_func=rejection_text,
+        help="Cells unlike every population you named (further from each one's labelled cells than nearly all "
+             "of its own cells) are called 'unknown'. The level is the share of cells of your named populations "
+             "you accept to see called unknown by mistake; you can change it on the Results page without retraining.")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, 0)
     with st.expander("VIME settings and what each part does"):
         st.markdown(VIME_PARTS)
         d = VIMEParams()
@@ -72,14 +78,16 @@ with st.form("train"):
 
 job_key = f"train-{key}"
 if go:
-    request = TrainingRequest(compare=compare, apply=apply_model, vime=vime, seed=int(seed), threshold=threshold)
+    request = TrainingRequest(compare=compare, apply=apply_model, vime=vime, seed=int(seed), threshold=threshold,
+                              rejection=rejection)
     names = dict(zip(counts["id"], counts["name"]))
     snapshot = labels.copy()
 
     def work(progress, should_stop):
         outcome = train_and_apply(dataset, x, spec, snapshot, names, request, ws.models_dir, progress, should_stop)
         save_result(key, outcome.prediction, model=request.apply, bundle_hash=outcome.bundle_hash,
-                    bundle_dir=outcome.bundle_dir.name, threshold=request.threshold, seed=request.seed,
+                    bundle_dir=outcome.bundle_dir.name, threshold=request.threshold, rejection=request.rejection,
+                    seed=request.seed,
                     n_labelled=outcome.n_labelled, metrics=outcome.scores.to_dict(orient="index"),
                     seconds=outcome.seconds, vime=request.vime)
         return outcome.seconds

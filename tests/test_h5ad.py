@@ -27,9 +27,9 @@ def _result(n: int, seed: int = 0) -> tuple[LabelledCells, np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     ids = rng.integers(-1, 3, n).astype(np.int32)
     user = np.where(rng.random(n) < 0.05, rng.integers(0, 4, n), -1).astype(np.int16)
-    cells = LabelledCells(ids, dict(NAMES), rng.random(n).astype(np.float32))
+    cells = LabelledCells(ids, dict(NAMES), rng.random(n).astype(np.float32), novelty=rng.random(n).astype(np.float32))
     maps = {key: rng.normal(size=(n, 2)).astype(np.float32) for key in ("X_umap", "X_tsne", "X_pca")}
-    return cells, user, rng.random(n).astype(np.float32), maps
+    return cells, user, cells.novelty, maps
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def flow_export(tmp_path_factory):
     x = transform_features(source, spec)
     cells, user, novelty, maps = _result(source.n_cells)
     path = tmp_path_factory.mktemp("h5ad") / "result.h5ad"
-    write_labelled_h5ad(path, source, spec, cells, x=x, user_labels=user, colors=COLORS, maps=maps, novelty=novelty,
+    write_labelled_h5ad(path, source, spec, cells, x=x, user_labels=user, colors=COLORS, maps=maps,
                         provenance={"model": "LDA", "bundle_hash": "f" * 64, "seed": 7, "threshold": 0.5})
     return source, spec, x, cells, user, novelty, maps, path
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.export import LabelledCells
-from cytoauto_core.models.bundle import ModelBundle, Prediction, load_bundle, predict_dataset
+from cytoauto_core.models.bundle import ModelBundle, Prediction, call_cells, load_bundle, predict_dataset
 from cytoauto_core.storage import read_json
 from ui import state
 
@@ -21,9 +21,10 @@ RESULT = "result-proba"
 
 @dataclass
 class StoredResult:
-    """Probabilities (n_cells × n_classes, memory-mapped) and metadata of the applied model."""
+    """Probabilities (n_cells × n_classes, memory-mapped), each cell's novelty when the model has unknown detection
+    (stored as one more column, so both are written in one file), and metadata of the applied model."""
 
-    proba: np.ndarray
+    stored: np.ndarray
     meta: dict
 
     @property
@@ -31,15 +32,36 @@ class StoredResult:
         return np.asarray(self.meta["class_ids"])
 
     @property
+    def proba(self) -> np.ndarray:
+        return self.stored[:, : len(self.class_ids)]
+
+    @property
+    def novelty(self) -> np.ndarray | None:
+        return self.stored[:, -1] if self.stored.shape[1] > len(self.class_ids) else None
+
+    @property
+    def rejection(self) -> float:
+        """The share of known cells the model was applied with calling unknown (0 without unknown detection)."""
+        return float(self.meta.get("rejection", 0.0)) if self.novelty is not None else 0.0
+
+    @property
     def names(self) -> dict[int, str]:
         return {int(i): n for i, n in zip(self.meta["class_ids"], self.meta["class_names"])}
 
-    def cells(self, threshold: float, coords: np.ndarray | None = None) -> LabelledCells:
-        """Per-cell labels: the most probable population, or unassigned (-1) below `threshold`."""
-        confidence = self.proba.max(axis=1)
-        labels = self.class_ids[self.proba.argmax(axis=1)].astype(np.int32)
-        labels[confidence < threshold] = -1
-        return LabelledCells(labels, self.names, confidence.astype(np.float32), np.asarray(self.proba), coords)
+    def cells(self, threshold: float, coords: np.ndarray | None = None, rejection: float | None = None) -> LabelledCells:
+        """Per-cell labels: the most probable population, unassigned (-1) below `threshold`, unknown (-2) where the
+        novelty is above 1 − `rejection` (the applied level when None)."""
+        proba, novelty = np.asarray(self.proba), self.novelty
+        level = self.rejection if rejection is None else rejection
+        unknown = None if novelty is None else (novelty > 1.0 - level) & (level > 0)
+        labels = call_cells(proba, self.class_ids, threshold, unknown).astype(np.int32)
+        return LabelledCells(labels, self.names, proba.max(axis=1).astype(np.float32), proba, coords,
+                             None if novelty is None else np.asarray(novelty, np.float32))
+
+
+def rejection_text(level: float) -> str:
+    """How the app names an unknown-detection level."""
+    return "off" if level <= 0 else f"{100 * level:g} % of known cells"
 
 
 def load_result(key: str) -> StoredResult | None:
@@ -48,12 +70,17 @@ def load_result(key: str) -> StoredResult | None:
 
 
 def save_result(key: str, prediction: Prediction, *, model: str, bundle_hash: str, bundle_dir: str,
-                threshold: float, seed: int, n_labelled: int, metrics: dict, seconds: float, **extra) -> None:
-    """Store a model's per-cell probabilities as the dataset's result, with what made them."""
-    state.workspace().save_array(key, RESULT, prediction.probabilities.astype(np.float32, copy=False), {
+                threshold: float, rejection: float, seed: int, n_labelled: int, metrics: dict, seconds: float,
+                **extra) -> None:
+    """Store a model's per-cell probabilities (and novelty, as a last column) as the dataset's result, with what
+    made them."""
+    stored = prediction.probabilities.astype(np.float32, copy=False)
+    if prediction.novelty is not None:
+        stored = np.column_stack([stored, prediction.novelty.astype(np.float32, copy=False)])
+    state.workspace().save_array(key, RESULT, stored, {
         "model": model, "bundle_hash": bundle_hash, "bundle_dir": bundle_dir, "class_ids": prediction.class_ids,
-        "class_names": prediction.class_names, "threshold": threshold, "seed": seed, "n_labelled": n_labelled,
-        "metrics": metrics, "seconds": seconds, "trained_at": time.time(), **extra,
+        "class_names": prediction.class_names, "threshold": threshold, "rejection": rejection, "seed": seed,
+        "n_labelled": n_labelled, "metrics": metrics, "seconds": seconds, "trained_at": time.time(), **extra,
     })
 
 
@@ -79,5 +106,5 @@ def apply_bundle(key: str, dataset: Dataset, folder: Path) -> None:
     bundle = _bundle(str(folder), meta["bundle_hash"])
     prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover)
     save_result(key, prediction, model=meta["kind"], bundle_hash=meta["bundle_hash"], bundle_dir=folder.name,
-                threshold=0.5, seed=meta["seed"], n_labelled=0, metrics=meta.get("metrics", {}), seconds=0.0,
+                threshold=0.5, rejection=0.0 if bundle.novelty is None else bundle.novelty.rejection, seed=meta["seed"], n_labelled=0, metrics=meta.get("metrics", {}), seconds=0.0,
                 applied_from=meta["name"])

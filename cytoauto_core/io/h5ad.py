@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, make_unique
+from ..dataset import UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Channel, Dataset, Spillover, make_channels, make_unique
 from ..errors import CytoInputError
 from ..export import event_ids
 from ..transforms import TransformSpec
@@ -33,6 +33,8 @@ RAW_LAYER = "raw"
 OTHER_CHANNELS = "other_channels"
 PROVENANCE = "cytoauto"
 UNASSIGNED_COLOR = "#bbbbbb"
+UNKNOWN_COLOR = "#444444"
+NOT_CALLED = {UNASSIGNED_ID: UNASSIGNED, UNKNOWN_ID: UNKNOWN}  # population ids of cells the model gives no population
 DEFAULT_COLOR = "#888888"
 DERIVED_COLUMNS = ("event_id", "population_id", "confidence", "novelty")  # numeric obs our export adds
 
@@ -41,7 +43,7 @@ DERIVED_COLUMNS = ("event_id", "population_id", "confidence", "novelty")  # nume
 class H5adContent:
     """What is written beside the events; every field is optional.
 
-    `population_id` (-1 = unassigned) with `names` is the predicted population, `user_labels` the label store's
+    `population_id` (-1 = unassigned, -2 = unknown) with `names` is the predicted population, `user_labels` the label store's
     ids (-1 = unlabelled) named by the same `names`; `colors` by population id; `maps` by obsm key ('X_umap').
     """
 
@@ -115,9 +117,9 @@ def _obs(dataset: Dataset, content: H5adContent, index: pd.Index) -> pd.DataFram
     obs["sample"] = pd.Categorical.from_codes(np.asarray(dataset.sample_ids), categories=list(dataset.samples))
     obs["event_id"] = event_ids(dataset.sample_ids)
     if content.user_labels is not None:
-        obs["user_label"] = _categorical(content.user_labels, content.names, missing=None)
+        obs["user_label"] = _categorical(content.user_labels, content.names, missing={})
     if content.population_id is not None:
-        obs["population"] = _categorical(content.population_id, content.names, missing=UNASSIGNED)
+        obs["population"] = _categorical(content.population_id, content.names, missing=NOT_CALLED)
         obs["population_id"] = np.asarray(content.population_id, np.int32)
     if content.confidence is not None:
         obs["confidence"] = np.asarray(content.confidence, np.float32)
@@ -130,22 +132,21 @@ def _obs(dataset: Dataset, content: H5adContent, index: pd.Index) -> pd.DataFram
     return obs
 
 
-def _categorical(ids: np.ndarray, names: dict[int, str], missing: str | None) -> pd.Categorical:
-    """Named populations as a categorical of the ids present (in id order); -1 becomes `missing` (NaN when None)."""
+def _categorical(ids: np.ndarray, names: dict[int, str], missing: dict[int, str]) -> pd.Categorical:
+    """Named populations as a categorical of the ids present (in id order), then the `missing` ids present under
+    their own names; every other id is NaN."""
     ids = np.asarray(ids)
-    present = [i for i in sorted(names) if (ids == i).any()]
-    categories = [names[i] for i in present]
+    labels = {**{i: names[i] for i in sorted(names)}, **missing}
+    present = [i for i in labels if (ids == i).any()]
     codes = np.full(len(ids), -1, np.int64)
     for code, pid in enumerate(present):
         codes[ids == pid] = code
-    if missing is not None and (codes < 0).any():
-        codes[codes < 0] = len(categories)
-        categories.append(missing)
-    return pd.Categorical.from_codes(codes, categories=categories)
+    return pd.Categorical.from_codes(codes, categories=[labels[i] for i in present])
 
 
 def _uns(dataset: Dataset, spec: TransformSpec, content: H5adContent, obs: pd.DataFrame) -> dict:
     lookup = {name: content.colors.get(pid, DEFAULT_COLOR) for pid, name in content.names.items()}
+    lookup |= {UNASSIGNED: UNASSIGNED_COLOR, UNKNOWN: UNKNOWN_COLOR}
     uns: dict = {
         "transform": {"features": list(spec.features), "cofactor": float(spec.cofactor),
                       "cofactors": {k: float(v) for k, v in spec.cofactors.items()}, "linear": list(spec.linear),
@@ -158,8 +159,7 @@ def _uns(dataset: Dataset, spec: TransformSpec, content: H5adContent, obs: pd.Da
     }
     for column, ids in (("population", content.population_id), ("user_label", content.user_labels)):
         if ids is not None:
-            uns[f"{column}_colors"] = [UNASSIGNED_COLOR if c == UNASSIGNED else lookup.get(c, DEFAULT_COLOR)
-                                       for c in obs[column].cat.categories]
+            uns[f"{column}_colors"] = [lookup.get(c, DEFAULT_COLOR) for c in obs[column].cat.categories]
     if dataset.spillover is not None:
         uns["spillover"] = {"channels": list(dataset.spillover.channels),
                             "matrix": np.asarray(dataset.spillover.matrix, np.float64)}

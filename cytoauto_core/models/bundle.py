@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import Spillover
+from ..dataset import UNASSIGNED_ID, UNKNOWN_ID, Spillover
 from ..errors import CytoInputError
 from ..transforms import TransformSpec, transform_events
 from . import Progress, ShouldStop, check_stop, report
 from .baselines import LDAModel, LogisticRegressionModel, XGBoostModel
+from .novelty import NoveltyModel
 from .xgb_check import check_xgboost_json
 
 FORMAT = 1
 CHUNK_ROWS = 200_000
+NOVELTY_FILE = "novelty.npz"
 
 
 def _model_types() -> dict:
@@ -58,17 +60,20 @@ class ModelBundle:
     metrics: dict = field(default_factory=dict)
     seed: int = 0
     versions: dict = field(default_factory=current_versions)
+    novelty: NoveltyModel | None = None  # None in bundles saved before unknown detection
 
 
 @dataclass
 class Prediction:
-    """Per-cell result: class id (-1 = unassigned below the threshold), confidence and all probabilities."""
+    """Per-cell result: class id (-2 = unknown, unlike every named population; -1 = unassigned, below the confidence
+    threshold), confidence, novelty (None for bundles without unknown detection) and all probabilities."""
 
     labels: np.ndarray
     confidence: np.ndarray
     probabilities: np.ndarray
     class_ids: list[int]
     class_names: list[str]
+    novelty: np.ndarray | None = None
 
 
 def _sha256(path: str) -> str:
@@ -89,12 +94,15 @@ def save_bundle(bundle: ModelBundle, directory: str) -> str:
         raise ValueError("bundle.class_ids must equal the classifier's classes_ (same order)")
     os.makedirs(directory, exist_ok=True)
     config = bundle.classifier.save_state(directory)
+    if bundle.novelty is not None:
+        np.savez(os.path.join(directory, NOVELTY_FILE), **bundle.novelty.arrays())
     files = sorted(f for f in os.listdir(directory) if f != "bundle.json")
     meta = {
         "format": FORMAT, "name": bundle.name, "kind": bundle.classifier.kind, "model": config,
         "spec": bundle.spec.to_dict(), "class_ids": [int(c) for c in bundle.class_ids],
         "class_names": list(bundle.class_names), "params": bundle.params, "metrics": bundle.metrics,
         "seed": int(bundle.seed), "versions": bundle.versions,
+        **({"novelty": bundle.novelty.config()} if bundle.novelty is not None else {}),
         "files": {f: _sha256(os.path.join(directory, f)) for f in files},
     }
     meta["bundle_hash"] = hashlib.sha256(_canonical(meta)).hexdigest()
@@ -175,11 +183,19 @@ def _build(directory: str, meta: dict, label: str) -> ModelBundle:
         classifier=classifier, spec=TransformSpec.from_dict(meta["spec"]),
         class_ids=[int(c) for c in meta["class_ids"]], class_names=[str(n) for n in meta["class_names"]],
         name=str(meta["name"]), params=dict(meta["params"]), metrics=dict(meta["metrics"]), seed=int(meta["seed"]),
-        versions=dict(meta["versions"]),
+        versions=dict(meta["versions"]), novelty=_novelty(directory, meta),
     )
     if [int(c) for c in classifier.classes_] != bundle.class_ids or len(bundle.class_names) != len(bundle.class_ids):
         raise ValueError("class ids, names and the classifier's classes disagree")
     return bundle
+
+
+def _novelty(directory: str, meta: dict) -> NoveltyModel | None:
+    """The bundle's unknown-cell envelopes (pickle disabled), None when it was saved without them."""
+    if "novelty" not in meta:
+        return None
+    with np.load(os.path.join(directory, NOVELTY_FILE), allow_pickle=False) as z:
+        return NoveltyModel.from_saved(dict(z), meta["novelty"])
 
 
 def _probe(bundle: ModelBundle) -> None:
@@ -188,6 +204,8 @@ def _probe(bundle: ModelBundle) -> None:
     proba = np.asarray(bundle.classifier.predict_proba(probe))
     if proba.shape != (2, len(bundle.class_ids)) or not np.isfinite(proba).all():
         raise ValueError(f"probe prediction has shape {proba.shape}")
+    if bundle.novelty is not None and bundle.novelty.means.shape != (len(bundle.class_ids), probe.shape[1]):
+        raise ValueError(f"novelty envelopes have shape {bundle.novelty.means.shape}")
 
 
 def predict_dataset(
@@ -198,23 +216,39 @@ def predict_dataset(
     threshold: float = 0.0,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    rejection: float | None = None,
 ) -> Prediction:
     """Apply a bundle to raw events, matching channels by name, in chunks of CHUNK_ROWS cells to bound memory;
-    progress is reported and cancellation honoured between chunks."""
+    progress is reported and cancellation honoured between chunks. Cells below the confidence `threshold` are
+    unassigned; with the bundle's unknown detection, cells more novel than `rejection` allows (the bundle's own
+    level when None, 0 turns it off) are unknown."""
     present = set(channel_names)
     missing = [c for c in bundle.spec.features if c not in present]
     if missing:
         raise CytoInputError(f"This file lacks channel '{missing[0]}', which the model '{bundle.name}' needs.")
     n, k = events.shape[0], len(bundle.class_ids)
     proba = np.empty((n, k), np.float32)
+    novelty = None if bundle.novelty is None else np.empty(n, np.float32)
     for start in range(0, n, CHUNK_ROWS):
         check_stop(should_stop)
         report(progress, start / max(n, 1), f"labelled {start:,} of {n:,} cells")
         chunk = transform_events(events[start:start + CHUNK_ROWS], channel_names, bundle.spec, spillover)
         proba[start:start + len(chunk)] = bundle.classifier.predict_proba(chunk)
+        if novelty is not None:
+            novelty[start:start + len(chunk)] = bundle.novelty.novelty(chunk)
     ids = np.asarray(bundle.class_ids, np.int64)
-    best = proba.argmax(axis=1) if n else np.empty(0, np.int64)
-    confidence = proba.max(axis=1) if n else np.empty(0, np.float32)
-    labels = np.where(confidence >= threshold, ids[best], -1).astype(np.int64)
-    return Prediction(labels=labels, confidence=confidence.astype(np.float32), probabilities=proba,
-                      class_ids=list(bundle.class_ids), class_names=list(bundle.class_names))
+    unknown = None if novelty is None else bundle.novelty.unknown(novelty, rejection)
+    return Prediction(labels=call_cells(proba, ids, threshold, unknown), confidence=proba.max(axis=1, initial=0.0),
+                      probabilities=proba, class_ids=list(bundle.class_ids), class_names=list(bundle.class_names),
+                      novelty=novelty)
+
+
+def call_cells(proba: np.ndarray, ids: np.ndarray, threshold: float, unknown: np.ndarray | None = None) -> np.ndarray:
+    """Per-cell population ids: the most probable class, UNASSIGNED_ID below the confidence `threshold`, UNKNOWN_ID
+    where the `unknown` mask is set."""
+    if not len(proba):
+        return np.empty(0, np.int64)
+    labels = np.where(proba.max(axis=1) >= threshold, np.asarray(ids, np.int64)[proba.argmax(axis=1)], UNASSIGNED_ID)
+    if unknown is not None:
+        labels[unknown] = UNKNOWN_ID
+    return labels.astype(np.int64)
