@@ -119,7 +119,8 @@ def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event
         extra["map_x"] = np.asarray(cells.coords[:, 0], dtype=np.float32)
         extra["map_y"] = np.asarray(cells.coords[:, 1], dtype=np.float32)
     extra["population_id"] = np.asarray(cells.population_id, dtype=np.float32)  # last: the reader drops it as a view
-    write_fcs(path, dataset, extra_channels=extra, population_names=dict(cells.names))
+    names = dict(cells.names) | ({UNKNOWN_ID: UNKNOWN} if (np.asarray(cells.population_id) == UNKNOWN_ID).any() else {})
+    write_fcs(path, dataset, extra_channels=extra, population_names=names)
 
 
 def legend_frame(cells: LabelledCells, colors: dict[int, str] | None = None) -> pd.DataFrame:

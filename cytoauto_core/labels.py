@@ -447,7 +447,11 @@ def _find(state: _State, pop_id: int) -> Population:
 
 
 def _clean_name(name: str) -> str:
+    """The name trimmed to 80 characters; empty names and the names of uncalled cells ('unknown', 'unassigned') are
+    refused, since results and exports use those for cells no population claims."""
     name = (name or "").strip()
     if not name:
         raise CytoInputError("A population needs a name.")
+    if name.lower() in NOT_A_POPULATION:
+        raise CytoInputError(f"'{name}' is what results call cells no population claims; choose another name.")
     return name[:80]

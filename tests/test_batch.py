@@ -13,10 +13,12 @@ import pytest
 
 from conftest import CORPUS, ROOT
 from cytoauto_core.batch import _task_failure, apply_to_files
+from cytoauto_core.dataset import UNKNOWN_ID
 from cytoauto_core.demo import make_demo
 from cytoauto_core.export import names_of
 from cytoauto_core.io import read_file, write_fcs
 from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
+from cytoauto_core.models.novelty import fit_novelty
 from cytoauto_core.training import build_model
 from cytoauto_core.transforms import default_spec, transform_features
 
@@ -28,7 +30,8 @@ CHUNK = 2_500  # several chunk tasks per file
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """An LDA bundle trained on demo labels, three demo FCS files (two share a stem), a foreign and a garbage file."""
+    """An LDA bundle (with unknown detection) trained on demo labels, three demo FCS files (two share a stem), a
+    foreign and a garbage file."""
     root = tmp_path_factory.mktemp("batch")
     train = make_demo(4_000, TRAIN_SEED)
     spec = default_spec(train)
@@ -37,7 +40,9 @@ def inputs(tmp_path_factory):
     y = train.annotations["population"].map({n: i for i, n in enumerate(names)}).fillna(-1).to_numpy(int)
     model = build_model("LDA", seed=0).fit(x[y >= 0], y[y >= 0], x[y < 0])
     ids = [int(c) for c in model.classes_]
-    save_bundle(ModelBundle(model, spec, ids, [names[i] for i in ids], name="LDA demo"), str(root / "bundle"))
+    novelty = fit_novelty(x[y >= 0], y[y >= 0], rejection=0.05, seed=0)
+    save_bundle(ModelBundle(model, spec, ids, [names[i] for i in ids], name="LDA demo", novelty=novelty),
+                str(root / "bundle"))
     demo_paths = []
     for rel, (seed, n) in FILE_SEEDS.items():
         path = root / "in" / rel
@@ -71,7 +76,7 @@ def _app_labels(root, path):
     bundle = load_bundle(str(root / "bundle"))
     ds = read_file(path)
     p = predict_dataset(bundle, ds.events, ds.channel_names, ds.spillover, THRESHOLD)
-    return p.labels, p.confidence, dict(zip(p.class_ids, p.class_names))
+    return p.labels, p.confidence, dict(zip(p.class_ids, p.class_names)), p.novelty
 
 
 def test_statuses_and_unique_outputs(run):
@@ -91,14 +96,16 @@ def test_statuses_and_unique_outputs(run):
 def test_outputs_equal_the_apps_prediction(run):
     root, demo_paths, _, report = run
     for row in (r for r in report.files if r.status == "ok"):
-        labels, confidence, names = _app_labels(root, row.input)
+        labels, confidence, names, novelty = _app_labels(root, row.input)
+        assert (labels == UNKNOWN_ID).any()
         csv_path, fcs_path, legend_path = row.outputs
         legend = pd.read_csv(legend_path)
-        assert dict(zip(legend["population_id"], legend["population"])) == {**names, -1: "unassigned"}
+        assert dict(zip(legend["population_id"], legend["population"])) == {**names, -1: "unassigned", -2: "unknown"}
         assert legend["cells"].tolist() == [int((labels == i).sum()) for i in legend["population_id"]]
         table = read_file(csv_path)
         np.testing.assert_array_equal(table.events[:, table.channel_names.index("population_id")], labels)
         np.testing.assert_allclose(table.events[:, table.channel_names.index("confidence")], confidence, rtol=1e-5)
+        np.testing.assert_allclose(table.events[:, table.channel_names.index("novelty")], novelty, rtol=1e-5)
         assert (table.annotations["population"].to_numpy() == names_of(labels, names)).all()
         source = read_file(row.input)
         assert (table.annotations["annotation_population"].to_numpy() == source.annotations["population"].astype(str)).all()
@@ -106,14 +113,14 @@ def test_outputs_equal_the_apps_prediction(run):
         channels = [fcs.channels[k]["pnn"] for k in sorted(fcs.channels, key=int)]
         events = np.reshape(fcs.events, (-1, fcs.channel_count))
         np.testing.assert_array_equal(events[:, channels.index("population_id")], labels)
-        assert {int(k): v for k, v in json.loads(fcs.text["cytoauto_populations"]).items()} == names
+        assert {int(k): v for k, v in json.loads(fcs.text["cytoauto_populations"]).items()} == {**names, -2: "unknown"}
         np.testing.assert_array_equal(events[:, : source.events.shape[1]], source.events)
 
 
 def test_labelled_fcs_rereads_every_population_name(run):
     root, _, _, report = run
     row = next(r for r in report.files if r.status == "ok")
-    labels, _, names = _app_labels(root, row.input)
+    labels, _, names, _ = _app_labels(root, row.input)
     reread = read_file(row.outputs[1])
     assert (reread.annotations["population"].astype(str).to_numpy() == names_of(labels, names)).all()
 
@@ -149,6 +156,19 @@ def test_cli_exit_codes(inputs, tmp_path):
     assert _cli("--model", str(tmp_path / "nope"), "--out", str(tmp_path), str(demo_paths[0])).returncode == 2
     missing = _cli("--model", str(root / "bundle"), "--out", str(tmp_path), str(tmp_path / "*.nothing"))
     assert missing.returncode == 2 and "No input file matches" in missing.stderr
+    refused = _cli("--model", str(root / "bundle"), "--out", str(tmp_path), "--unknown", "2", str(demo_paths[0]))
+    assert refused.returncode == 2 and "--unknown must be" in refused.stderr
+
+
+def test_cli_unknown_level_overrides_the_bundles(inputs, tmp_path):
+    root, demo_paths, _ = inputs
+    done = _cli("--model", str(root / "bundle"), "--out", str(tmp_path), "--workers", "1", "--unknown", "0",
+                str(demo_paths[2]))
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "c_labelled.csv")
+    labels, _, _, novelty = _app_labels(root, demo_paths[2])
+    assert (labels == UNKNOWN_ID).any() and not (table["population_id"] == UNKNOWN_ID).any()
+    np.testing.assert_allclose(table["novelty"], novelty, rtol=1e-5)
 
 
 def test_a_cancelled_or_failed_task_becomes_one_sentence(cluster):
@@ -172,15 +192,16 @@ def test_cli_h5ad_export_opens_in_anndata_with_the_apps_labels(inputs, tmp_path)
     done = _cli("--model", str(root / "bundle"), "--out", str(tmp_path), "--workers", "1", "--format", "h5ad",
                 str(demo_paths[2]))
     assert done.returncode == 0, done.stderr
-    labels, confidence, names = _app_labels(root, demo_paths[2])
+    labels, confidence, names, novelty = _app_labels(root, demo_paths[2])
     adata = anndata.read_h5ad(tmp_path / "c_labelled.h5ad")
     bundle = load_bundle(str(root / "bundle"))
     source = read_file(demo_paths[2])
     np.testing.assert_array_equal(adata.obs["population_id"], labels)
     assert (adata.obs["population"].astype(str).to_numpy() == names_of(labels, names)).all()
     np.testing.assert_allclose(adata.obs["confidence"], confidence, rtol=1e-6)
+    np.testing.assert_allclose(adata.obs["novelty"], novelty, rtol=1e-6)
     np.testing.assert_array_equal(adata.X, transform_features(source, bundle.spec))
     assert adata.var["channel"].tolist() == bundle.spec.features
     provenance = adata.uns["cytoauto"]
     assert provenance["bundle_hash"] == json.loads((root / "bundle" / "bundle.json").read_text())["bundle_hash"]
-    assert provenance["threshold"] == THRESHOLD and provenance["model"] == "lda"
+    assert provenance["threshold"] == THRESHOLD and provenance["model"] == "lda" and provenance["rejection"] == 0.05

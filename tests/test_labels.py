@@ -64,6 +64,9 @@ def test_duplicate_and_empty_names_refused(tmp_path):
         store.create_population("T")
     with pytest.raises(CytoInputError):
         store.create_population("  ")
+    for reserved in ("unknown", "Unassigned"):  # what results call uncalled cells
+        with pytest.raises(CytoInputError):
+            store.create_population(reserved)
 
 
 def test_population_named_finds_or_creates_by_cleaned_name(tmp_path):

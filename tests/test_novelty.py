@@ -84,6 +84,7 @@ def test_exports_carry_confidence_novelty_and_the_unknown_population(levine, tmp
     write_labelled_fcs(tmp_path / "out.fcs", dataset, cells)
     back = read_file(tmp_path / "out.fcs")
     np.testing.assert_allclose(back.events[:, back.channel_names.index("novelty")], novelty)
+    np.testing.assert_array_equal(back.annotations["population"].astype(str).to_numpy(), frame["population"])
 
     spec = TransformSpec(features=markers, arcsinh=False)
     write_labelled_h5ad(tmp_path / "out.h5ad", dataset, spec, cells, x=x[:n])

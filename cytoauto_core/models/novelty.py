@@ -69,14 +69,21 @@ class NoveltyModel:
         return cls(means, whiteners, float(config["scale"]), float(config["dof"]), float(config["rejection"]))
 
 
-def _envelopes(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-population means and whiteners: each population's covariance shrunk towards the pooled within-population
-    covariance with the weight of as many cells as there are features."""
+def pooled_covariance(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Population means and the pooled within-population covariance (LDA's), plus a small ridge."""
     d = x.shape[1]
     means = np.stack([x[y == c].mean(axis=0) for c in classes])
     resid = x - means[np.searchsorted(classes, y)]
     pooled = resid.T @ resid / max(len(y) - len(classes), 1)
     pooled += RIDGE * max(float(np.trace(np.cov(x.T)) / d), 1e-12) * np.eye(d)
+    return means, pooled
+
+
+def _envelopes(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-population means and whiteners: each population's covariance shrunk towards the pooled within-population
+    covariance with the weight of as many cells as there are features."""
+    d = x.shape[1]
+    means, pooled = pooled_covariance(x, y, classes)
     whiteners = np.empty((len(classes), d, d))
     for i, c in enumerate(classes):
         r = x[y == c] - means[i]
