@@ -1,4 +1,5 @@
-"""Results page: populations on the map, marker heatmap, abundances, validation metrics and downloads."""
+"""Results page: populations on the map, unknown cells, marker heatmap, abundances, validation metrics and
+downloads."""
 import json
 import tempfile
 from pathlib import Path
@@ -10,14 +11,15 @@ import streamlit as st
 
 from cytoauto_core import metrics
 from cytoauto_core.coverage import forced_notice
-from cytoauto_core.dataset import UNASSIGNED
+from cytoauto_core.dataset import UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_frame, names_of, write_labelled_fcs,
                                   write_labelled_h5ad, write_split_fcs)
-from ui import maps, state
-from ui.plots import UNASSIGNED_COLOR, heatmap_figure, scatter_figure
+from cytoauto_core.models.novelty import REJECTION_LEVELS
+from ui import maps, state, unknown_panel
+from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR, heatmap_figure, scatter_figure
 from ui.quality import bundle_meta, quality_table, show_quality
-from ui.results import apply_bundle, load_result, saved_bundles
+from ui.results import apply_bundle, load_result, rejection_text, saved_bundles
 from ui.widgets import show_error
 
 PREPARED = "results-prepared"  # format → (what made it, file bytes)
@@ -56,12 +58,23 @@ origin = (f"applied from saved model '{meta['applied_from']}'" if meta.get("appl
           else f"trained on {meta['n_labelled']:,} labelled cells")
 st.caption(f"Model **{meta['model']}** (bundle {meta['bundle_hash'][:12]}, seed {meta['seed']}), {origin} "
            f"of {len(meta['class_ids'])} populations.")
-threshold = st.slider("Confidence threshold (cells below it are 'unassigned')", 0.0, 1.0,
+t1, t2 = st.columns([3, 1])
+threshold = t1.slider("Confidence threshold (cells below it are 'unassigned')", 0.0, 1.0,
                       float(meta.get("threshold", 0.5)), 0.05)
+if result.novelty is None:
+    rejection = 0.0
+    t2.caption("Unknown cells: this model predates unknown detection; retrain it to find them.")
+else:
+    levels = sorted(set(REJECTION_LEVELS) | {result.rejection})
+    rejection = t2.selectbox("Unknown cells", levels, index=levels.index(result.rejection), format_func=rejection_text,
+                             help="Cells unlike every population you named are called 'unknown'. The level is the "
+                                  "share of cells of your named populations you accept to see called unknown by "
+                                  "mistake; changing it needs no retraining.")
 picked = maps.map_picker(key, "Map")
 coords = picked[1] if picked else None
 axis = (f"{picked[2]['method'].upper()} 1", f"{picked[2]['method'].upper()} 2") if picked else ("", "")
-cells = result.cells(threshold, None if coords is None else np.asarray(coords))
+cells = result.cells(threshold, None if coords is None else np.asarray(coords), rejection)
+unknown = cells.population_id == UNKNOWN_ID
 names = cells.names
 order = sorted(names)
 codes = maps.codes_for(cells.population_id, order)
@@ -78,12 +91,12 @@ if forced:
     st.page_link("pages/label.py", label="Name more populations on the Label page", icon=":material/ads_click:")
 
 st.subheader("Populations on the map")
+rows = maps.drawn_rows(key, dataset.n_cells, "", None)
 if coords is None:
     st.info("Compute a map on the **Map** page to see the populations in 2-D.")
 else:
     user = store.labels()
     view = st.radio("Colour by", ["predicted population", "confidence", "changed vs. your labels"], horizontal=True)
-    rows = maps.drawn_rows(key, dataset.n_cells, "", None)
     if view == "predicted population":
         fig = scatter_figure(coords, rows, codes, categories=[names[i] for i in order],
                              colors=[colors.get(i, "#888888") for i in order], axis=axis)
@@ -94,6 +107,8 @@ else:
         fig = scatter_figure(coords, rows, changed, categories=["agrees with your label", "changed"],
                              colors=["#2ca02c", "#d62728"], axis=axis)
     st.plotly_chart(fig, key="results-map")
+
+unknown_panel.panel(key, result, unknown, rejection, x, spec, markers, store, coords, rows, axis)
 
 st.subheader("Median expression per population")
 assigned = cells.population_id >= 0
@@ -110,7 +125,8 @@ st.subheader("Abundance per sample")
 table = abundance(cells.population_id, names, dataset.sample_ids, dataset.samples)
 left, right = st.columns([2, 3])
 left.dataframe(table, hide_index=True, width="stretch")
-bar_colors = {names[i]: colors.get(i, "#888888") for i in order} | {UNASSIGNED: UNASSIGNED_COLOR}
+bar_colors = {names[i]: colors.get(i, "#888888") for i in order} | {UNASSIGNED: UNASSIGNED_COLOR,
+                                                                     UNKNOWN: UNKNOWN_COLOR}
 right.plotly_chart(px.bar(table, x="sample", y="percent", color="population", color_discrete_map=bar_colors,
                           title="Population share per sample (%)"), key="results-abundance")
 
@@ -119,13 +135,17 @@ if len(dataset.samples) > 1:
     show_quality(quality_table(dataset, cells, bundle_meta(result)))
 
 st.subheader("Validation")
-m1, m2, m3 = st.columns(3)
-sil = metrics.silhouette(x, cells.population_id, sample_size=10_000, seed=0)
+m1, m2, m3, m4 = st.columns(4)
+sil = metrics.silhouette(x, np.where(assigned, cells.population_id, UNASSIGNED_ID), sample_size=10_000, seed=0)
 m1.metric("Silhouette (10,000-cell subsample, seed 0)", f"{sil:.3f}")
-m2.metric("Unassigned cells", f"{(~assigned).mean():.1%}")
+uncalled = {"Unassigned (low confidence)": cells.population_id == UNASSIGNED_ID}
+if result.novelty is not None:
+    uncalled["Unknown (unlike every named population)"] = unknown
+for column, (label, called) in zip((m2, m3), uncalled.items()):
+    column.metric(label, f"{called.mean():.1%}", f"{int(called.sum()):,} cells", delta_color="off", delta_arrow="off")
 own_score = meta["metrics"].get(meta["model"], {}).get("macro_f1")
 if own_score is not None:
-    m3.metric("Held-out macro-F1 on your labels", f"{own_score:.3f}")
+    m4.metric("Held-out macro-F1 on your labels", f"{own_score:.3f}")
 if meta["metrics"]:
     st.caption("Model comparison on your labels (held-out labels or cross-validation):")
     st.dataframe(pd.DataFrame(meta["metrics"]).T, width="stretch")
@@ -160,14 +180,14 @@ split = st.radio("FCS export", list(FCS_LAYOUTS), horizontal=True,
                       "original file) and the legend beside it.")
 summary = {
     "dataset": dataset.name, "dataset_hash": key, "cells": dataset.n_cells, "model": meta["model"],
-    "bundle_hash": meta["bundle_hash"], "seed": meta["seed"], "threshold": threshold,
+    "bundle_hash": meta["bundle_hash"], "seed": meta["seed"], "threshold": threshold, "rejection": rejection,
     "transform": spec.to_dict(), "populations": {str(k): v for k, v in names.items()},
     "abundance": table.to_dict(orient="records"), "metrics": meta["metrics"],
 }
-# A prepared file belongs to what made it: dataset, model, threshold, map and options. One prepared for anything
-# else (another dataset, a newer model) is dropped rather than offered.
-made_from = json.dumps([key, meta["bundle_hash"], threshold, picked[0] if picked else None, with_features, with_proba,
-                        split])
+# A prepared file belongs to what made it: dataset, model, threshold, unknown level, map and options. One prepared
+# for anything else (another dataset, a newer model) is dropped rather than offered.
+made_from = json.dumps([key, meta["bundle_hash"], threshold, rejection, picked[0] if picked else None, with_features,
+                        with_proba, split])
 prepared = {fmt: found for fmt, found in st.session_state.get(PREPARED, {}).items() if found[0] == made_from}
 st.session_state[PREPARED] = prepared
 stem = Path(dataset.name).stem
@@ -208,7 +228,7 @@ if d3.button("Prepare AnnData (.h5ad)"):
     provenance = {k: meta[k] for k in ("model", "bundle_hash", "seed", "n_labelled", "applied_from") if k in meta}
     prepare("h5ad", lambda path: write_labelled_h5ad(
         path, dataset, spec, cells, x=x, user_labels=store.labels(), colors=colors, maps=obsm,
-        provenance={**provenance, "threshold": threshold, "dataset_hash": key}))
+        provenance={**provenance, "threshold": threshold, "rejection": rejection, "dataset_hash": key}))
 if "h5ad" in prepared:
     d3.download_button("Download AnnData (.h5ad)", prepared["h5ad"][1], file_name=f"{stem}_labelled.h5ad",
                        mime="application/x-hdf5", key="dl-h5ad")

@@ -6,10 +6,11 @@ from dataclasses import asdict
 import numpy as np
 import streamlit as st
 
-from cytoauto_core.dataset import NOT_A_POPULATION, Dataset
+from cytoauto_core.dataset import NOT_A_POPULATION, UNKNOWN_ID, Dataset
 from cytoauto_core.embeddings import EmbeddingParams, embed, embedding_key, stratified_subsample
 from cytoauto_core.jobs import Job
 from ui import state
+from ui.plots import UNKNOWN_CODE
 
 MAX_DRAWN = 100_000
 PREFIX = "embedding-"
@@ -106,8 +107,9 @@ def hover_text(dataset: Dataset, x: np.ndarray, spec_features: list[str], rows: 
 
 
 def codes_for(ids: np.ndarray, ordered_ids: list[int]) -> np.ndarray:
-    """Colour codes 0..k-1 for population ids in `ordered_ids` order; -1 (grey) for anything else."""
-    codes = np.full(len(ids), -1, np.int32)
+    """Colour codes 0..k-1 for population ids in `ordered_ids` order; UNKNOWN_CODE (dark grey) for unknown cells,
+    -1 (light grey) for anything else."""
+    codes = np.where(np.asarray(ids) == UNKNOWN_ID, UNKNOWN_CODE, -1).astype(np.int32)
     for code, pid in enumerate(ordered_ids):
         codes[ids == pid] = code
     return codes

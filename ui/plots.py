@@ -5,10 +5,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from cytoauto_core.dataset import UNASSIGNED
+from cytoauto_core.dataset import UNASSIGNED, UNKNOWN
+from cytoauto_core.io.h5ad import UNKNOWN_COLOR  # one dark grey for unknown cells, in the app and in exports
 from cytoauto_core.labels import PALETTE
 
 UNASSIGNED_COLOR = "#c8c8c8"
+UNKNOWN_CODE = -2  # colour code of unknown cells (unlike every named population); other negative codes: unassigned
 
 
 def histogram_figure(values: np.ndarray, title: str, bins: int = 120) -> go.Figure:
@@ -56,22 +58,26 @@ def scatter_figure(
 ) -> go.Figure:
     """One Scattergl trace (selection-safe) of the drawn `rows`, customdata = row id.
 
-    `color` is numeric (continuous colour bar in `colorscale`) or integer codes into `categories` (-1 = unassigned);
-    a categorical legend is drawn with empty dummy traces so selection still reads one trace.
+    `color` is numeric (continuous colour bar in `colorscale`) or integer codes into `categories` (UNKNOWN_CODE =
+    unknown, other negatives = unassigned); a categorical legend is drawn with empty dummy traces so selection still
+    reads one trace.
     """
     pts = xy[rows]
     marker: dict = dict(size=3, opacity=0.8)
     legend_traces = []
     if color is not None and categories is not None:
         codes = np.asarray(color)[rows]
-        palette = np.array((colors or PALETTE * (len(categories) // len(PALETTE) + 1))[: len(categories)] + [UNASSIGNED_COLOR])
-        marker["color"] = palette[np.where(codes < 0, len(categories), codes)].tolist()
+        n = len(categories)
+        palette = np.array((colors or PALETTE * (n // len(PALETTE) + 1))[:n] + [UNASSIGNED_COLOR, UNKNOWN_COLOR])
+        marker["color"] = palette[np.where(codes == UNKNOWN_CODE, n + 1, np.where(codes < 0, n, codes))].tolist()
         for i, name in enumerate(categories):
             legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=name,
                                               marker=dict(size=9, color=palette[i]), hoverinfo="skip"))
-        if (codes < 0).any():
-            legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=UNASSIGNED,
-                                              marker=dict(size=9, color=UNASSIGNED_COLOR), hoverinfo="skip"))
+        for name, shown, colour in ((UNASSIGNED, (codes < 0) & (codes != UNKNOWN_CODE), UNASSIGNED_COLOR),
+                                    (UNKNOWN, codes == UNKNOWN_CODE, UNKNOWN_COLOR)):
+            if shown.any():
+                legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=name,
+                                                  marker=dict(size=9, color=colour), hoverinfo="skip"))
     elif color is not None:
         values = np.asarray(color)[rows]
         lo, hi = np.nanquantile(values, [0.01, 0.99]) if values.size else (0, 1)

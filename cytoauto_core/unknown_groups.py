@@ -1,0 +1,120 @@
+"""Compact groups among the unknown cells: candidates for a population the user has not named yet.
+
+The unknown cells (unlike every named population, see models.novelty) are standardised like all cells and split by
+k-means (seeded) on a subsample of at most MAX_CELLS of them; the number of groups, 1 to MAX_GROUPS, is the one with
+the best silhouette (a single group when no split reaches ONE_GROUP_SILHOUETTE). Every unknown cell then joins its
+nearest group unless it lies further than OUTLIER × the group's median radius from its centre. A group is kept when
+it is compact — its median distance to its centre at most LOOSE × that of the
+unknown cells' typical group (size-weighted median) — and large enough (MIN_SHARE of the unknown cells and at least
+MIN_LABELS_FOR_TRAINING cells); the rest are unknown cells scattered between populations, in no group. Each group
+is described by the markers whose median differs most from all cells' (in standard deviations of all cells).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+from .clustering.profile import central_cells, cluster_medians
+from .embeddings import subsample
+from .labels import MIN_LABELS_FOR_TRAINING
+
+MAX_CELLS = 20_000  # unknown cells k-means is fitted on (and all cells the scale is taken from): seconds on 1M cells
+SILHOUETTE_CELLS = 3_000  # cells each number of groups is scored on
+MAX_GROUPS = 6
+ONE_GROUP_SILHOUETTE = 0.25  # below this for every split, the unknown cells form one group
+LOOSE = 1.5  # a group spread wider than this × the typical group's median radius is scattered cells, not a group
+OUTLIER = 2.0  # a cell further than this × its group's median radius from the centre is in no group
+MIN_SHARE = 0.02  # of the unknown cells
+SHIFT = 0.5  # standard deviations: a marker this far from all cells' median describes a group
+SEED_CELLS = 25  # cells of a group labelled when it becomes a population
+CHUNK = 65_536
+NO_GROUP = -1
+
+
+@dataclass
+class UnknownGroups:
+    """Per cell its group (0 = largest, NO_GROUP for known and scattered cells), and one description per group."""
+
+    group: np.ndarray
+    descriptions: list[str]
+    n_unknown: int
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.descriptions)
+
+    def members(self, g: int) -> np.ndarray:
+        """Rows of group `g` (sorted)."""
+        return np.flatnonzero(self.group == g)
+
+    def sizes(self) -> list[int]:
+        return np.bincount(self.group[self.group >= 0], minlength=self.n_groups).tolist()
+
+    def scattered(self) -> int:
+        """Unknown cells in no group."""
+        return self.n_unknown - sum(self.sizes())
+
+    def seed_cells(self, x: np.ndarray, g: int, n: int = SEED_CELLS) -> np.ndarray:
+        """The `n` cells of group `g` nearest its median (its most typical cells), to label as a new population."""
+        return central_cells(x, self.group, g, n)
+
+
+def find_unknown_groups(x: np.ndarray, unknown: np.ndarray, markers: list[str], *, max_groups: int = MAX_GROUPS,
+                        max_cells: int = MAX_CELLS, seed: int = 0) -> UnknownGroups:
+    """Compact groups of the `unknown` cells (boolean mask over the rows of `x`, the features the model sees)."""
+    unknown = np.asarray(unknown, bool)
+    rows = np.flatnonzero(unknown)
+    group = np.full(len(x), NO_GROUP, np.int32)
+    if rows.size < MIN_LABELS_FOR_TRAINING:
+        return UnknownGroups(group, [], int(rows.size))
+    reference = np.asarray(x[subsample(len(x), max_cells, seed)], np.float32)
+    mean, scale = reference.mean(axis=0), reference.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    fitted = (np.asarray(x[rows[subsample(rows.size, max_cells, seed)]], np.float32) - mean) / scale
+    km = _best_kmeans(fitted, min(max_groups, fitted.shape[0] // MIN_LABELS_FOR_TRAINING), seed)
+    radius = np.array([np.median(np.linalg.norm(fitted[km.labels_ == c] - km.cluster_centers_[c], axis=1))
+                       for c in range(km.n_clusters)])
+    distances = np.concatenate([km.transform((np.asarray(x[rows[s:s + CHUNK]], np.float32) - mean) / scale)
+                                for s in range(0, rows.size, CHUNK)])
+    nearest = distances.argmin(axis=1)
+    nearest[distances.min(axis=1) > OUTLIER * radius[nearest]] = km.n_clusters  # outliers: in no group
+    counts = np.bincount(nearest, minlength=km.n_clusters + 1)[:km.n_clusters]
+    typical = _weighted_median(radius, counts)
+    kept = [c for c in np.argsort(-counts, kind="stable")
+            if radius[c] <= LOOSE * typical and counts[c] >= max(MIN_LABELS_FOR_TRAINING, MIN_SHARE * rows.size)]
+    for g, c in enumerate(kept):
+        group[rows[nearest == c]] = g
+    medians = cluster_medians(x, group, markers, seed).to_numpy(np.float64)
+    shift = (medians - np.median(reference, axis=0)) / scale
+    return UnknownGroups(group, [describe(s, markers) for s in shift], int(rows.size))
+
+
+def _best_kmeans(z: np.ndarray, max_groups: int, seed: int) -> KMeans:
+    """k-means (seeded) with the number of groups of best silhouette, or one group when no split is clear."""
+    best, best_score = KMeans(n_clusters=1, n_init=1, random_state=seed).fit(z), ONE_GROUP_SILHOUETTE
+    for k in range(2, max_groups + 1):
+        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(z)
+        if np.unique(km.labels_).size < 2:
+            continue
+        score = silhouette_score(z, km.labels_, sample_size=min(SILHOUETTE_CELLS, len(z)), random_state=seed)
+        if score > best_score:
+            best, best_score = km, score
+    return best
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def describe(shift: np.ndarray, markers: list[str], top: int = 3) -> str:
+    """'high CD33, CD14, CD11b; low CD3': the markers furthest above and below all cells' median (≥ SHIFT SDs)."""
+    order = np.argsort(-shift, kind="stable")
+    high = [markers[j] for j in order[:top] if shift[j] >= SHIFT]
+    low = [markers[j] for j in order[::-1][:top - 1] if shift[j] <= -SHIFT]
+    parts = ([f"high {', '.join(high)}"] if high else []) + ([f"low {', '.join(low)}"] if low else [])
+    return "; ".join(parts) or "close to all cells' medians"
