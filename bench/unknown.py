@@ -4,7 +4,8 @@ Per devsuite set and seed, 2 populations (3 where a set has 20 or more) are hidd
 unlabelled pool and the test rows. The others get 10 labels per population (train rows); the pool is every other
 train row and unscorable cell (at most 50,000, seeded), as in bench/devsuite.py. Reported on the test rows: the share
 of hidden-population cells called unknown, the share of known-population cells called unknown, and macro-F1 over the
-known populations with and without the rejection (a rejected known cell counts as wrong). Methods:
+known populations with and without the rejection (a rejected known cell counts as wrong), and the AUROC of each
+method's score for telling hidden from known cells (whatever the level). Methods:
 - "<model> + envelopes": the app's unknown detection (cytoauto_core.models.novelty) beside the model the app applies;
 - "LDA + χ² distance": the classic reject option — LDA, and a cell is unknown when its squared Mahalanobis distance to
   its predicted population (LDA's pooled covariance) exceeds the χ²(markers) quantile at 1 − the level.
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,12 +62,13 @@ def case_rows(ds: DevSet, seed: int, models: list[str], level: float) -> list[di
     is_hidden = np.isin(y_test, hidden)
     known = np.unique(ds.y[lab])
 
-    def row(method: str, pred: np.ndarray, unknown: np.ndarray, seconds: float) -> dict:
+    def row(method: str, pred: np.ndarray, score: np.ndarray, unknown: np.ndarray, seconds: float) -> dict:
         f1 = f1_score(y_test[~is_hidden], pred[~is_hidden], labels=known, average="macro", zero_division=0.0)
         f1_rejecting = f1_score(y_test[~is_hidden], np.where(unknown, UNKNOWN, pred)[~is_hidden], labels=known,
                                 average="macro", zero_division=0.0)
         out = {"set": ds.name, "seed": seed, "method": method, "hidden": hidden, "level": level,
                "hidden_unknown": float(unknown[is_hidden].mean()), "known_unknown": float(unknown[~is_hidden].mean()),
+               "auroc": float(roc_auc_score(is_hidden, score)),
                "known_f1": float(f1), "known_f1_rejecting": float(f1_rejecting), "seconds": seconds}
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}), flush=True)
         return out
@@ -78,14 +80,14 @@ def case_rows(ds: DevSet, seed: int, models: list[str], level: float) -> list[di
         pred = np.asarray(model.classes_)[model.predict_proba(x_test).argmax(axis=1)]
         start = time.perf_counter()
         novelty = fit_novelty(ds.x[lab], ds.y[lab], level, seed)
-        unknown = novelty.unknown(novelty.novelty(x_test))
-        rows.append(row(f"{name} + envelopes", pred, unknown, time.perf_counter() - start))
+        score = novelty.novelty(x_test)
+        rows.append(row(f"{name} + envelopes", pred, score, novelty.unknown(score), time.perf_counter() - start))
         if name == "LDA":
             start = time.perf_counter()
             means, pooled = pooled_covariance(ds.x[lab].astype(np.float64), ds.y[lab], known)
             centred = x_test - means[np.searchsorted(known, pred)]
             d2 = np.einsum("ij,ij->i", centred @ np.linalg.inv(pooled), centred)
-            rows.append(row("LDA + χ² distance", pred, d2 > chi2.ppf(1 - level, ds.x.shape[1]),
+            rows.append(row("LDA + χ² distance", pred, d2, d2 > chi2.ppf(1 - level, ds.x.shape[1]),
                             time.perf_counter() - start))
     return rows
 
@@ -94,7 +96,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     """Per set and method (means over seeds), then the mean over sets: shares called unknown, known macro-F1 without
     and with rejection, and its loss."""
     df = df.assign(f1_loss=df["known_f1"] - df["known_f1_rejecting"])
-    columns = ["hidden_unknown", "known_unknown", "known_f1", "known_f1_rejecting", "f1_loss"]
+    columns = ["hidden_unknown", "known_unknown", "auroc", "known_f1", "known_f1_rejecting", "f1_loss"]
     per_set = df.groupby(["set", "method"])[columns].mean()
     overall = df.groupby(["set", "method"])[columns].mean().groupby("method").mean()
     overall.index = pd.MultiIndex.from_product([["mean over sets"], overall.index], names=["set", "method"])

@@ -39,8 +39,8 @@ def test_a_population_nobody_named_is_called_unknown_and_named_ones_keep_their_c
     unknown = model.unknown(model.novelty(x))
     rest = np.setdiff1d(np.flatnonzero(np.isin(names, known)), lab)
     hidden = np.isin(names, HIDDEN)
-    assert unknown[hidden].mean() > 0.6  # measured 0.78 (0.99 and 0.92 with the labels of seeds 1 and 2)
-    assert unknown[rest].mean() < 3 * LEVEL  # measured 0.001 (0.021, 0.005): the level means what it says
+    assert unknown[hidden].mean() > 0.8  # measured 0.91 (0.99 and 0.95 with the labels of seeds 1 and 2)
+    assert unknown[rest].mean() < 3 * LEVEL  # measured 0.001 (0.031, 0.006): the level means what it says
     assert not model.unknown(model.novelty(x), rejection=0.0).any()
     tighter = model.unknown(model.novelty(x), rejection=0.05)
     assert tighter.sum() > unknown.sum() and tighter[unknown].all()

@@ -4,8 +4,8 @@ Each named population is a Gaussian envelope around its labelled cells (their me
 the populations' pooled one); a cell's distance is its squared Mahalanobis distance to the nearest envelope. The
 envelopes are fitted on labelled cells only: the unlabelled cells a model pulls into a population include the very
 cells of unnamed populations this is meant to find (on the dev suite that lowered the separation of hidden from
-known cells, AUROC 0.59 against 0.70). Calibration is cross-fitted: every labelled cell is scored by envelopes fitted
-without it (5 folds), and those distances, fitted as a scaled χ² (Satterthwaite), give each cell the share of known
+known cells, AUROC 0.59 against 0.70 with the same envelopes). Calibration is cross-fitted: every labelled cell is
+scored by envelopes fitted without it (10 folds), and those distances, fitted as a scaled χ² (Satterthwaite), give each cell the share of known
 cells that lie closer, its novelty in [0, 1]. "Expected share of known cells wrongly rejected" r then means: cells
 with novelty above 1 − r are unknown. Works for any classifier: it only needs the features the model sees.
 """
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import chi2
+from sklearn.covariance import ledoit_wolf
 
 DEFAULT_REJECTION = 0.01  # share of known cells a user accepts to see called unknown
 REJECTION_LEVELS = (0.0, 0.001, 0.01, 0.05)  # the levels the app offers (0: no unknown detection)
-FOLDS = 5
-RIDGE = 1e-2  # added to the pooled covariance, as a share of the mean marker variance (keeps it invertible)
+FOLDS = 10  # calibration folds: each leaves out a tenth of every population's labels, close to the final fit
+MIN_SD = 1e-6  # floor of a marker's residual spread (a constant marker among the labels)
 CHUNK = 65_536
 
 
@@ -70,13 +71,14 @@ class NoveltyModel:
 
 
 def pooled_covariance(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Population means and the pooled within-population covariance (LDA's), plus a small ridge."""
-    d = x.shape[1]
+    """Population means and the pooled within-population covariance as shrinkage LDA estimates it: Ledoit–Wolf on
+    the standardised residuals, so that with fewer labelled cells than markers it stays well conditioned (a small
+    ridge instead let the directions no label spans dominate the distance: AUROC 0.52 against 0.95 on covid_flow)."""
     means = np.stack([x[y == c].mean(axis=0) for c in classes])
     resid = x - means[np.searchsorted(classes, y)]
-    pooled = resid.T @ resid / max(len(y) - len(classes), 1)
-    pooled += RIDGE * max(float(np.trace(np.cov(x.T)) / d), 1e-12) * np.eye(d)
-    return means, pooled
+    sd = np.maximum(resid.std(axis=0), MIN_SD)
+    shrunk, _ = ledoit_wolf(resid / sd, assume_centered=True)
+    return means, shrunk * np.outer(sd, sd)
 
 
 def _envelopes(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
