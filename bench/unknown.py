@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import devsuite_sets  # noqa: E402
-from devsuite import MAX_POOL, draw_labels, make_model  # noqa: E402
+from devsuite import MAX_POOL, draw_labels, make_model, run_cases  # noqa: E402
 from devsuite_sets import DevSet  # noqa: E402
 
 from cytoauto_core.models.novelty import DEFAULT_REJECTION, fit_novelty, pooled_covariance  # noqa: E402
@@ -119,16 +119,8 @@ def main() -> None:
         return
     print(f"unknown cells: sets {args.sets}; seeds {args.seeds}; models {args.models}; level {args.level}; "
           f"{BUDGET} labels per known population", flush=True)
-    rows = []
-    for name in args.sets:
-        ds = devsuite_sets.load(name)
-        print(ds.describe(), flush=True)
-        for seed in args.seeds:
-            case = case_rows(ds, seed, args.models, args.level)
-            rows += case
-            if args.rows:
-                with args.rows.open("a") as fh:
-                    fh.writelines(json.dumps(r) + "\n" for r in case)
+    rows = run_cases(args.sets, [BUDGET], args.seeds,
+                     lambda ds, budget, seed: case_rows(ds, seed, args.models, args.level), args.rows)
     print(f"\nUnknown cells at level {args.level} (means over seeds {args.seeds})")
     print(table(pd.DataFrame(rows)).to_string())
 
