@@ -1,4 +1,4 @@
-"""Per-file quality control when a model is applied: mean confidence, unassigned share, and marker drift
+"""Per-file quality control when a model is applied: mean confidence, unassigned and unknown shares, and marker drift
 against the training data, so a file unlike the data the model learnt from is flagged rather than silently
 given confident labels.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .dataset import Dataset
+from .dataset import UNASSIGNED_ID, UNKNOWN_ID, Dataset
 from .export import LabelledCells
 from .transforms import TransformSpec, transform_events
 
@@ -75,7 +75,8 @@ class FileQC:
     """What a user checks before trusting a file's labels."""
 
     mean_confidence: float
-    unassigned_percent: float
+    unassigned_percent: float  # below the confidence threshold
+    unknown_percent: float  # unlike every named population: a file with many may hold a population nobody named
     drift: float | None = None
     drift_marker: str | None = None
     drift_flag: bool | None = None
@@ -83,6 +84,7 @@ class FileQC:
 
     def columns(self) -> dict:
         return {"mean_confidence": self.mean_confidence, "unassigned_percent": self.unassigned_percent,
+                "unknown_percent": self.unknown_percent,
                 "drift": self.drift, "drift_marker": self.drift_marker, "drift_flag": self.drift_flag,
                 "qc_note": self.note}
 
@@ -93,8 +95,9 @@ def file_qc(dataset: Dataset, cells: LabelledCells, spec: TransformSpec, referen
     take = slice(None) if rows is None else rows
     confidence = np.asarray(cells.confidence if cells.confidence is not None else [])[take]
     labels = np.asarray(cells.population_id)[take]
-    qc = FileQC(float(confidence.mean()) if confidence.size else float("nan"),
-                float(100 * (labels < 0).mean()) if labels.size else float("nan"))
+    share = (lambda mask: float(100 * mask.mean())) if labels.size else (lambda mask: float("nan"))
+    qc = FileQC(float(confidence.mean()) if confidence.size else float("nan"), share(labels == UNASSIGNED_ID),
+                share(labels == UNKNOWN_ID))
     if reference is None:
         qc.note = "the model was saved without a training-data reference, so drift is not measured"
         return qc

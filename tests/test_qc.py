@@ -44,8 +44,10 @@ def _scaled(seed: int, n: int, factor: float):
 
 
 def _cells(n: int) -> LabelledCells:
+    """A quarter unassigned, then a tenth unknown, the rest in population 0."""
     labels = np.zeros(n, np.int32)
     labels[: n // 4] = -1
+    labels[n // 4: n // 4 + n // 10] = -2
     return LabelledCells(labels, {0: "a"}, np.full(n, 0.8, np.float32))
 
 
@@ -55,6 +57,7 @@ def test_files_like_the_training_data_are_not_flagged(trained, seed, n):
     qc = file_qc(make_demo(n, seed), _cells(n), bundle.spec, reference)
     assert qc.drift_flag is False and qc.drift < DRIFT_FLOOR / 2
     assert qc.mean_confidence == pytest.approx(0.8) and qc.unassigned_percent == pytest.approx(25)
+    assert qc.unknown_percent == pytest.approx(10)
 
 
 def test_a_scaled_marker_is_flagged_and_named(trained):
@@ -113,6 +116,7 @@ def test_each_sample_of_a_study_gets_its_own_row(trained):
     assert table["sample"].tolist() == study.samples
     assert table["drift_flag"].tolist() == [False, True]
     assert table["unassigned_percent"].tolist() == [50.0, 0.0]  # _cells marks the first quarter unassigned
+    assert table["unknown_percent"].tolist() == [20.0, 0.0]
 
 
 def test_a_small_file_is_not_flagged_for_its_chance_wander(trained):
