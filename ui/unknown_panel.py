@@ -30,8 +30,9 @@ def groups_for(key: str, made_by: str, markers: tuple[str, ...], _x: np.ndarray,
 
 
 def figure(xy: np.ndarray, rows: np.ndarray, unknown: np.ndarray, groups: UnknownGroups, chosen: int,
-           axis: tuple[str, str]) -> go.Figure:
-    """The drawn cells in light grey, the unknown ones in dark grey, the chosen group's cells large and red."""
+           seeds: np.ndarray, axis: tuple[str, str]) -> go.Figure:
+    """The drawn cells in light grey, the unknown ones in dark grey, the chosen group's cells in red and the cells
+    'Make a new population' labels (`seeds`) large and outlined."""
     fig = go.Figure()
     for name, shown, colour in (("named or unassigned", ~unknown[rows], UNASSIGNED_COLOR),
                                 ("unknown", unknown[rows], UNKNOWN_COLOR)):
@@ -41,7 +42,10 @@ def figure(xy: np.ndarray, rows: np.ndarray, unknown: np.ndarray, groups: Unknow
     fig.add_trace(go.Scattergl(x=xy[members, 0], y=xy[members, 1], mode="markers", name=f"group {chosen + 1}",
                                customdata=members, hovertemplate=f"group {chosen + 1} · cell %{{customdata}}"
                                                                  "<extra></extra>",
-                               marker=dict(size=6, color=HIGHLIGHT, line=dict(width=0.5, color="black"))))
+                               marker=dict(size=4, color=HIGHLIGHT)))
+    fig.add_trace(go.Scattergl(x=xy[seeds, 0], y=xy[seeds, 1], mode="markers", name="its most typical cells",
+                               customdata=seeds, hovertemplate="typical cell %{customdata}<extra></extra>",
+                               marker=dict(size=10, color=HIGHLIGHT, line=dict(width=1.5, color="black"))))
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=axis[0], yaxis_title=axis[1],
                       title=f"Unknown cells, group {chosen + 1} highlighted", legend=dict(itemsizing="constant"))
     return fig
@@ -79,15 +83,16 @@ def panel(key: str, result: StoredResult, unknown: np.ndarray, rejection: float,
     sizes = groups.sizes()
     st.caption(f"{groups.n_unknown:,} unknown cells: {groups.n_groups} compact "
                f"{'group' if groups.n_groups == 1 else 'groups'}, {groups.scattered():,} scattered between "
-               "populations. Groups: k-means of the unknown cells (seed 0), kept when compact; markers: the largest "
-               "differences of the group's median from all cells'.")
+               "populations. Groups: k-means of the dense unknown cells (seed 0), kept when compact; markers: the "
+               "largest differences of the group's median from all cells'.")
     if not groups.n_groups:
         return
     widget = hashlib.sha256(made_by.encode()).hexdigest()[:12]  # a new grouping gets a fresh choice
     chosen = st.selectbox("Group", range(groups.n_groups), key=f"unknown-group-{key}-{widget}",
                           format_func=lambda g: f"Group {g + 1} · {sizes[g]:,} cells · {groups.descriptions[g]}")
     if coords is not None:
-        st.plotly_chart(figure(coords, rows, unknown, groups, chosen, axis), key=f"unknown-map-{key}")
+        st.plotly_chart(figure(coords, rows, unknown, groups, chosen, groups.seed_cells(x, chosen), axis),
+                        key=f"unknown-map-{key}")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     name = c1.text_input("Name of the new population", key=f"unknown-name-{key}",
                          placeholder="e.g. Monocytes")
