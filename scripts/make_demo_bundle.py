@@ -1,4 +1,5 @@
-"""Train the shipped demo model bundle: VIME on the demo data with 10 labelled cells per population.
+"""Train the shipped demo model bundle: VIME on the demo data with 10 labelled cells per population, with unknown-cell
+detection at the app's default level.
 
 Run: .venv/bin/python scripts/make_demo_bundle.py [--model VIME] [--seed 0]
 Writes models/demo_bone_marrow_<model>/ (weights + bundle.json, no pickle).
@@ -17,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from cytoauto_core.demo import DEMO_CELLS, make_demo  # noqa: E402
 from cytoauto_core.models.bundle import ModelBundle, save_bundle  # noqa: E402
+from cytoauto_core.models.novelty import fit_novelty  # noqa: E402
 from cytoauto_core.training import build_model  # noqa: E402
 from cytoauto_core.transforms import default_spec, transform_features  # noqa: E402
 
@@ -40,7 +42,8 @@ def main() -> None:
     model = build_model(args.model, args.seed).fit(x[labelled], y, x[unlabelled])
     bundle = ModelBundle(model, spec, [int(c) for c in model.classes_], [names[int(c)] for c in model.classes_],
                          name=f"{args.model} on the demo bone marrow ({LABELS_PER_POPULATION} labels per population)",
-                         params=model.params_dict(), seed=args.seed)
+                         params=model.params_dict(), seed=args.seed,
+                         novelty=fit_novelty(x[labelled], y, seed=args.seed))
     target = ROOT / "models" / f"demo_bone_marrow_{args.model.lower().replace(' ', '_')}"
     shutil.rmtree(target, ignore_errors=True)
     print(f"saved {target.relative_to(ROOT)} (bundle {save_bundle(bundle, str(target))[:12]})")

@@ -19,3 +19,6 @@ def test_shipped_bundle_labels_unseen_demo_cells():
     truth = fresh.annotations["population"].astype(str).to_numpy()
     gated = truth != "unassigned"
     assert np.mean(names[gated] == truth[gated]) > 0.9
+    assert bundle.novelty is not None  # a population nobody named comes out unknown (the demo names them all)
+    with_unknown = predict_dataset(bundle, fresh.events, fresh.channel_names, threshold=0.0, rejection=0.01)
+    assert (with_unknown.labels[gated] == -2).mean() < 0.03
