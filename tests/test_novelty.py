@@ -91,3 +91,16 @@ def test_exports_carry_confidence_novelty_and_the_unknown_population(levine, tmp
     obs = anndata.read_h5ad(tmp_path / "out.h5ad").obs
     assert (obs["population"].astype(str).to_numpy()[ids == UNKNOWN_ID] == UNKNOWN).all()
     np.testing.assert_array_equal(obs["novelty"].to_numpy(), novelty)
+
+
+def test_degenerate_labels_still_give_a_detector():
+    """Identical labelled cells, a marker constant among the labels, one marker: no error, finite novelty."""
+    identical = fit_novelty(np.ones((10, 4), np.float32), np.repeat([0, 1], 5))
+    assert identical.novelty(np.ones((3, 4), np.float32)).max() == 0.0
+    assert identical.unknown(identical.novelty(np.full((3, 4), 2.0, np.float32))).all()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    x[:, 2] = 1.0
+    y = np.repeat([0, 1], 10)
+    assert np.isfinite(fit_novelty(x, y).novelty(x)).all()
+    assert np.isfinite(fit_novelty(x[:, :1], y).novelty(x[:, :1])).all()

@@ -20,7 +20,7 @@ from sklearn.covariance import ledoit_wolf
 DEFAULT_REJECTION = 0.01  # share of known cells a user accepts to see called unknown
 REJECTION_LEVELS = (0.0, 0.001, 0.01, 0.05)  # the levels the app offers (0: no unknown detection)
 FOLDS = 10  # calibration folds: each leaves out a tenth of every population's labels, close to the final fit
-MIN_SD = 1e-6  # floor of a marker's residual spread (a constant marker among the labels)
+MIN_SD = 1e-6  # floor of a marker's residual spread (a marker constant among the labels), also added to the diagonal
 CHUNK = 65_536
 
 
@@ -78,7 +78,7 @@ def pooled_covariance(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tupl
     resid = x - means[np.searchsorted(classes, y)]
     sd = np.maximum(resid.std(axis=0), MIN_SD)
     shrunk, _ = ledoit_wolf(resid / sd, assume_centered=True)
-    return means, shrunk * np.outer(sd, sd)
+    return means, shrunk * np.outer(sd, sd) + MIN_SD ** 2 * np.eye(x.shape[1])
 
 
 def _envelopes(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
