@@ -19,7 +19,7 @@ from ui.results import StoredResult
 
 SEED = 0
 HIGHLIGHT = "#d62728"
-MADE = "unknown-made"  # dataset key → the sentence saying which population was made, shown after the rerun
+MADE = "unknown-made"  # dataset key → (result's bundle hash, the sentence saying which population was made)
 
 
 @st.cache_data(max_entries=8, show_spinner="Grouping the unknown cells…")
@@ -70,8 +70,8 @@ def panel(key: str, result: StoredResult, unknown: np.ndarray, rejection: float,
         return
     st.subheader("Unknown cells")
     made = st.session_state.get(MADE, {}).get(key)
-    if made:
-        st.success(made)
+    if made and made[0] == result.meta["bundle_hash"]:  # said until a new model replaces this result
+        st.success(made[1])
         st.page_link("pages/label.py", label="Go on labelling on the Label page", icon=":material/ads_click:")
         st.page_link("pages/train.py", label="Retrain on the Train page", icon=":material/model_training:")
     if not unknown.any():
@@ -104,5 +104,5 @@ def panel(key: str, result: StoredResult, unknown: np.ndarray, rejection: float,
         except CytoInputError as exc:
             st.error(str(exc))
             return
-        st.session_state.setdefault(MADE, {})[key] = sentence
+        st.session_state.setdefault(MADE, {})[key] = (result.meta["bundle_hash"], sentence)
         st.rerun()
