@@ -24,7 +24,7 @@ from .clustering.profile import central_cells, cluster_medians
 from .embeddings import subsample
 from .labels import MIN_LABELS_FOR_TRAINING
 
-MAX_CELLS = 20_000  # unknown cells k-means is fitted on (and all cells the scale is taken from): seconds on 1M cells
+MAX_CELLS = 20_000  # unknown cells grouped, and cells of all the scale and density come from: seconds on 1M cells
 SILHOUETTE_CELLS = 3_000  # cells each number of groups is scored on
 MAX_GROUPS = 6
 ONE_GROUP_SILHOUETTE = 0.25  # below this for every split, the unknown cells form one group
