@@ -98,3 +98,23 @@ def wait_for_app(page, settle: float = 1.0) -> None:
                 raise
             page.wait_for_load_state()
     raise TimeoutError("the app did not finish rendering")
+
+
+def label_demo_cells(page, workspace: Path, names, per_population: int = 10):
+    """The open demo dataset's key, workspace and label store, with the first `per_population` cells of each named
+    demo population labelled in the store the app reads (as an earlier session of the user would have left them)."""
+    from urllib.parse import parse_qs, urlparse
+
+    import numpy as np
+
+    from cytoauto_core.demo import DEMO_CELLS, make_demo
+    from cytoauto_core.labels import LabelStore
+    from cytoauto_core.workspace import Workspace
+
+    key = parse_qs(urlparse(page.url).query)["dataset"][0]
+    ws = Workspace(workspace)
+    store = LabelStore(ws.labels_dir(key), DEMO_CELLS)
+    truth = make_demo().annotations["population"].to_numpy()
+    for name in names:
+        store.assign(np.flatnonzero(truth == name)[:per_population], store.create_population(name))
+    return key, ws, store, truth

@@ -4,12 +4,31 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CORPUS = SHARED / "fcs_corpus"
 LEVINE = SHARED / "levine32"
+
+
+LEVINE_UNNAMED = ("Monocytes", "CD16+_NK_cells")  # distinct bone-marrow populations the unknown-cell tests leave unnamed
+
+
+def levine_with_unnamed(per_population: int = 10, seed: int = 0):
+    """Levine_32dim's arcsinh features, markers and population names, the populations named (all but LEVINE_UNNAMED),
+    and `per_population` labelled rows of each named one (seeded) with their index into the named populations."""
+    import pandas as pd
+
+    df = pd.read_csv(LEVINE / "Levine_32dim_labeled30k_arcsinh.csv")
+    markers = [c for c in df.columns if c not in ("label", "population", "split")]
+    x, names = df[markers].to_numpy(np.float32), df["population"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    known = sorted(set(names) - set(LEVINE_UNNAMED))
+    lab = np.sort(np.concatenate([rng.choice(np.flatnonzero(names == n), per_population, replace=False)
+                                  for n in known]))
+    return x, names, markers, known, lab, np.searchsorted(known, names[lab])
 
 
 @pytest.fixture

@@ -2,17 +2,13 @@
 the unknown cells, a compact group of them becomes a new population, and the Label page lists it with its cells."""
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
-
 import numpy as np
 import pytest
 
-from browser import chromium_page, streamlit_server, wait_for_app
-from cytoauto_core.demo import DEMO_CELLS, make_demo
+from browser import chromium_page, label_demo_cells, streamlit_server, wait_for_app
+from cytoauto_core.demo import make_demo
 from cytoauto_core.embeddings import EmbeddingParams, embed
-from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
 from test_browser_journey import SCREENSHOTS, goto_page, train_and_apply
 
 pytestmark = pytest.mark.browser
@@ -24,12 +20,8 @@ def test_results_count_unknown_cells_and_a_group_becomes_a_population_on_the_lab
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)
         wait_for_app(page)
-        key = parse_qs(urlparse(page.url).query)["dataset"][0]
-        ws = Workspace(tmp_path / "ws")
-        store = LabelStore(ws.labels_dir(key), DEMO_CELLS)
-        truth = make_demo().annotations["population"].to_numpy()
-        for name in sorted(set(truth) - {HIDDEN, "unassigned"}):
-            store.assign(np.flatnonzero(truth == name)[:10], store.create_population(name))
+        named = sorted(set(make_demo().annotations["population"]) - {HIDDEN, "unassigned"})
+        key, ws, store, truth = label_demo_cells(page, tmp_path / "ws", named)
         dataset = ws.load_dataset(key)
         pca = embed(transform_features(dataset, default_spec(dataset)), EmbeddingParams(method="pca"))
         ws.save_array(key, "embedding-pca", pca.coords, {"method": "pca", "description": pca.description})

@@ -3,15 +3,10 @@ populations with one entry each, the model is retrained, and those cells carry t
 result."""
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
-
 import numpy as np
 import pytest
 
-from browser import chromium_page, streamlit_server, wait_for_app
-from cytoauto_core.demo import DEMO_CELLS, make_demo
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from browser import chromium_page, label_demo_cells, streamlit_server, wait_for_app
 from test_browser_journey import goto_page, shot, train_and_apply
 
 pytestmark = pytest.mark.browser
@@ -33,12 +28,7 @@ def test_label_these_next_name_two_groups_retrain_and_see_them_in_the_result(tmp
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)
         wait_for_app(page)
-        key = parse_qs(urlparse(page.url).query)["dataset"][0]
-        ws = Workspace(tmp_path / "ws")
-        store = LabelStore(ws.labels_dir(key), DEMO_CELLS)
-        truth = make_demo().annotations["population"].to_numpy()
-        for name in KNOWN:
-            store.assign(np.flatnonzero(truth == name)[:10], store.create_population(name))
+        key, ws, store, truth = label_demo_cells(page, tmp_path / "ws", KNOWN)
 
         goto_page(page, "Label")
         button = page.get_by_role("button", name="Label these next")
@@ -76,6 +66,7 @@ def test_label_these_next_name_two_groups_retrain_and_see_them_in_the_result(tmp
 
     proba, meta = ws.load_array(key, "result-proba")
     assert set(NAMED) <= set(meta["class_names"]), meta["class_names"]
-    predicted = np.asarray(meta["class_names"])[np.asarray(proba).argmax(axis=1)]
+    n_classes = len(meta["class_names"])  # the stored result's last column is each cell's novelty
+    predicted = np.asarray(meta["class_names"])[np.asarray(proba)[:, :n_classes].argmax(axis=1)]
     for name, cells in named_cells.items():
         assert (predicted[cells] == name).sum() >= 3, (name, predicted[cells])

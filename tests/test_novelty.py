@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import anndata
 import numpy as np
-import pandas as pd
 import pytest
 
-from conftest import LEVINE
+from conftest import LEVINE_UNNAMED, levine_with_unnamed
 from cytoauto_core.dataset import UNKNOWN, UNKNOWN_ID, Dataset, make_channels
 from cytoauto_core.export import LabelledCells, labelled_frame, legend_frame, write_labelled_fcs, write_labelled_h5ad
 from cytoauto_core.io import read_file
@@ -16,21 +15,14 @@ from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_datase
 from cytoauto_core.models.novelty import fit_novelty
 from cytoauto_core.transforms import TransformSpec
 
-HIDDEN = ("Monocytes", "CD16+_NK_cells")  # distinct bone-marrow populations nobody labels here
+HIDDEN = LEVINE_UNNAMED
 LEVEL = 0.01
 
 
 @pytest.fixture(scope="module")
 def levine():
-    """Levine_32dim's arcsinh features, with 10 labelled cells per population except the hidden ones."""
-    df = pd.read_csv(LEVINE / "Levine_32dim_labeled30k_arcsinh.csv")
-    markers = [c for c in df.columns if c not in ("label", "population", "split")]
-    x, names = df[markers].to_numpy(np.float32), df["population"].astype(str).to_numpy()
-    rng = np.random.default_rng(0)
-    known = sorted(set(names) - set(HIDDEN))
-    lab = np.sort(np.concatenate([rng.choice(np.flatnonzero(names == n), 10, replace=False) for n in known]))
-    y = np.searchsorted(known, names[lab])
-    return x, names, markers, known, lab, y
+    """Levine_32dim with 10 labelled cells per population except the hidden ones."""
+    return levine_with_unnamed()
 
 
 def test_a_population_nobody_named_is_called_unknown_and_named_ones_keep_their_cells(levine):

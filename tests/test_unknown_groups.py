@@ -6,23 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import LEVINE
+from conftest import LEVINE_UNNAMED, levine_with_unnamed
 from cytoauto_core.models.novelty import fit_novelty
 from cytoauto_core.unknown_groups import NO_GROUP, SEED_CELLS, describe, find_unknown_groups
 
-HIDDEN = ("Monocytes", "CD16+_NK_cells")  # as in test_novelty: distinct populations nobody labels
+HIDDEN = LEVINE_UNNAMED  # as in test_novelty: distinct populations nobody labels
 
 
 @pytest.fixture(scope="module")
 def levine():
-    """Levine_32dim's arcsinh features and the cells called unknown with 10 labels per population except HIDDEN."""
-    df = pd.read_csv(LEVINE / "Levine_32dim_labeled30k_arcsinh.csv")
-    markers = [c for c in df.columns if c not in ("label", "population", "split")]
-    x, names = df[markers].to_numpy(np.float32), df["population"].astype(str).to_numpy()
-    rng = np.random.default_rng(0)
-    known = sorted(set(names) - set(HIDDEN))
-    lab = np.sort(np.concatenate([rng.choice(np.flatnonzero(names == n), 10, replace=False) for n in known]))
-    model = fit_novelty(x[lab], np.searchsorted(known, names[lab]), 0.01, seed=0)
+    """Levine_32dim's features and the cells called unknown with 10 labels per population except HIDDEN."""
+    x, names, markers, known, lab, y = levine_with_unnamed()
+    model = fit_novelty(x[lab], y, 0.01, seed=0)
     return x, names, markers, model.unknown(model.novelty(x))
 
 

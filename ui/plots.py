@@ -6,10 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from cytoauto_core.dataset import UNASSIGNED, UNKNOWN
-from cytoauto_core.io.h5ad import UNKNOWN_COLOR  # one dark grey for unknown cells, in the app and in exports
+from cytoauto_core.io.h5ad import UNASSIGNED_COLOR, UNKNOWN_COLOR  # one grey each, in the app and in exports
 from cytoauto_core.labels import PALETTE
 
-UNASSIGNED_COLOR = "#c8c8c8"
 UNKNOWN_CODE = -2  # colour code of unknown cells (unlike every named population); other negative codes: unassigned
 
 
