@@ -11,6 +11,7 @@ import streamlit as st
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.export import LabelledCells
 from cytoauto_core.models.bundle import ModelBundle, Prediction, call_cells, load_bundle, predict_dataset
+from cytoauto_core.models.novelty import is_unknown
 from cytoauto_core.storage import read_json
 from ui import state
 
@@ -53,7 +54,7 @@ class StoredResult:
         novelty is above 1 − `rejection` (the applied level when None)."""
         proba, novelty = np.asarray(self.proba), self.novelty
         level = self.rejection if rejection is None else rejection
-        unknown = None if novelty is None else (novelty > 1.0 - level) & (level > 0)
+        unknown = None if novelty is None else is_unknown(novelty, level)
         labels = call_cells(proba, self.class_ids, threshold, unknown).astype(np.int32)
         return LabelledCells(labels, self.names, proba.max(axis=1).astype(np.float32), proba, coords,
                              None if novelty is None else np.asarray(novelty, np.float32))

@@ -52,9 +52,8 @@ class NoveltyModel:
         return chi2.cdf(self.distance(x) / self.scale, self.dof).astype(np.float32)
 
     def unknown(self, novelty: np.ndarray, rejection: float | None = None) -> np.ndarray:
-        """Cells called unknown at `rejection` (the model's default when None): novelty above 1 − rejection."""
-        level = self.rejection if rejection is None else rejection
-        return np.asarray(novelty) > 1.0 - level if level > 0 else np.zeros(len(novelty), bool)
+        """Cells called unknown at `rejection` (the model's default when None)."""
+        return is_unknown(novelty, self.rejection if rejection is None else rejection)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"means": self.means, "whiteners": self.whiteners}
@@ -68,6 +67,12 @@ class NoveltyModel:
         if means.ndim != 2 or whiteners.shape != (*means.shape, means.shape[1]):
             raise ValueError("novelty arrays do not fit together")
         return cls(means, whiteners, float(config["scale"]), float(config["dof"]), float(config["rejection"]))
+
+
+def is_unknown(novelty: np.ndarray, rejection: float) -> np.ndarray:
+    """Cells whose novelty is above 1 − `rejection` (none when the level is 0: unknown detection off)."""
+    novelty = np.asarray(novelty)
+    return novelty > 1.0 - rejection if rejection > 0 else np.zeros(novelty.shape, bool)
 
 
 def pooled_covariance(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
