@@ -14,6 +14,7 @@ from typing import Iterator
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -118,3 +119,22 @@ def label_demo_cells(page, workspace: Path, names, per_population: int = 10):
     for name in names:
         store.assign(np.flatnonzero(truth == name)[:per_population], store.create_population(name))
     return key, ws, store, truth
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`: typed to filter (a long list renders only the options in
+    view), and opened again if a re-render closed it."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
+    for _ in range(5):
+        box.click()
+        page.keyboard.type(option)
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            continue
+        item.click()
+        wait_for_app(page)
+        return
+    raise AssertionError(f"the selectbox {label!r} did not offer {option!r}")

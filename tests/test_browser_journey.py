@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from browser import chromium_page, streamlit_server, wait_for_app
+from browser import choose, chromium_page, streamlit_server, wait_for_app
 from conftest import CORPUS, ROOT
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.workspace import Workspace
@@ -26,13 +26,6 @@ def goto_page(page, title: str) -> None:
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the selectbox labelled `label`."""
-    page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_for_app(page)
 
 
 def lasso(page, fractions: list[tuple[float, float]], chart_index: int = 0) -> None:

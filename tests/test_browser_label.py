@@ -8,9 +8,8 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from browser import chromium_page, streamlit_server, wait_for_app
+from browser import choose, chromium_page, streamlit_server, wait_for_app
 from conftest import ROOT
 from cytoauto_core.demo import DEMO_CELLS
 from cytoauto_core.labels import LabelStore
@@ -20,23 +19,6 @@ from test_browser_journey import goto_page, lasso, selected_count
 pytestmark = pytest.mark.browser
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 LEFT_HALF = [(0.02, 0.02), (0.55, 0.02), (0.55, 0.98), (0.02, 0.98)]
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the selectbox labelled `label`, opening it again if a re-render closed it."""
-    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
-    for _ in range(5):
-        box.click()
-        item = page.get_by_role("option", name=option, exact=True)
-        try:
-            item.wait_for(timeout=5_000)
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-            continue
-        item.click()
-        wait_for_app(page)
-        return
-    raise AssertionError(f"the selectbox {label!r} did not offer {option!r}")
 
 
 def _download(page, plot, path) -> bytes:

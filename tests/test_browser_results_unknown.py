@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from browser import chromium_page, label_demo_cells, streamlit_server, wait_for_app
+from browser import choose, chromium_page, label_demo_cells, streamlit_server, wait_for_app
 from cytoauto_core.demo import make_demo
 from cytoauto_core.embeddings import EmbeddingParams, embed
 from cytoauto_core.transforms import default_spec, transform_features
@@ -63,5 +63,4 @@ def test_results_count_unknown_cells_and_a_group_becomes_a_population_on_the_lab
             .filter(p => p.textContent.includes('assign the cells to a population'))
             .flatMap(p => p._fullData.map(t => t.name))""")
         assert NEW in legend, legend  # the Label page draws the new population's cells
-        page.get_by_test_id("stSelectbox").filter(has_text="Population").first.click()
-        page.get_by_role("option", name=NEW, exact=True).wait_for()  # and it can be labelled further
+        choose(page, "Population", NEW)  # and it can be labelled further
