@@ -61,8 +61,8 @@ def test_label_these_next_name_two_groups_retrain_and_see_them_in_the_result(tmp
         train_and_apply(page, apply="Logistic regression")
         goto_page(page, "Results")
         page.get_by_text("Abundance per sample").first.wait_for()
-        abundance = page.get_by_test_id("stDataFrame").first.text_content()
-        assert all(name in abundance for name in NAMED), abundance
+        abundance = page.get_by_test_id("stDataFrame").filter(has_text="population").first
+        abundance.filter(has_text=NAMED[0]).filter(has_text=NAMED[1]).wait_for()  # rendered once the page settles
 
     proba, meta = ws.load_array(key, "result-proba")
     assert set(NAMED) <= set(meta["class_names"]), meta["class_names"]
