@@ -122,7 +122,8 @@ def train_main(args: argparse.Namespace) -> int:
         if not 0.0 <= args.threshold <= 1.0:
             raise TrainUsageError(f"The threshold must be between 0 and 1 (got {args.threshold}).")
         if not 0.0 <= args.unknown < 1.0:
-            raise TrainUsageError(f"--unknown must be a share of known cells from 0 (off) to below 1 (got {args.unknown}).")
+            raise TrainUsageError(f"--unknown must be a share of known cells from 0 (off) to below 1 "
+                                  f"(got {args.unknown}).")
         outcome, applied, labels = run_train(command, stage_printer())
     except TrainUsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ HASH_CHUNK_ROWS = 65_536
 UNASSIGNED = "unassigned"  # a cell no population is confident enough for (population id -1)
 UNKNOWN = "unknown"  # a cell unlike every named population, by its novelty score (population id -2)
 UNASSIGNED_ID, UNKNOWN_ID = -1, -2  # their population ids in predictions and exports
+NOT_CALLED = {UNASSIGNED_ID: UNASSIGNED, UNKNOWN_ID: UNKNOWN}  # ids of cells given no population → their names
 NOT_A_POPULATION = ("", UNASSIGNED, UNKNOWN, "nan")  # lower-cased annotation values that name no population
 
 _TIME = re.compile(r"^(time|hdr[-_ ]?t)$", re.I)

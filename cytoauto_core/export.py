@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .dataset import UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Dataset, make_unique
+from .dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Dataset, make_unique
 from .errors import CytoInputError
 from .storage import atomic_file
 from .transforms import TransformSpec, transform_features
@@ -147,7 +147,7 @@ def write_split_fcs(path: Path, dataset: Dataset, cells: LabelledCells, by: str,
         raise ValueError(f"split by {by!r}: must be one of {SPLIT_BY}")
     if by == "population":
         keys = np.asarray(cells.population_id)
-        order = [*sorted(cells.names), UNASSIGNED_ID, UNKNOWN_ID]
+        order = [*sorted(cells.names), *NOT_CALLED]
         groups = {pid: str(names_of(np.array([pid]), cells.names)[0]) for pid in order if (keys == pid).any()}
     else:
         keys = np.asarray(dataset.sample_ids)

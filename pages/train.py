@@ -87,8 +87,7 @@ if go:
         outcome = train_and_apply(dataset, x, spec, snapshot, names, request, ws.models_dir, progress, should_stop)
         save_result(key, outcome.prediction, model=request.apply, bundle_hash=outcome.bundle_hash,
                     bundle_dir=outcome.bundle_dir.name, threshold=request.threshold, rejection=request.rejection,
-                    seed=request.seed,
-                    n_labelled=outcome.n_labelled, metrics=outcome.scores.to_dict(orient="index"),
+                    seed=request.seed, n_labelled=outcome.n_labelled, metrics=outcome.scores.to_dict(orient="index"),
                     seconds=outcome.seconds, vime=request.vime)
         return outcome.seconds
 

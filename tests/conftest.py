@@ -13,7 +13,7 @@ CORPUS = SHARED / "fcs_corpus"
 LEVINE = SHARED / "levine32"
 
 
-LEVINE_UNNAMED = ("Monocytes", "CD16+_NK_cells")  # distinct bone-marrow populations the unknown-cell tests leave unnamed
+LEVINE_UNNAMED = ("Monocytes", "CD16+_NK_cells")  # distinct bone-marrow populations unknown-cell tests leave unnamed
 
 
 def levine_with_unnamed(per_population: int = 10, seed: int = 0):

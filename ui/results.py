@@ -49,14 +49,15 @@ class StoredResult:
     def names(self) -> dict[int, str]:
         return {int(i): n for i, n in zip(self.meta["class_ids"], self.meta["class_names"])}
 
-    def cells(self, threshold: float, coords: np.ndarray | None = None, rejection: float | None = None) -> LabelledCells:
+    def cells(self, threshold: float, coords: np.ndarray | None = None,
+              rejection: float | None = None) -> LabelledCells:
         """Per-cell labels: the most probable population, unassigned (-1) below `threshold`, unknown (-2) where the
         novelty is above 1 − `rejection` (the applied level when None)."""
         proba, novelty = np.asarray(self.proba), self.novelty
         level = self.rejection if rejection is None else rejection
         unknown = None if novelty is None else is_unknown(novelty, level)
-        labels = call_cells(proba, self.class_ids, threshold, unknown).astype(np.int32)
-        return LabelledCells(labels, self.names, proba.max(axis=1).astype(np.float32), proba, coords,
+        labels, confidence = call_cells(proba, self.class_ids, threshold, unknown)
+        return LabelledCells(labels.astype(np.int32), self.names, confidence, proba, coords,
                              None if novelty is None else np.asarray(novelty, np.float32))
 
 
@@ -107,5 +108,6 @@ def apply_bundle(key: str, dataset: Dataset, folder: Path) -> None:
     bundle = _bundle(str(folder), meta["bundle_hash"])
     prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover)
     save_result(key, prediction, model=meta["kind"], bundle_hash=meta["bundle_hash"], bundle_dir=folder.name,
-                threshold=0.5, rejection=0.0 if bundle.novelty is None else bundle.novelty.rejection, seed=meta["seed"], n_labelled=0, metrics=meta.get("metrics", {}), seconds=0.0,
+                threshold=0.5, rejection=0.0 if bundle.novelty is None else bundle.novelty.rejection,
+                seed=meta["seed"], n_labelled=0, metrics=meta.get("metrics", {}), seconds=0.0,
                 applied_from=meta["name"])

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Channel, Dataset, Spillover, make_channels, make_unique
+from ..dataset import (NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Channel, Dataset, Spillover, make_channels,
+                       make_unique)
 from ..errors import CytoInputError
 from ..export import event_ids
 from ..transforms import TransformSpec
@@ -34,7 +35,6 @@ OTHER_CHANNELS = "other_channels"
 PROVENANCE = "cytoauto"
 UNASSIGNED_COLOR = "#bbbbbb"
 UNKNOWN_COLOR = "#444444"
-NOT_CALLED = {UNASSIGNED_ID: UNASSIGNED, UNKNOWN_ID: UNKNOWN}  # population ids of cells the model gives no population
 DEFAULT_COLOR = "#888888"
 DERIVED_COLUMNS = ("event_id", "population_id", "confidence", "novelty")  # numeric obs our export adds
 
@@ -43,8 +43,9 @@ DERIVED_COLUMNS = ("event_id", "population_id", "confidence", "novelty")  # nume
 class H5adContent:
     """What is written beside the events; every field is optional.
 
-    `population_id` (-1 = unassigned, -2 = unknown) with `names` is the predicted population, `user_labels` the label store's
-    ids (-1 = unlabelled) named by the same `names`; `colors` by population id; `maps` by obsm key ('X_umap').
+    `population_id` (-1 = unassigned, -2 = unknown) with `names` is the predicted population, `user_labels` the
+    label store's ids (-1 = unlabelled) named by the same `names`; `colors` by population id; `maps` by obsm key
+    ('X_umap').
     """
 
     population_id: np.ndarray | None = None
@@ -119,7 +120,9 @@ def _obs(dataset: Dataset, content: H5adContent, index: pd.Index) -> pd.DataFram
     if content.user_labels is not None:
         obs["user_label"] = _categorical(content.user_labels, content.names, missing={})
     if content.population_id is not None:
-        obs["population"] = _categorical(content.population_id, content.names, missing=NOT_CALLED)
+        ids = np.asarray(content.population_id)
+        called = np.isin(ids, [*content.names, *NOT_CALLED])  # an id without a name is unassigned, as in names_of
+        obs["population"] = _categorical(np.where(called, ids, UNASSIGNED_ID), content.names, missing=NOT_CALLED)
         obs["population_id"] = np.asarray(content.population_id, np.int32)
     if content.confidence is not None:
         obs["confidence"] = np.asarray(content.confidence, np.float32)

@@ -238,17 +238,19 @@ def predict_dataset(
             novelty[start:start + len(chunk)] = bundle.novelty.novelty(chunk)
     ids = np.asarray(bundle.class_ids, np.int64)
     unknown = None if novelty is None else bundle.novelty.unknown(novelty, rejection)
-    return Prediction(labels=call_cells(proba, ids, threshold, unknown), confidence=proba.max(axis=1, initial=0.0),
-                      probabilities=proba, class_ids=list(bundle.class_ids), class_names=list(bundle.class_names),
-                      novelty=novelty)
+    labels, confidence = call_cells(proba, ids, threshold, unknown)
+    return Prediction(labels=labels, confidence=confidence, probabilities=proba, class_ids=list(bundle.class_ids),
+                      class_names=list(bundle.class_names), novelty=novelty)
 
 
-def call_cells(proba: np.ndarray, ids: np.ndarray, threshold: float, unknown: np.ndarray | None = None) -> np.ndarray:
-    """Per-cell population ids: the most probable class, UNASSIGNED_ID below the confidence `threshold`, UNKNOWN_ID
-    where the `unknown` mask is set."""
+def call_cells(proba: np.ndarray, ids: np.ndarray, threshold: float, unknown: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell population ids (the most probable class, UNASSIGNED_ID below the confidence `threshold`, UNKNOWN_ID
+    where the `unknown` mask is set) and confidence (the top probability, float32)."""
+    confidence = proba.max(axis=1, initial=0.0).astype(np.float32, copy=False)
     if not len(proba):
-        return np.empty(0, np.int64)
-    labels = np.where(proba.max(axis=1) >= threshold, np.asarray(ids, np.int64)[proba.argmax(axis=1)], UNASSIGNED_ID)
+        return np.empty(0, np.int64), confidence
+    labels = np.where(confidence >= threshold, np.asarray(ids, np.int64)[proba.argmax(axis=1)], UNASSIGNED_ID)
     if unknown is not None:
         labels[unknown] = UNKNOWN_ID
-    return labels.astype(np.int64)
+    return labels.astype(np.int64), confidence
