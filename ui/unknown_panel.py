@@ -84,7 +84,7 @@ def panel(key: str, result: StoredResult, unknown: np.ndarray, rejection: float,
     st.caption(f"{groups.n_unknown:,} unknown cells: {groups.n_groups} compact "
                f"{'group' if groups.n_groups == 1 else 'groups'}, {groups.scattered():,} scattered between "
                "populations. Groups: k-means of the dense unknown cells (seed 0), kept when compact; markers: the "
-               "largest differences of the group's median from all cells'.")
+               "largest differences of the group's median from that of all cells.")
     if not groups.n_groups:
         return
     widget = hashlib.sha256(made_by.encode()).hexdigest()[:12]  # a new grouping gets a fresh choice
