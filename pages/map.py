@@ -61,5 +61,5 @@ if rows.size < dataset.n_cells:
     st.caption(f"Drawing {rows.size:,} of {dataset.n_cells:,} cells (stratified subsample, seed 0); every cell has coordinates.")
 method = meta["method"].upper()
 fig = scatter_figure(coords, rows, values, categories=categories, colors=colors, title=method, axis=(f"{method} 1", f"{method} 2"),
-                     hover=maps.hover_text(dataset, x, spec.features, rows))
+                     hover=maps.hover_values(dataset, x, spec.features, rows))
 st.plotly_chart(fig, key=f"map-{name}")

@@ -101,6 +101,20 @@ def wait_for_app(page, settle: float = 1.0) -> None:
     raise TimeoutError("the app did not finish rendering")
 
 
+def upload_files(page, paths: list[Path], uploader_index: int = 0) -> None:
+    """Put `paths` into a file uploader and wait until every upload has finished and the page has rerun: a click
+    that comes while files are still uploading can be lost to the rerun the next finished upload starts."""
+    uploader = page.get_by_test_id("stFileUploader").nth(uploader_index)
+    uploader.locator("input[type=file]").set_input_files([str(p) for p in paths])
+    chips, spinners = uploader.get_by_test_id("stFileChip"), uploader.get_by_test_id("stFileChipIconSpinner")
+    deadline = time.time() + 120
+    while chips.count() < len(paths) or spinners.count():
+        if time.time() > deadline:
+            raise TimeoutError(f"{len(paths)} file(s) did not finish uploading")
+        time.sleep(0.2)
+    wait_for_app(page)
+
+
 def label_demo_cells(page, workspace: Path, names, per_population: int = 10):
     """The open demo dataset's key, workspace and label store, with the first `per_population` cells of each named
     demo population labelled in the store the app reads (as an earlier session of the user would have left them)."""

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from browser import chromium_page, streamlit_server, wait_for_app
+from browser import chromium_page, streamlit_server, upload_files, wait_for_app
 from cytoauto_core.demo import make_demo_study
 from cytoauto_core.io import write_fcs
 from test_browser_journey import SCREENSHOTS, goto_page, train_and_apply
@@ -42,8 +42,7 @@ def test_compare_conditions_and_download_the_study_report(tmp_path):
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)
         wait_for_app(page)
-        page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(
-            [str(f) for f in files])
+        upload_files(page, files)
         page.get_by_role("button", name="Load files").click()
         wait_for_app(page)
         metrics = page.get_by_test_id("stMetric").all_inner_texts()

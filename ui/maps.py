@@ -99,11 +99,11 @@ def color_values(choice: str, dataset: Dataset, x: np.ndarray, spec_features: li
     return None, None
 
 
-def hover_text(dataset: Dataset, x: np.ndarray, spec_features: list[str], rows: np.ndarray, top: int = 6) -> np.ndarray:
-    """Hover text for the drawn rows: the first few markers' transformed values."""
+def hover_values(dataset: Dataset, x: np.ndarray, spec_features: list[str], rows: np.ndarray, top: int = 6
+                 ) -> tuple[list[str], np.ndarray]:
+    """What a map shows on hover: the first few markers' names and their transformed values in the drawn rows."""
     markers = [dataset.channels[i].marker for i in dataset.channel_index(spec_features)][:top]
-    sub = x[rows, :top]
-    return np.array(["<br>".join(f"{m}: {v:.2f}" for m, v in zip(markers, row)) for row in sub.tolist()])
+    return markers, x[rows, :top]
 
 
 def codes_for(ids: np.ndarray, ordered_ids: list[int]) -> np.ndarray:

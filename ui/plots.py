@@ -53,9 +53,12 @@ def heatmap_figure(frame: pd.DataFrame, title: str, colorscale: str = "RdBu_r", 
 def scatter_figure(
     xy: np.ndarray, rows: np.ndarray, color: np.ndarray | None, *, categories: list[str] | None = None,
     colors: list[str] | None = None, title: str = "", axis: tuple[str, str] = ("dim 1", "dim 2"),
-    hover: np.ndarray | None = None, height: int = 620, colorscale: str = "Viridis", colorbar_title: str = "",
+    hover: tuple[list[str], np.ndarray] | None = None, height: int = 620, colorscale: str = "Viridis",
+    colorbar_title: str = "",
 ) -> go.Figure:
-    """One Scattergl trace (selection-safe) of the drawn `rows`, customdata = row id.
+    """One Scattergl trace (selection-safe) of the drawn `rows`, customdata = row id (then, with `hover` = (names,
+    drawn rows × names values), those values, shown on hover: numbers, not one string per cell, keep the chart small
+    enough that a browser redraws it without stalling the page).
 
     `color` is numeric (continuous colour bar in `colorscale`) or integer codes into `categories` (UNKNOWN_CODE =
     unknown, other negatives = unassigned); a categorical legend is drawn with empty dummy traces so selection still
@@ -84,11 +87,15 @@ def scatter_figure(
                       colorbar=dict(thickness=12, title=colorbar_title))
     else:
         marker["color"] = "#1f6fb2"
-    trace = go.Scattergl(
-        x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker, customdata=rows, showlegend=False,
-        text=None if hover is None else hover, hovertemplate="cell %{customdata}<br>%{text}<extra></extra>"
-        if hover is not None else "cell %{customdata}<extra></extra>",
-    )
+    if hover is None:
+        customdata, template = rows, "cell %{customdata}<extra></extra>"
+    else:
+        names, values = hover
+        customdata = np.column_stack([rows, values]).astype(np.float32)
+        shown = "".join(f"<br>{name}: %{{customdata[{j + 1}]:.2f}}" for j, name in enumerate(names))
+        template = f"cell %{{customdata[0]:d}}{shown}<extra></extra>"
+    trace = go.Scattergl(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker, customdata=customdata,
+                         showlegend=False, hovertemplate=template)
     fig = go.Figure([trace, *legend_traces])
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
                       xaxis_title=axis[0], yaxis_title=axis[1], legend=dict(itemsizing="constant"),
