@@ -9,6 +9,7 @@ from cytoauto_core.dataset import UNASSIGNED, UNKNOWN
 from cytoauto_core.io.h5ad import UNASSIGNED_COLOR, UNKNOWN_COLOR  # one grey each, in the app and in exports
 from cytoauto_core.labels import PALETTE
 
+FLOAT32_EXACT_INTEGERS = 2**24  # float32 holds every integer below this exactly (hover row ids beside marker values)
 UNKNOWN_CODE = -2  # colour code of unknown cells (unlike every named population); other negative codes: unassigned
 
 
@@ -91,7 +92,8 @@ def scatter_figure(
         customdata, template = rows, "cell %{customdata}<extra></extra>"
     else:
         names, values = hover
-        customdata = np.column_stack([rows, values]).astype(np.float32)
+        exact = np.float32 if rows.size == 0 or rows.max() < FLOAT32_EXACT_INTEGERS else np.float64  # row ids stay exact
+        customdata = np.column_stack([rows, values]).astype(exact)
         shown = "".join(f"<br>{name}: %{{customdata[{j + 1}]:.2f}}" for j, name in enumerate(names))
         template = f"cell %{{customdata[0]:d}}{shown}<extra></extra>"
     trace = go.Scattergl(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker, customdata=customdata,
