@@ -21,8 +21,10 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 run: $(VENV)/.runtime
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
+# Two workers share the tests; those that assert a wall-clock bound (marked timed) run alone afterwards.
 test: $(VENV)/.test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not timed"
+	$(PY) -m pytest -q -m timed
 
 test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not browser"

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui import server
 
-server.start_once()  # before ui.state loads numba: thread bounds, no Keras clean-up after runs, numba warm-up
+server.start_once()  # before ui.state loads numba: thread bounds, no Keras clean-up after runs
 
 from ui import state  # noqa: E402
 
@@ -33,4 +33,7 @@ with st.sidebar:
     st.caption(f"**{dataset.name}**  \n{dataset.n_cells:,} cells · {len(dataset.channels)} channels · "
                f"{len(dataset.samples)} sample(s)")
     state.account_sidebar()
-navigation.run()
+try:
+    navigation.run()
+finally:
+    server.warm_up_after_the_page()  # TensorFlow and numba load once the first page is drawn

@@ -5,7 +5,9 @@ One VIME fit per (set, budget, seed) gives the network's, the linear pair's and 
 test rows; every grid weighting (steps of 0.1, weighted geometric mean) and the previous default (arithmetic, a
 third each) is scored by macro-F1 without refitting. Per budget it prints the best weightings by mean margin over
 the per-set best baseline (baseline rows from devsuite_rows.jsonl), and, per left-out set, the weighting chosen on
-the other seven and its margin on the left-out one: the held-out estimate of the chosen rule.
+the other seven and its margin on the left-out one: the held-out estimate of the chosen rule. The linear pair enters
+with its exact log-probabilities, as the model blends it (bench/results/blend_rows.jsonl predates that and the
+experts' shares: its pair was LDA and logistic regression averaged, floored like the other parts).
 
 Run:  nice .venv/bin/python bench/blend_weights.py --rows bench/results/blend_rows.jsonl
       ... --summarise bench/results/blend_rows.jsonl          # tables from saved rows only
@@ -26,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite  # noqa: E402
 import devsuite_sets  # noqa: E402
 
-from cytoauto_core.models.vime import FINAL_PARTS, VIMEClassifier, VIMEParams, blend  # noqa: E402
+from cytoauto_core.models.experts import PROBABILITY_FLOOR, log_softmax  # noqa: E402
+from cytoauto_core.models.vime import FINAL_PARTS, VIMEClassifier, VIMEParams, blend, geometric_mean  # noqa: E402
 
 BASELINE_ROWS = Path(__file__).resolve().parent / "results" / "devsuite_rows.jsonl"
 GRID = [(a / 10, b / 10, round(1 - a / 10 - b / 10, 1)) for a in range(11) for b in range(11 - a)]
@@ -47,13 +50,16 @@ def score_case(ds, budget: int, seed: int) -> list[dict]:
     lab, pool = devsuite.labelled_and_pool(ds, budget, seed)
     model = VIMEClassifier(VIMEParams(seed=seed)).fit(ds.x[lab], ds.y[lab], ds.x[pool])
     parts = [model.part_probabilities(ds.x[ds.test])[name] for name in FINAL_PARTS]
+    logs = [np.log(p + np.float32(PROBABILITY_FLOOR)) for p in parts]
+    logs[FINAL_PARTS.index("linear pair")] = log_softmax(model.linear_logits(ds.x[ds.test]))  # as the model blends it
     classes = np.asarray(model.classes_)
     truth = pd.Categorical(ds.y[ds.test], categories=classes).codes.astype(np.int64)
     truth[truth < 0] = len(classes)  # a test population without labels: scored, never predicted
     present = np.unique(truth)
     rows = []
     for kind, weights in [("geometric", w) for w in GRID] + [PREVIOUS]:
-        pred = blend(parts, list(weights), kind).argmax(axis=1)
+        mixed = geometric_mean(logs, list(weights)) if kind == "geometric" else blend(parts, list(weights), kind)
+        pred = mixed.argmax(axis=1)
         rows.append({"set": ds.name, "budget": budget, "seed": seed, "blend": kind,
                      "weights": [round(w, 3) for w in weights], "macro_f1": macro_f1(truth, pred, len(classes) + 1, present)})
     top = max(rows, key=lambda r: r["macro_f1"])

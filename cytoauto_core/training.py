@@ -51,6 +51,7 @@ class TrainingOutcome:
     prediction: Prediction
     n_labelled: int
     seconds: float
+    weights: str = ""  # how the applied model weighs its parts (VIME), in words; empty for a single model
 
 
 def build_model(name: str, seed: int, vime: dict | None = None):
@@ -122,4 +123,5 @@ def train_and_apply(
     prediction = predict_dataset(bundle, dataset.events, dataset.channel_names, dataset.spillover, request.threshold,
                                  progress=lambda f, m: progress(0.95 + 0.05 * f, m), should_stop=should_stop,
                                  rejection=request.rejection)
-    return TrainingOutcome(scores, final, bundle_hash, prediction, int(cells.size), time.perf_counter() - started)
+    return TrainingOutcome(scores, final, bundle_hash, prediction, int(cells.size), time.perf_counter() - started,
+                           getattr(model, "weights_text", lambda: "")())

@@ -31,6 +31,11 @@ def start() -> threading.Thread:
         return _thread
 
 
+def started() -> bool:
+    """Whether start() has been called in this process."""
+    return _thread is not None
+
+
 def finished() -> bool:
     """Whether the warm-up has ended (successfully or not) or was never started in this process."""
     return _thread is None or _finished.is_set()

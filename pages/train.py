@@ -4,7 +4,7 @@ import streamlit as st
 
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
 from cytoauto_core.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
-from cytoauto_core.models.vime import VIMEParams, final_weights_for
+from cytoauto_core.models.vime import VIMEParams, network_weight_for
 from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
@@ -16,16 +16,18 @@ VIME makes its call from three parts, combined as a weighted geometric mean of t
 1. **The network** (VIME: an encoder pretrained by masked self-supervision on every cell, then a predictor trained on
    your labels and then also on its own confident predictions, with consistency over masked copies and entropy
    minimisation on unlabelled cells) — the part that learns the shape of populations from the unlabelled cells.
-2. **The linear pair** (LDA and logistic regression on your labels, logits averaged).
+2. **The linear pair** (LDA and logistic regression on your labels, their logits weighted by their shares).
 3. **The booster** (XGBoost with vector leaves on your labels; soft probabilities from 30 shallow rounds): it leads
    where it is sure, and the other two decide where it is not.
 
-Weights (network / linear pair / booster) grow the network's share with your labels: {0} at 5 labels per
-population, {1} at 10, {2} from 20. The network picks its pseudo-labels at the population shares estimated among
+The network's weight grows with your labels: {0} at 5 labels per population, {1} at 10, {2} from 20. The rest is
+split between LDA, logistic regression and the booster on your own labels: each labelled cell is predicted by experts
+fitted without it, and the split under which those predictions are most likely is kept (shown after training). The
+network picks its pseudo-labels at the population shares estimated among
 your unlabelled cells (so a rare population's pseudo-labels are cells that look like it, not every cell it might
-be), and still sees every population equally often. The weights were chosen on eight labelled reference data sets
-and checked on each set with that set left out of the choice (BENCHMARKS.md).
-""".format(*("/".join(f"{w:g}" for w in final_weights_for(n)) for n in (5, 10, 20)))
+be), and still sees every population equally often. The network's weights were chosen on eight labelled reference
+data sets and checked on each set with that set left out of the choice (BENCHMARKS.md).
+""".format(*(f"{network_weight_for(n):g}" for n in (5, 10, 20)))
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
@@ -88,7 +90,7 @@ if go:
         save_result(key, outcome.prediction, model=request.apply, bundle_hash=outcome.bundle_hash,
                     bundle_dir=outcome.bundle_dir.name, threshold=request.threshold, rejection=request.rejection,
                     seed=request.seed, n_labelled=outcome.n_labelled, metrics=outcome.scores.to_dict(orient="index"),
-                    seconds=outcome.seconds, vime=request.vime)
+                    seconds=outcome.seconds, vime=request.vime, weights=outcome.weights)
         return outcome.seconds
 
     state.job_manager().start(job_key, "Training", work)
@@ -110,6 +112,8 @@ if result is not None:
         st.dataframe(table.style.format(precision=3), width="stretch")
         st.caption(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed {result.meta['seed']} · "
                    f"applied model: {result.meta['model']} (bundle {result.meta['bundle_hash'][:12]})")
+        if result.meta.get("weights"):
+            st.caption(f"{result.meta['model']} weighs its parts: {result.meta['weights']}.")
         if "scheme" in table and "CV" in str(table["scheme"].iloc[0]):
             st.caption("With few labels each model is scored on a handful of held-out labelled cells per population, "
                        "every population counted equally, so these scores differ by chance more than the models do; "

@@ -101,10 +101,12 @@ def wait_for_app(page, settle: float = 1.0) -> None:
     raise TimeoutError("the app did not finish rendering")
 
 
-def upload_files(page, paths: list[Path], uploader_index: int = 0) -> None:
-    """Put `paths` into a file uploader and wait until every upload has finished and the page has rerun: a click
-    that comes while files are still uploading can be lost to the rerun the next finished upload starts."""
-    uploader = page.get_by_test_id("stFileUploader").nth(uploader_index)
+def upload_files(page, paths: list[Path], label: str | None = None) -> None:
+    """Put `paths` into the page's first file uploader (or the one showing `label`) and wait until every upload has
+    finished and the page has rerun: a click that comes while files are still uploading can be lost to the rerun the
+    next finished upload starts."""
+    uploaders = page.get_by_test_id("stFileUploader")
+    uploader = (uploaders.filter(has_text=label) if label else uploaders).first
     uploader.locator("input[type=file]").set_input_files([str(p) for p in paths])
     chips, spinners = uploader.get_by_test_id("stFileChip"), uploader.get_by_test_id("stFileChipIconSpinner")
     deadline = time.time() + 120

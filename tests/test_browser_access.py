@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from browser import chromium_page, streamlit_server, wait_for_app
+from browser import chromium_page, streamlit_server, upload_files, wait_for_app
 from conftest import CORPUS
 from oidc_provider import oidc_provider
 
@@ -47,7 +47,7 @@ def test_two_signed_in_users_cannot_see_each_others_datasets(tmp_path):
                 provider.user = ALICE
                 sign_in(alice, url)
                 assert alice.get_by_text("Signed in as alice@lab.test").is_visible()
-                alice.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(CORPUS / UPLOAD))
+                upload_files(alice, [CORPUS / UPLOAD])
                 alice.get_by_role("button", name="Load files").click()
                 wait_for_app(alice)
                 alice.get_by_text(UPLOAD).first.wait_for()

@@ -62,9 +62,7 @@ def test_compare_conditions_and_download_the_study_report(tmp_path):
         assert all(s.name in quality for s in study), quality
 
         goto_page(page, "Compare")
-        page.get_by_test_id("stFileUploader").filter(has_text="Upload a sample table").locator(
-            "input[type=file]").set_input_files(str(sheet))
-        wait_for_app(page)
+        upload_files(page, [sheet], "Upload a sample table")
         page.get_by_role("button", name="Use this table").click()
         wait_for_app(page)
         page.get_by_text("Compare condition 'B' with 'A'.").first.wait_for()

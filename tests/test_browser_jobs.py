@@ -20,7 +20,7 @@ from cytoauto_core.demo import make_demo
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.workspace import Workspace
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timed]
 MAX_RATIO = 1.5  # watched / unwatched job time
 MAX_SILENCE = 5.0  # seconds the progress text may stand still
 CANCEL_WITHIN = 5.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from browser import choose, chromium_page, streamlit_server, wait_for_app
+from browser import choose, chromium_page, streamlit_server, upload_files, wait_for_app
 from conftest import CORPUS, ROOT
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.workspace import Workspace
@@ -99,8 +99,7 @@ def test_upload_real_fcs_shows_summary(tmp_path):
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)
         wait_for_app(page)
-        uploader = page.get_by_test_id("stFileUploader").first.locator("input[type=file]")
-        uploader.set_input_files(str(CORPUS / "flowkit_index_sorted.fcs"))
+        upload_files(page, [CORPUS / "flowkit_index_sorted.fcs"])
         page.get_by_role("button", name="Load files").click()
         wait_for_app(page)
         page.get_by_text("flowkit_index_sorted.fcs").first.wait_for()
@@ -158,6 +157,8 @@ def test_whole_journey_on_demo_data(tmp_path):
         assert f"{saved['Left cells']}" in after_reload and f"{saved['Right cells']}" in after_reload
 
         train_and_apply(page)
+        page.get_by_text(re.compile(r"VIME weighs its parts: network 0\.\d+ · linear pair .*experts' shares chosen on "
+                                    r"your labels: LDA")).wait_for()
         shot(page, "5-train")
 
         goto_page(page, "Results")

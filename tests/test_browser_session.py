@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from browser import chromium_page, streamlit_server, wait_for_app
+from browser import chromium_page, streamlit_server, upload_files, wait_for_app
 from cytoauto_core.demo import ensure_demo
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import default_spec
@@ -50,9 +50,7 @@ def test_a_downloaded_session_restores_labels_and_settings_in_a_fresh_workspace(
         wait_for_app(page)
         transform("arcsinh(x / 5)").wait_for()  # the fresh workspace's own default
         page.get_by_text(PANEL).click()
-        page.get_by_test_id("stFileUploader").filter(has_text="Open a session file").locator(
-            "input[type=file]").set_input_files(str(session))
-        wait_for_app(page)
+        upload_files(page, [session], "Open a session file")
         page.get_by_role("button", name="Open session").click()
         page.get_by_text("2 population(s), 420 labelled cells", exact=False).first.wait_for(timeout=60_000)
         transform("arcsinh(x / 150)").wait_for()

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import CORPUS, LEVINE, ROOT
 
+pytestmark = pytest.mark.timed  # a read past READ_LIMIT_S counts as a hang
 SEED = 14
 READ_LIMIT_S = 20
 MEMORY_LIMIT = 3 << 30

@@ -317,6 +317,7 @@ def test_inconsistent_layouts_are_refused(tmp_path, changes, expected):
     assert expected in msg and not any(ord(c) < 32 for c in msg)
 
 
+@pytest.mark.timed
 def test_huge_par_is_refused_at_once(tmp_path):
     import time
     path = _edited(tmp_path, _PAR="1000000000")

@@ -1,7 +1,10 @@
 """Background jobs report progress, return results, fail with one sentence, can be cancelled within a second, and\nrefuse a second start; thread bounds reach the libraries."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,7 +16,6 @@ from cytoauto_core.errors import CytoInputError
 from cytoauto_core.jobs import Job, JobCancelled, JobManager
 from cytoauto_core.models import TrainingCancelled
 from cytoauto_core.models.vime import VIMEClassifier, VIMEParams
-from cytoauto_core.threads import available_cores, bound_threads
 from cytoauto_core.transforms import default_spec, transform_features
 
 
@@ -110,6 +112,7 @@ def test_time_left_follows_the_pace_so_far():
     assert job.elapsed(now=120.0) == pytest.approx(20.0)
 
 
+@pytest.mark.timed
 def test_vime_stops_within_a_second_of_cancel_in_every_stage():
     """Cancel asked at the first report of each stage (self-supervision, experts, self-training) ends the fit
     within a second on the demo (20,000 cells, ~1,300 labels for each of 3 populations)."""
@@ -135,15 +138,22 @@ def test_vime_stops_within_a_second_of_cancel_in_every_stage():
         assert time.perf_counter() - asked[0] < 1.0, stage
 
 
-def test_bound_threads_limits_blas_and_openmp(monkeypatch):
-    from threadpoolctl import threadpool_info
-
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-        monkeypatch.delenv(name, raising=False)
-    assert bound_threads(1) == 1
-    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["TF_NUM_INTEROP_THREADS"]
-    assert all(pool["num_threads"] == 1 for pool in threadpool_info())
-    assert bound_threads() == available_cores() >= 1
+def test_bound_threads_limits_blas_and_openmp():
+    """In a fresh process, as at a server's start (the limits are process-wide: set here, they would stay for every
+    later test)."""
+    code = ("import json, os\nimport numpy  # its BLAS, as in the server\nfrom threadpoolctl import threadpool_info\n"
+            "from cytoauto_core.threads import available_cores, bound_threads\n"
+            "one = bound_threads(1)\n"
+            "print(json.dumps({'one': one, 'omp': os.environ['OMP_NUM_THREADS'], 'tf': os.environ['TF_NUM_INTEROP_THREADS'],"
+            " 'pools': [p['num_threads'] for p in threadpool_info()], 'all': bound_threads(), 'cores': available_cores()}))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["one"] == 1 and seen["omp"] == "1" and seen["tf"]
+    assert seen["pools"] and all(n == 1 for n in seen["pools"]), seen
+    assert seen["all"] == seen["cores"] >= 1
 
 
 def test_script_runs_leave_keras_alone_and_skip_the_full_collection(workspace_dir):

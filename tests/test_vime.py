@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import log_softmax
 
 tf = pytest.importorskip("tensorflow")
 
 from cytoauto_core.models import TrainingCancelled, softmax  # noqa: E402
 from cytoauto_core.models.vime import (  # noqa: E402
-    FusedNet, VIMEClassifier, VIMEParams, blend, final_weights_for, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
+    FusedNet, VIMEClassifier, VIMEParams, blend, final_weights_for, network_weight_for, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
     mask_loss, reconstruction_loss, weighted_cross_entropy,
 )
 from cytoauto_core.models.pseudo_labels import estimate_prior, select_pseudo_labels  # noqa: E402
@@ -164,27 +165,40 @@ def test_experts_are_blended_saved_and_reloaded(tmp_path):
     scaler = (np.asarray(model.scaler.offset), np.asarray(model.scaler.scale))
     network = FusedNet(model.members, *scaler, len(p.encoder_sizes), p.skip_input).predict_proba(x[rest])
     s = model.scaler.transform(x[rest])
-    linear = softmax(s @ model.linear_expert[0] + model.linear_expert[1])
+    logits = s @ model.linear_expert[0] + model.linear_expert[1]
     booster = model.booster_expert.inplace_predict(s).reshape(len(s), -1)
-    assert model.final_weights_ == [0.1, 0.2, 0.7] and p.final_blend == "geometric"  # 5 labels per population
+    lda, logreg, boost = model.expert_shares_
+    assert lda + logreg + boost == pytest.approx(1.0)
+    weights = [0.1, 0.9 * (lda + logreg), 0.9 * boost]  # 5 labels per population: the network 0.1, the experts the rest
+    np.testing.assert_allclose(model.final_weights_, weights, atol=1e-4)
+    assert p.final_blend == "geometric"
     parts = model.part_probabilities(x[rest])
-    for name, expected_part in zip(("network", "linear pair", "booster"), (network, linear, booster)):
+    for name, expected_part in zip(("network", "linear pair", "booster"), (network, softmax(logits), booster)):
         np.testing.assert_allclose(parts[name], expected_part, atol=1e-5)
-    log = 0.1 * np.log(network + 1e-6) + 0.2 * np.log(linear + 1e-6) + 0.7 * np.log(booster + 1e-6)
-    np.testing.assert_allclose(proba, np.exp(log) / np.exp(log).sum(1, keepdims=True), atol=1e-5)
+    log = weights[0] * np.log(network + 1e-6) + weights[1] * log_softmax(logits, axis=1) + weights[2] * np.log(booster + 1e-6)
+    np.testing.assert_allclose(proba, softmax(log), atol=1e-4)
     assert np.mean(model.classes_[proba.argmax(axis=1)] == y[rest]) > 0.9
     config = json.loads(json.dumps(model.save_state(str(tmp_path))))
-    assert config["params"]["final_weights"] == [0.1, 0.2, 0.7], "the bundle records the weights it was trained with"
+    assert config["params"]["final_weights"] == model.final_weights_, "the bundle records the weights it was trained with"
+    assert list(config["params"]["expert_shares"].values()) == list(model.expert_shares_)
+    assert model.weights_text().startswith("network 0.10 · linear pair") and "experts' shares" in model.weights_text()
     again = VIMEClassifier.load_state(str(tmp_path), config)
     np.testing.assert_allclose(again.predict_proba(x[rest]), proba, atol=1e-6)
+    del config["params"]["expert_shares"]  # a bundle saved before the shares: its linear pair's probabilities floored
+    before = VIMEClassifier.load_state(str(tmp_path), config)
+    floored = weights[0] * np.log(network + 1e-6) + weights[1] * np.log(softmax(logits) + 1e-6) + weights[2] * np.log(booster + 1e-6)
+    np.testing.assert_allclose(before.predict_proba(x[rest]), softmax(floored), atol=1e-4)
 
 
-def test_the_networks_weight_grows_with_the_labels_per_population():
-    assert final_weights_for(5) == [0.1, 0.2, 0.7]
-    assert final_weights_for(10) == [0.2, 0.2, 0.6]
-    assert final_weights_for(20) == final_weights_for(25) == final_weights_for(1300) == [0.3, 0.2, 0.5]
-    assert final_weights_for(3) == final_weights_for(0) == [0.1, 0.2, 0.7]
-    assert 0.1 < final_weights_for(7)[0] < 0.2 and sum(final_weights_for(7)) == pytest.approx(1.0)
+def test_the_networks_weight_grows_with_the_labels_per_population_and_the_experts_share_the_rest():
+    assert network_weight_for(5) == network_weight_for(3) == network_weight_for(0) == 0.1
+    assert network_weight_for(10) == 0.2
+    assert network_weight_for(20) == network_weight_for(25) == network_weight_for(1300) == 0.3
+    assert 0.1 < network_weight_for(7) < 0.2
+    assert final_weights_for(5) == [0.1, 0.2, 0.7]  # the default shares: linear pair 2/9, booster 7/9
+    assert final_weights_for(10, (0.5, 0.0, 0.5)) == [0.2, 0.4, 0.4]
+    assert final_weights_for(25, (0.0, 0.0, 1.0)) == [0.3, 0.0, 0.7]
+    assert sum(final_weights_for(7, (0.2, 0.3, 0.5))) == pytest.approx(1.0)
 
 
 def test_the_network_alone_learns_from_the_labels_and_its_own_pseudo_labels():

@@ -23,16 +23,24 @@ _done = False
 
 
 def start_once() -> None:
-    """Apply the process-wide settings and start the warm-up thread, the first time any session runs app.py."""
+    """Apply the process-wide settings, the first time any session runs app.py."""
     global _done
     with _started:
         if _done:
             return
         _done = True
     _skip_keras_clear_session()
-    cores = threads.bound_threads()
-    log.info("threads bounded to %d core(s); warming up compiled code in the background", cores)
-    warmup.start()
+    log.info("threads bounded to %d core(s)", threads.bound_threads())
+
+
+def warm_up_after_the_page() -> None:
+    """Start the warm-up thread (once per process) at the end of a script run: importing TensorFlow and compiling the
+    map code beside the first run of a fresh server made its first page take 15–20 s instead of 3 s (both threads
+    want the GIL). Every job starts in a later run than a session's first, so none starts before the warm-up does
+    and none imports TensorFlow beside it."""
+    if not warmup.started():
+        log.info("warming up compiled code in the background")
+        warmup.start()
 
 
 def _skip_keras_clear_session() -> None:

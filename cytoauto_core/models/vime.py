@@ -9,16 +9,14 @@ import numpy as np
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 from .baselines import booster_probs
-from .experts import fit_experts
+from .experts import DEFAULT_SHARES, EXPERT_NAMES, PROBABILITY_FLOOR, fit_experts, log_softmax
 from .pseudo_labels import select_pseudo_labels
 
 FINAL_PARTS = ("network", "linear pair", "booster")
-# The final weights (exponents of the geometric blend) by labels per population, chosen on the dev suite
-# (bench/blend_weights.py, 8 sets × 3 budgets × 3 seeds) and checked by leaving each set out of the choice
-# (BENCHMARKS.md): the linear pair keeps LINEAR_WEIGHT; the network's weight grows by NETWORK_WEIGHT_STEP per doubling
-# of the labels from NETWORK_WEIGHT_RANGE[0] at FEW_LABELS labels per population, up to NETWORK_WEIGHT_RANGE[1];
-# the booster has the rest.
-LINEAR_WEIGHT = 0.2
+# The network's weight in the final call by labels per population, chosen on the dev suite (bench/blend_weights.py,
+# 8 sets × 3 budgets × 3 seeds) and checked by leaving each set out of the choice (BENCHMARKS.md): it grows by
+# NETWORK_WEIGHT_STEP per doubling of the labels from NETWORK_WEIGHT_RANGE[0] at FEW_LABELS labels per population, up to
+# NETWORK_WEIGHT_RANGE[1]. The experts share the rest as chosen on the user's own labels (experts.choose_shares).
 FEW_LABELS = 5
 NETWORK_WEIGHT_STEP = 0.1
 NETWORK_WEIGHT_RANGE = (0.1, 0.3)
@@ -26,14 +24,21 @@ PREDICT_CHUNK = 65_536  # cells per inference chunk: bounds the memory of the th
 EXPERT_STEPS = 150  # progress weight of the experts, in training steps (their share of a fit on the demo)
 
 
-def final_weights_for(labels_per_population: float) -> list[float]:
-    """The default weights of (network, linear pair, booster) for a median of `labels_per_population` labels: with a
-    handful the experts carry the call; with every doubling the network, which learns from the unlabelled cells, earns
-    more of it (0.1 at 5, 0.2 at 10, 0.3 from 20)."""
+def network_weight_for(labels_per_population: float) -> float:
+    """The network's default weight for a median of `labels_per_population` labels: with a handful the experts carry
+    the call; with every doubling the network, which learns from the unlabelled cells, earns more of it (0.1 at 5,
+    0.2 at 10, 0.3 from 20)."""
     doublings = np.log2(max(labels_per_population, 1.0) / FEW_LABELS)
     low, high = NETWORK_WEIGHT_RANGE
-    network = float(np.clip(low + NETWORK_WEIGHT_STEP * doublings, low, high))
-    return [round(network, 4), LINEAR_WEIGHT, round(1.0 - network - LINEAR_WEIGHT, 4)]
+    return round(float(np.clip(low + NETWORK_WEIGHT_STEP * doublings, low, high)), 4)
+
+
+def final_weights_for(labels_per_population: float, shares: tuple[float, float, float] = DEFAULT_SHARES) -> list[float]:
+    """The default weights of (network, linear pair, booster): the network's by the labels per population, the rest
+    split by the experts' shares (LDA, logistic regression, booster)."""
+    network = network_weight_for(labels_per_population)
+    linear = round((1.0 - network) * (shares[0] + shares[1]), 4)
+    return [network, linear, round(1.0 - network - linear, 4)]
 
 
 @dataclass
@@ -60,7 +65,8 @@ class VIMEParams:
     pseudo_cap: int = 2000  # most pseudo-labels per class
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled cells relative to labelled ones
     # final probabilities: weighted geometric mean of the network, the linear pair (LDA + logistic regression, logits
-    # averaged) and the booster, in that order (FINAL_PARTS); None: final_weights_for the labels per population
+    # weighted by their shares) and the booster, in that order (FINAL_PARTS); None: the network's weight by the labels
+    # per population (network_weight_for), the rest split by the experts' out-of-fold shares
     final_weights: list[float] | None = None
     final_blend: str = "geometric"  # or 'arithmetic': the weighted mean that bundles saved before December 2026 used
     balanced: bool = True  # sample classes uniformly in every batch (rare populations)
@@ -214,12 +220,18 @@ class FusedNet:
 def blend(parts: list[np.ndarray], weights: list[float], kind: str) -> np.ndarray:
     """Combine probability tables with weights (renormalised to sum 1): 'geometric' is the softmax of the weighted
     mean log-probability (floored at 1e-6), 'arithmetic' the weighted mean."""
-    w = np.asarray(weights, np.float64) / np.sum(weights)
     if kind == "arithmetic":
+        w = np.asarray(weights, np.float64) / np.sum(weights)
         return sum(np.float32(wi) * p for wi, p in zip(w, parts)).astype(np.float32, copy=False)
     if kind != "geometric":
         raise ValueError(f"unknown blend {kind!r}")
-    return softmax(sum(np.float32(wi) * np.log(p + np.float32(1e-6)) for wi, p in zip(w, parts)))
+    return geometric_mean([np.log(p + np.float32(PROBABILITY_FLOOR)) for p in parts], weights)
+
+
+def geometric_mean(log_parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """The softmax of the weighted mean of log-probability tables (weights renormalised to sum 1)."""
+    w = np.asarray(weights, np.float64) / np.sum(weights)
+    return softmax(sum(np.float32(wi) * lp for wi, lp in zip(w, log_parts)))
 
 
 class VIMEClassifier:
@@ -242,6 +254,9 @@ class VIMEClassifier:
         self._linear_raw: tuple[np.ndarray, np.ndarray] | None = None  # linear pair folded onto raw cells
         self.linear_expert: tuple[np.ndarray, np.ndarray] | None = None  # the linear pair's kernel (d × C) and bias
         self.booster_expert = None  # XGBoost booster on scaled cells
+        # the experts' shares (LDA, logistic regression, booster) chosen on the labels; None in bundles saved before
+        # 5 December 2026, whose geometric blend floored the linear pair's probabilities like the other parts'
+        self.expert_shares_: tuple[float, float, float] | None = None
         self.final_weights_: list[float] = list(self.params.final_weights or final_weights_for(FEW_LABELS))
 
     # -- public contract --
@@ -268,7 +283,6 @@ class VIMEClassifier:
         rng = np.random.default_rng(p.seed)
         self.classes_, yl = encode_labels(y)
         n_classes = len(self.classes_)
-        self.final_weights_ = list(p.final_weights or final_weights_for(float(np.median(np.bincount(yl)))))
         xl = np.asarray(x_labeled, np.float32)
         xu = np.empty((0, xl.shape[1]), np.float32) if x_unlabeled is None else np.asarray(x_unlabeled, np.float32)
         if len(xu) > p.max_unlabeled:
@@ -286,6 +300,8 @@ class VIMEClassifier:
         experts = fit_experts(s_l, yl, n_classes, p.seed, p.threads, progress=clock.stage(EXPERT_STEPS),
                               should_stop=should_stop)
         self.linear_expert, self.booster_expert = experts.linear, experts.booster
+        self.expert_shares_ = tuple(round(float(v), 4) for v in experts.shares)
+        self.final_weights_ = list(p.final_weights or final_weights_for(float(np.median(np.bincount(yl))), experts.shares))
         probs_u = None
         models = [self._build(xl.shape[1], n_classes, encoder_weights, p.seed + 1000 * (i + 1)) for i in range(p.ensemble)]
         for r in range(p.rounds):
@@ -303,38 +319,64 @@ class VIMEClassifier:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n × n_classes, float32): the members' mean, the linear pair and the booster blended
-        with the final weights (parts with weight 0 or absent from the model are skipped), in chunks of cells."""
+        with the final weights (parts with weight 0 or absent from the model are skipped), in chunks of cells. The
+        geometric blend takes the linear pair's exact log-probabilities (its logits) and the other parts' floored ones."""
         x = np.asarray(x, np.float32)
         weights = dict(zip(FINAL_PARTS, self.final_weights_))
         # the network always: a model may have no other part
         used = [name for name in FINAL_PARTS if name == "network" or weights[name] > 0]
+        exact_linear = self.params.final_blend == "geometric" and self.expert_shares_ is not None
         out = np.empty((len(x), len(self.classes_)), np.float32)
         for start in range(0, len(x), PREDICT_CHUNK):
-            parts = self.part_probabilities(x[start:start + PREDICT_CHUNK], used)
-            out[start:start + PREDICT_CHUNK] = next(iter(parts.values())) if len(parts) == 1 else blend(
-                list(parts.values()), [weights[name] for name in parts], self.params.final_blend)
+            chunk = x[start:start + PREDICT_CHUNK]
+            parts = self.part_probabilities(chunk, [name for name in used if not (exact_linear and name == "linear pair")])
+            if exact_linear and "linear pair" in used:
+                logs = {name: np.log(p + np.float32(PROBABILITY_FLOOR)) for name, p in parts.items()}
+                logs["linear pair"] = log_softmax(self.linear_logits(chunk))
+                out[start:start + PREDICT_CHUNK] = geometric_mean(list(logs.values()), [weights[name] for name in logs])
+            else:
+                out[start:start + PREDICT_CHUNK] = next(iter(parts.values())) if len(parts) == 1 else blend(
+                    list(parts.values()), [weights[name] for name in parts], self.params.final_blend)
         return out
+
+    def linear_logits(self, x: np.ndarray) -> np.ndarray:
+        """The linear pair's logits for raw cells (its kernel folded onto the scaler)."""
+        self._fold()
+        return x @ self._linear_raw[0] + self._linear_raw[1]
 
     def part_probabilities(self, x: np.ndarray, names: tuple[str, ...] | list[str] = FINAL_PARTS) -> dict[str, np.ndarray]:
         """Each named part's probabilities for raw cells (keys from FINAL_PARTS; parts the model lacks are left out),
         so that benchmarks and ablations can weigh them without retraining."""
         x = np.asarray(x, np.float32)
-        if self._fused is None:
-            offset, scale = np.asarray(self.scaler.offset), np.asarray(self.scaler.scale)
-            self._fused = FusedNet(self.members, offset, scale, len(self.params.encoder_sizes), self.params.skip_input)
-            self._linear_raw = None if self.linear_expert is None else fold_scaler(*self.linear_expert, offset, scale)
+        self._fold()
         parts = {}
         if "network" in names:
             parts["network"] = self._fused.predict_proba(x)
         if "linear pair" in names and self._linear_raw is not None:
-            parts["linear pair"] = softmax(x @ self._linear_raw[0] + self._linear_raw[1])
+            parts["linear pair"] = softmax(self.linear_logits(x))
         if "booster" in names and self.booster_expert is not None:
             parts["booster"] = self._xgb_probs(self.scaler.transform(x))
         return parts
 
+    def _fold(self) -> None:
+        """Build the fused network and the linear pair on raw cells (the scaler folded in), once."""
+        if self._fused is None:
+            offset, scale = np.asarray(self.scaler.offset), np.asarray(self.scaler.scale)
+            self._fused = FusedNet(self.members, offset, scale, len(self.params.encoder_sizes), self.params.skip_input)
+            self._linear_raw = None if self.linear_expert is None else fold_scaler(*self.linear_expert, offset, scale)
+
+    def weights_text(self) -> str:
+        """The final weights of the parts, and the experts' shares behind the linear pair's and the booster's, in words."""
+        text = " · ".join(f"{name} {w:.2f}" for name, w in zip(FINAL_PARTS, self.final_weights_))
+        if self.expert_shares_ is None:
+            return text
+        shares = ", ".join(f"{name} {v:.1f}" for name, v in zip(EXPERT_NAMES, self.expert_shares_))
+        return f"{text} (experts' shares chosen on your labels: {shares})"
+
     def params_dict(self) -> dict:
-        """The parameters, with the final weights the model was trained with."""
-        return {**self.params.to_dict(), "final_weights": self.final_weights_}
+        """The parameters, with the final weights the model was trained with and the experts' shares."""
+        shares = {} if self.expert_shares_ is None else {"expert_shares": dict(zip(EXPERT_NAMES, self.expert_shares_))}
+        return {**self.params.to_dict(), "final_weights": self.final_weights_, **shares}
 
     def save_state(self, directory: str) -> dict:
         """Write every member's dense kernels and biases (and the linear pair) to weights.npz, the booster to
@@ -363,6 +405,8 @@ class VIMEClassifier:
         """Rebuild from weights.npz (pickle disabled) and the JSON architecture; no code is executed."""
         model = cls(VIMEParams.from_dict(config["params"]))
         model.scaler = Scaler.from_dict(config["scaler"])
+        shares = config["params"].get("expert_shares")
+        model.expert_shares_ = None if shares is None else tuple(float(shares[name]) for name in EXPERT_NAMES)
         arch = config["architecture"]
         if arch.get("xgb_teacher"):
             import xgboost as xgb
