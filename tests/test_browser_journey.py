@@ -90,9 +90,17 @@ def saved_counts(workspace: Path) -> dict[str, int]:
     return dict(zip(counts["name"], counts["cells"]))
 
 
-def table_text(page) -> str:
-    """Text of the page's first table (the grid draws on a canvas; its accessible copy holds the text)."""
-    return page.get_by_test_id("stDataFrame").first.text_content()
+def table_text(page, *expected: str, timeout: float = 60.0) -> str:
+    """Text of the page's first table once it holds every expected word (the grid draws on a canvas and fills
+    its accessible copy, which holds the text, a moment after the script run ends)."""
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for()
+    deadline = time.time() + timeout
+    text = table.text_content() or ""
+    while not all(word in text for word in expected) and time.time() < deadline:
+        time.sleep(0.25)
+        text = table.text_content() or ""
+    return text
 
 
 def test_upload_real_fcs_shows_summary(tmp_path):
@@ -129,7 +137,8 @@ def test_whole_journey_on_demo_data(tmp_path):
         shot(page, "1-data")
 
         goto_page(page, "Explore")
-        assert "skewness" in table_text(page) and "kurtosis" in table_text(page)
+        text = table_text(page, "skewness", "kurtosis")
+        assert "skewness" in text and "kurtosis" in text
         shot(page, "2-explore")
 
         goto_page(page, "Map")
@@ -143,7 +152,7 @@ def test_whole_journey_on_demo_data(tmp_path):
         page.locator(".js-plotly-plot").first.wait_for()
         label_region(page, "Left cells", [(0.02, 0.02), (0.35, 0.02), (0.35, 0.98), (0.02, 0.98)])
         label_region(page, "Right cells", [(0.65, 0.02), (0.98, 0.02), (0.98, 0.98), (0.65, 0.98)])
-        table = table_text(page)
+        table = table_text(page, "Left cells", "Right cells")
         assert "Left cells" in table and "Right cells" in table
         shot(page, "4-label")
 
@@ -152,7 +161,7 @@ def test_whole_journey_on_demo_data(tmp_path):
         page.reload()
         wait_for_app(page)
         page.get_by_test_id("stDataFrame").filter(has_text="Right cells").first.wait_for()
-        after_reload = table_text(page)
+        after_reload = table_text(page, "Left cells", "Right cells")
         assert "Left cells" in after_reload and "Right cells" in after_reload, "labels must survive a reload"
         assert f"{saved['Left cells']}" in after_reload and f"{saved['Right cells']}" in after_reload
 
