@@ -3,9 +3,10 @@ is trusted on this panel.
 
 Which baseline is best with a handful of labels differs between panels (LDA on most mass cytometry, logistic
 regression on some flow panels, boosted trees once there are more labels), so their shares of the experts' weight are
-chosen on the user's own labels: every split on a grid of tenths is scored by the out-of-fold log-likelihood of the
-experts' weighted geometric mean (each labelled cell predicted by experts fitted without its fold), and the most
-likely split is kept. No share is tuned on a reference data set. LDA and logistic regression are both linear in the
+chosen on the user's own labels: every split on a grid of tenths is weighed by the out-of-fold likelihood of the
+labels under the experts' weighted geometric mean (each labelled cell predicted by experts fitted without its fold),
+and the shares are the likelihood-weighted mean of the splits (the posterior mean under a uniform prior over the
+grid). No share is tuned on a reference data set. LDA and logistic regression are both linear in the
 cells, so their share-weighted logits form one linear expert. The experts do not teach the network: measured on the
 dev suite, a network taught by the experts' pseudo-labels inherits their mistakes (a rare population over-called
 several times), while one that learns from the labels and its own pseudo-labels makes different mistakes, which the
@@ -77,19 +78,19 @@ def fit_experts(s_l: np.ndarray, yl: np.ndarray, n_classes: int, seed: int, thre
 
 
 def choose_shares(log_lda: np.ndarray, log_logreg: np.ndarray, log_booster: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """The (LDA, logistic regression, booster) shares, on a grid of SHARE_STEP, whose weighted geometric mean gives
-    the labelled cells' out-of-fold populations the highest mean log-likelihood (the first such split on ties)."""
+    """The (LDA, logistic regression, booster) shares: the mean over a grid of splits (steps of SHARE_STEP, equally
+    likely beforehand) weighted by how likely each split's weighted geometric mean makes the labelled cells'
+    out-of-fold populations. A split the labels clearly favour takes nearly all the weight; splits a handful of labels
+    cannot tell apart are averaged, so that chance does not pick an extreme one. Rounded to 4 decimals, summing to 1."""
     rows = np.arange(len(y))
     n = int(round(1 / SHARE_STEP))
-    best, best_loss = DEFAULT_SHARES, np.inf
-    for i in range(n + 1):
-        for j in range(n + 1 - i):
-            a, b = i / n, j / n
-            mixed = a * log_lda + b * log_logreg + (1 - a - b) * log_booster
-            loss = -np.mean(log_softmax(mixed)[rows, y])
-            if loss < best_loss - 1e-9:
-                best, best_loss = (a, b, round(1 - a - b, 10)), loss
-    return best
+    grid = np.array([(i / n, j / n, 1 - (i + j) / n) for i in range(n + 1) for j in range(n + 1 - i)])
+    log_likelihood = np.array([log_softmax(a * log_lda + b * log_logreg + c * log_booster)[rows, y].sum()
+                               for a, b, c in grid])
+    posterior = np.exp(log_likelihood - log_likelihood.max())
+    a, b, _ = posterior @ grid / posterior.sum()
+    a, b = round(float(a), 4), round(float(b), 4)
+    return a, b, round(1.0 - a - b, 4)
 
 
 def combine_linear(lda: tuple[np.ndarray, np.ndarray], logreg: tuple[np.ndarray, np.ndarray],

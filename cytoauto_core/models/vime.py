@@ -370,7 +370,7 @@ class VIMEClassifier:
         text = " · ".join(f"{name} {w:.2f}" for name, w in zip(FINAL_PARTS, self.final_weights_))
         if self.expert_shares_ is None:
             return text
-        shares = ", ".join(f"{name} {v:.1f}" for name, v in zip(EXPERT_NAMES, self.expert_shares_))
+        shares = ", ".join(f"{name} {v:.2f}" for name, v in zip(EXPERT_NAMES, self.expert_shares_))
         return f"{text} (experts' shares chosen on your labels: {shares})"
 
     def params_dict(self) -> dict:
