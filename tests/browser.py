@@ -154,3 +154,16 @@ def choose(page, label: str, option: str) -> None:
         wait_for_app(page)
         return
     raise AssertionError(f"the selectbox {label!r} did not offer {option!r}")
+
+
+def table_text(page, *expected: str, timeout: float = 60.0) -> str:
+    """Text of the page's first table once it holds every expected word (the grid draws on a canvas and fills
+    its accessible copy, which holds the text, a moment after the script run ends)."""
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for()
+    deadline = time.time() + timeout
+    text = table.text_content() or ""
+    while not all(word in text for word in expected) and time.time() < deadline:
+        time.sleep(0.25)
+        text = table.text_content() or ""
+    return text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from browser import choose, chromium_page, streamlit_server, upload_files, wait_for_app
+from browser import choose, chromium_page, streamlit_server, table_text, upload_files, wait_for_app
 from conftest import CORPUS, ROOT
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.workspace import Workspace
@@ -88,19 +88,6 @@ def saved_counts(workspace: Path) -> dict[str, int]:
     [record] = ws.list_datasets()
     counts = LabelStore(ws.labels_dir(record.key), record.n_cells).counts()
     return dict(zip(counts["name"], counts["cells"]))
-
-
-def table_text(page, *expected: str, timeout: float = 60.0) -> str:
-    """Text of the page's first table once it holds every expected word (the grid draws on a canvas and fills
-    its accessible copy, which holds the text, a moment after the script run ends)."""
-    table = page.get_by_test_id("stDataFrame").first
-    table.wait_for()
-    deadline = time.time() + timeout
-    text = table.text_content() or ""
-    while not all(word in text for word in expected) and time.time() < deadline:
-        time.sleep(0.25)
-        text = table.text_content() or ""
-    return text
 
 
 def test_upload_real_fcs_shows_summary(tmp_path):

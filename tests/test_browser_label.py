@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from browser import choose, chromium_page, streamlit_server, wait_for_app
+from browser import choose, chromium_page, streamlit_server, table_text, wait_for_app
 from conftest import ROOT
 from cytoauto_core.demo import DEMO_CELLS
 from cytoauto_core.labels import LabelStore
@@ -76,7 +76,7 @@ def test_gate_within_a_population_on_the_density_plot_and_download_it(tmp_path):
         saved = LabelStore(Workspace(tmp_path / "ws").labels_dir(key), DEMO_CELLS)
         inner = np.flatnonzero(saved.labels() == [p.id for p in saved.populations() if p.name == "Inner"][0])
         assert inner.size == caught and np.isin(inner, parent_cells).all(), "the gate took only cells of Parent"
-        table = page.get_by_test_id("stDataFrame").first.text_content()
+        table = table_text(page, "↳ Inner")
         assert "↳ Inner" in table, table
 
         lasso(page, LEFT_HALF)
