@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite  # noqa: E402
 import devsuite_sets  # noqa: E402
 
-from cytoauto_core.models.experts import PROBABILITY_FLOOR, log_softmax  # noqa: E402
 from cytoauto_core.models.vime import FINAL_PARTS, VIMEClassifier, VIMEParams, blend, geometric_mean  # noqa: E402
 
 BASELINE_ROWS = Path(__file__).resolve().parent / "results" / "devsuite_rows.jsonl"
@@ -49,9 +48,9 @@ def score_case(ds, budget: int, seed: int) -> list[dict]:
     """Fit the default VIME once and score every weighting of its parts on the test rows."""
     lab, pool = devsuite.labelled_and_pool(ds, budget, seed)
     model = VIMEClassifier(VIMEParams(seed=seed)).fit(ds.x[lab], ds.y[lab], ds.x[pool])
-    parts = [model.part_probabilities(ds.x[ds.test])[name] for name in FINAL_PARTS]
-    logs = [np.log(p + np.float32(PROBABILITY_FLOOR)) for p in parts]
-    logs[FINAL_PARTS.index("linear pair")] = log_softmax(model.linear_logits(ds.x[ds.test]))  # as the model blends it
+    probabilities, log_probabilities = model.part_probabilities(ds.x[ds.test]), model.part_log_probabilities(ds.x[ds.test])
+    parts = [probabilities[name] for name in FINAL_PARTS]
+    logs = [log_probabilities[name] for name in FINAL_PARTS]  # as the model blends them
     classes = np.asarray(model.classes_)
     truth = pd.Categorical(ds.y[ds.test], categories=classes).codes.astype(np.int64)
     truth[truth < 0] = len(classes)  # a test population without labels: scored, never predicted

@@ -41,10 +41,6 @@ class Experts:
     booster: object  # vector-leaf XGBoost on the labels
     shares: tuple[float, float, float]  # LDA, logistic regression, booster; sum 1
 
-    @property
-    def linear_share(self) -> float:
-        return self.shares[0] + self.shares[1]
-
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of logits (exact, no floor: a linear expert's confident veto is kept)."""

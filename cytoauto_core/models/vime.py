@@ -329,12 +329,11 @@ class VIMEClassifier:
         out = np.empty((len(x), len(self.classes_)), np.float32)
         for start in range(0, len(x), PREDICT_CHUNK):
             chunk = x[start:start + PREDICT_CHUNK]
-            parts = self.part_probabilities(chunk, [name for name in used if not (exact_linear and name == "linear pair")])
             if exact_linear and "linear pair" in used:
-                logs = {name: np.log(p + np.float32(PROBABILITY_FLOOR)) for name, p in parts.items()}
-                logs["linear pair"] = log_softmax(self.linear_logits(chunk))
+                logs = self.part_log_probabilities(chunk, used)
                 out[start:start + PREDICT_CHUNK] = geometric_mean(list(logs.values()), [weights[name] for name in logs])
             else:
+                parts = self.part_probabilities(chunk, used)
                 out[start:start + PREDICT_CHUNK] = next(iter(parts.values())) if len(parts) == 1 else blend(
                     list(parts.values()), [weights[name] for name in parts], self.params.final_blend)
         return out
@@ -357,6 +356,16 @@ class VIMEClassifier:
         if "booster" in names and self.booster_expert is not None:
             parts["booster"] = self._xgb_probs(self.scaler.transform(x))
         return parts
+
+    def part_log_probabilities(self, x: np.ndarray, names: tuple[str, ...] | list[str] = FINAL_PARTS) -> dict[str, np.ndarray]:
+        """Each named part's log-probabilities as the geometric blend takes them: the linear pair's exact (from its
+        logits), the others' floored at PROBABILITY_FLOOR."""
+        x = np.asarray(x, np.float32)
+        floored = self.part_probabilities(x, [name for name in names if name != "linear pair"])
+        logs = {name: np.log(p + np.float32(PROBABILITY_FLOOR)) for name, p in floored.items()}
+        if "linear pair" in names and self._linear_raw is not None:
+            logs["linear pair"] = log_softmax(self.linear_logits(x))
+        return logs
 
     def _fold(self) -> None:
         """Build the fused network and the linear pair on raw cells (the scaler folded in), once."""
