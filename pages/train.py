@@ -23,10 +23,9 @@ VIME makes its call from three parts, combined as a weighted geometric mean of t
 The network's weight grows with your labels: {0} at 5 labels per population, {1} at 10, {2} from 20. The rest is
 split between LDA, logistic regression and the booster on your own labels: each labelled cell is predicted by experts
 fitted without it, and the splits are averaged, each weighted by how likely it makes those predictions (shown
-after training). The
-network picks its pseudo-labels at the population shares estimated among
-your unlabelled cells (so a rare population's pseudo-labels are cells that look like it, not every cell it might
-be), and still sees every population equally often. The network's weights were chosen on eight labelled reference
+after training). The network picks its pseudo-labels at the population shares estimated among your unlabelled cells
+(so a rare population's pseudo-labels are cells that look like it, not every cell it might be), and still sees every
+population equally often. The network's weights were chosen on eight labelled reference
 data sets and checked on each set with that set left out of the choice (BENCHMARKS.md).
 """.format(*(f"{network_weight_for(n):g}" for n in (5, 10, 20)))
 
