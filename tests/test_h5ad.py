@@ -138,6 +138,6 @@ def test_unusable_h5ad_files_are_one_sentence(tmp_path):
         read_file(text)
     with h5py.File(tmp_path / "plain.h5ad", "w") as f:
         f["data"] = np.zeros(3)
-    with pytest.raises(CytoInputError, match=r"^'plain.h5ad' could not be read as an AnnData \.h5ad file") as info:
+    with pytest.raises(CytoInputError, match=r"^'plain.h5ad' is not an AnnData \.h5ad file \(it holds no X") as info:
         read_file(tmp_path / "plain.h5ad")
     assert "\n" not in str(info.value) and str(info.value).endswith(").")

@@ -9,7 +9,8 @@ from ..errors import CytoInputError
 from .csv_reader import read_csv
 from .fcs_reader import concat_datasets, read_fcs
 from .fcs_writer import write_fcs
-from .h5ad import HDF5_MAGIC, read_h5ad, write_h5ad
+from .h5ad import HDF5_MAGIC, write_h5ad
+from .h5ad_reader import read_h5ad
 
 __all__ = ["concat_datasets", "read_csv", "read_fcs", "read_file", "read_files", "read_h5ad", "write_fcs", "write_h5ad"]
 

@@ -1,4 +1,4 @@
-"""AnnData (.h5ad) in and out, in the layout scanpy, readfcs and pytometry users expect.
+"""AnnData (.h5ad) out, in the layout scanpy, readfcs and pytometry users expect (h5ad_reader reads it back).
 
 Written: cells × feature markers; `X` the transformed features (float32), `layers['raw']` the instrument
 values of the same channels, `obsm['other_channels']` the channels that are not features, `var` with channel,
@@ -6,9 +6,9 @@ marker, kind and cofactor; `obs` with sample, event_id (row in the sample's file
 population (categorical, colours in `uns['population_colors']`), confidence, novelty and the dataset's
 annotations; `obsm` with every map (`X_umap`, `X_tsne`, `X_pca`); `uns` with the transform, the channel table,
 the spillover matrix, the file keywords (`meta`) and the provenance (`cytoauto`: model, bundle hash, seed, versions).
-Read: `layers['raw']` (else `X`) and `obsm['other_channels']` become the events, text and categorical `obs`
+Read back: `layers['raw']` (else `X`) and `obsm['other_channels']` become the events, text and categorical `obs`
 columns the annotations, numeric `obs` columns extra channels that are not features (except the numeric results
-our own export adds: event_id, population_id, confidence, novelty).
+our own export adds: DERIVED_COLUMNS).
 """
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import (NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Channel, Dataset, Spillover, make_channels,
-                       make_unique)
-from ..errors import CytoInputError
+from ..dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Dataset
 from ..export import event_ids
 from ..transforms import TransformSpec
 
@@ -171,110 +169,3 @@ def _uns(dataset: Dataset, spec: TransformSpec, content: H5adContent, obs: pd.Da
 
 def _versions() -> dict[str, str]:
     return {"cytoauto": "0.1", "anndata": version("anndata"), "numpy": np.__version__, "pandas": pd.__version__}
-
-
-def read_h5ad(path: Path, display_name: str | None = None) -> Dataset:
-    """Load an AnnData file (cells × markers) as a dataset, keeping its obs columns."""
-    import anndata
-
-    path = Path(path)
-    name = display_name or path.name
-    try:
-        adata = anndata.read_h5ad(path)
-    except Exception as exc:  # h5py and anndata raise many error types; the user needs one sentence
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file ({first}).") from exc
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise CytoInputError(f"'{name}' holds no cells or no markers.")
-    warnings: list[str] = []
-    if RAW_LAYER in adata.layers:
-        values = adata.layers[RAW_LAYER]
-    else:
-        values = adata.X
-        warnings.append(f"'{name}' has no '{RAW_LAYER}' layer, so its X values were loaded as the events; untick "
-                        "'Apply arcsinh' on the Data page if they are already transformed.")
-    var = adata.var
-    names = [str(v) for v in (var["channel"] if "channel" in var else var.index)]
-    markers = [str(v) for v in (var["marker"] if "marker" in var else var.index)]
-    columns = [_dense(values)]
-    if OTHER_CHANNELS in adata.obsm and isinstance(adata.obsm[OTHER_CHANNELS], pd.DataFrame):
-        other = adata.obsm[OTHER_CHANNELS]
-        columns.append(other.to_numpy(np.float32))
-        names += [str(c) for c in other.columns]
-        markers += [str(c) for c in other.columns]
-    obs = adata.obs
-    if PROVENANCE in adata.uns:  # our own export: its per-cell results are not measurements
-        obs = obs.drop(columns=[c for c in DERIVED_COLUMNS if c in obs.columns])
-    numeric = [c for c in obs.columns if c != "sample" and pd.api.types.is_numeric_dtype(obs[c])
-               and not pd.api.types.is_bool_dtype(obs[c])]
-    if numeric:
-        columns.append(obs[numeric].to_numpy(np.float32))
-        names += [str(c) for c in numeric]
-        markers += [str(c) for c in numeric]
-    events = np.ascontiguousarray(np.hstack(columns), np.float32)
-    channels = _channels(names, markers, adata.uns.get("channels"), set(numeric))
-    order = _original_order(channels, adata.uns.get("channels"))
-    events, channels = events[:, order], [channels[i] for i in order]
-    samples, sample_ids = _samples(obs, name)
-    text = [c for c in obs.columns if c != "sample" and c not in numeric]
-    annotations = pd.DataFrame({str(c): obs[c].astype(object).where(obs[c].notna(), "").astype(str).to_numpy()
-                                for c in text}) if text else pd.DataFrame()
-    good = np.isfinite(events).all(axis=1)
-    if not good.all():
-        bad = int((~good).sum())
-        if bad == len(good):
-            raise CytoInputError(f"'{name}' has no cell without missing or infinite values.")
-        warnings.append(f"'{name}' has {bad:,} cells with missing or infinite values; they were dropped.")
-        events, sample_ids = events[good], sample_ids[good]
-        annotations = annotations[good].reset_index(drop=True) if text else annotations
-    return Dataset(events=events, channels=channels, samples=samples, sample_ids=sample_ids,
-                   annotations=annotations, spillover=_spillover(adata.uns.get("spillover"), channels),
-                   metadata={str(k): str(v) for k, v in dict(adata.uns.get("meta", {})).items()},
-                   warnings=warnings, name=name)
-
-
-def _dense(values) -> np.ndarray:
-    """A dense float32 array from an anndata matrix (sparse or dense)."""
-    if hasattr(values, "toarray"):
-        values = values.toarray()
-    return np.asarray(values, np.float32)
-
-
-def _channels(names: list[str], markers: list[str], stored, numeric_obs: set[str]) -> list[Channel]:
-    """The channel table: kinds and feature flags from the file's own table when it has one, else guessed."""
-    channels = make_channels(make_unique(names), markers)
-    if stored is None:
-        for c in channels:
-            if c.name in numeric_obs:
-                c.kind, c.is_feature = "other", False
-        return channels
-    kinds = dict(zip(map(str, stored["name"]), map(str, stored["kind"])))
-    features = dict(zip(map(str, stored["name"]), map(bool, stored["is_feature"])))
-    for c in channels:
-        c.kind = kinds.get(c.name, "other")
-        c.is_feature = features.get(c.name, False)
-    return channels
-
-
-def _original_order(channels: list[Channel], stored) -> list[int]:
-    """Column order of the original dataset when the file records it (columns it does not know go last)."""
-    if stored is None:
-        return list(range(len(channels)))
-    rank = {str(n): i for i, n in enumerate(stored["name"])}
-    return sorted(range(len(channels)), key=lambda i: (rank.get(channels[i].name, len(rank)), i))
-
-
-def _samples(obs: pd.DataFrame, name: str) -> tuple[list[str], np.ndarray]:
-    if "sample" not in obs:
-        return [name], np.zeros(len(obs), np.int32)
-    column = obs["sample"].astype("category")
-    return [str(c) for c in column.cat.categories], column.cat.codes.to_numpy(np.int32)
-
-
-def _spillover(stored, channels: list[Channel]) -> Spillover | None:
-    if stored is None:
-        return None
-    names = [str(c) for c in stored["channels"]]
-    if not set(names) <= {c.name for c in channels}:
-        return None
-    return Spillover(names, np.asarray(stored["matrix"], np.float64))
