@@ -11,27 +11,20 @@ Anything else (another exception class, a hang, running out of memory, a silent 
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
-import resource
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import CORPUS, LEVINE, ROOT
+import fuzzing
+from fuzzing import CONTROL, run_jobs
+from tests.conftest import CORPUS, LEVINE
 
-pytestmark = pytest.mark.timed  # a read past READ_LIMIT_S counts as a hang
+pytestmark = pytest.mark.timed  # a read past fuzzing.READ_LIMIT_S counts as a hang
 SEED = 14
-READ_LIMIT_S = 20
-MEMORY_LIMIT = 3 << 30
 FCS_SOURCES = [  # small real files covering F/I data, FCS 2.0/3.0/3.1, both byte orders, gains, log channels, spillover
     "flowkit_2d_01.fcs", "flowio_B01 KC-A-W---91-US.fcs", "flowkit_index_sorted.fcs",
     "flowio_variable_int.fcs", "flowio_data1.fcs", "flowio_G11.fcs", "flowio_3FITC_4PE_004.fcs",
@@ -298,66 +291,6 @@ for i, job in enumerate(jobs):
 '''
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-
-def run_jobs(jobs: list[dict[str, str]], job_file: Path) -> dict[int, dict]:
-    """Read every job in worker processes; a read past READ_LIMIT_S is a hang (the worker is killed and restarted)."""
-    job_file.write_text(json.dumps(jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
-    results: dict[int, dict] = {}
-    next_job = 0
-    while next_job < len(jobs):
-        with open(job_file.with_suffix(".stderr"), "w+") as err:
-            proc = subprocess.Popen([sys.executable, "-c", WORKER, str(job_file), str(next_job)], cwd=ROOT, env=env,
-                                    stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=_limit_memory)
-            next_job = _supervise(proc, results, next_job, err)
-    return results
-
-
-def _supervise(proc: subprocess.Popen, results: dict[int, dict], first: int, err) -> int:
-    """Collect one worker's results; return the job to restart from (after a hang or a killed read) or the end."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for ln in proc.stdout:
-            lines.put(ln)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    current, started = None, time.monotonic()
-    while True:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if current is not None and time.monotonic() - started > READ_LIMIT_S:
-                proc.kill()
-                proc.wait()
-                results[current] = {"status": "hang"}
-                return current + 1
-            continue
-        if line is None:
-            break
-        tag, index, *rest = line.rstrip("\n").split(" ", 2)
-        if tag == "S":
-            current, started = int(index), time.monotonic()
-        else:
-            results[int(index)] = json.loads(rest[0])
-    proc.wait()
-    err.seek(0)
-    if current is not None and current not in results:  # killed in the middle of a read
-        results[current] = {"status": "oom" if proc.returncode == -9 else "crash", "message": err.read()[-500:]}
-        return current + 1
-    if current is None:
-        raise AssertionError(f"the fuzz worker failed before its first read: {err.read()[-800:]}")
-    return current + 1
-
-
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def verdict(case: Case, fname: str, result: dict) -> str:
     """The outcome class of one read (see the module docstring)."""
     status = result["status"]
@@ -403,7 +336,7 @@ def test_fuzz_readers_refuse_cleanly_or_load_faithfully(tmp_path):
         jobs.append({"path": str(tmp_path / fname), "original": str(csv_source if case.source == "csv" else CORPUS / case.source)})
         fnames.append(fname)
     t0 = time.monotonic()
-    results = run_jobs(jobs, tmp_path / "jobs.json")
+    results = run_jobs(jobs, tmp_path / "jobs.json", WORKER)
     elapsed = time.monotonic() - t0
 
     outcomes = [verdict(c, f, results[i]) for i, (c, f) in enumerate(zip(cases, fnames))]
@@ -458,8 +391,7 @@ for i, job in enumerate(jobs):
 
 def test_fuzz_supervisor_catches_hangs_and_memory_blowups(tmp_path, monkeypatch):
     """The fuzz test's own machinery: a read that hangs, one that needs 8 GB and a killed worker are all caught."""
-    monkeypatch.setattr(sys.modules[__name__], "READ_LIMIT_S", 2)
-    monkeypatch.setattr(sys.modules[__name__], "WORKER", STUB_WORKER)
+    monkeypatch.setattr(fuzzing, "READ_LIMIT_S", 2)
     jobs = [{"path": p, "original": ""} for p in ("a", "hang", "b", "grow", "die", "c")]
-    got = {i: r["status"] for i, r in run_jobs(jobs, tmp_path / "jobs.json").items()}
+    got = {i: r["status"] for i, r in run_jobs(jobs, tmp_path / "jobs.json", STUB_WORKER).items()}
     assert got == {0: "refused", 1: "hang", 2: "refused", 3: "oom", 4: "oom", 5: "refused"}

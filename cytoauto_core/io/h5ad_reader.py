@@ -28,6 +28,7 @@ BLOCK_BYTES = 32 << 20  # rows of a matrix read at a time
 STRINGS_PER_BLOCK = 4096
 STRING_OVERHEAD = 56  # bytes of a Python str object beyond its characters
 NUMERIC = "iuf"
+NO_SAMPLE = "no sample"
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _read(f: h5py.File, arrays: dict[str, StoredArray], budget: _Budget) -> Data
         events[:, position[j]] = values
     channels = [channels[i] for i in order]
 
-    samples, sample_ids = _samples(obs.columns.get("sample"), n_obs, name)
+    samples, sample_ids = _samples(obs.columns.get("sample"), n_obs, name, warnings)
     text = {k: c.text for k, c in obs.columns.items() if c.text is not None and k != "sample"}
     annotations = pd.DataFrame(text) if text else pd.DataFrame()
     good = np.isfinite(events).all(axis=1)
@@ -214,6 +215,12 @@ def _frame(f: h5py.File, key: str, n: int, budget: _Budget, required: bool) -> _
             return _Frame()
         raise CytoInputError(f"'{name}' has no {key} table in the layout anndata 0.7 or later writes.")
     index_key = _attr(group, "_index") or "_index"
+    index = group.get(index_key)
+    rows = index.shape[0] if isinstance(index, h5py.Dataset) and index.ndim == 1 else None
+    if rows != n and required:
+        unit = "cells in X" if key == "obs" else "markers in X"
+        raise CytoInputError(f"'{name}' has {'no' if rows is None else f'{rows:,}'} rows in its {key} table but "
+                             f"{n:,} {unit}.")
     frame = _Frame()
     for column in group.keys():
         if column == index_key:
@@ -245,9 +252,10 @@ def _column(node: h5py.Dataset | h5py.Group, n: int, budget: _Budget) -> _Column
         names = _labels(categories, budget)
         if names is None:
             return None
-        lookup = np.asarray([*names, ""], dtype=object)  # code -1 (missing) reads as an empty string
         values = codes[:].astype(np.int64)
-        values[(values < 0) | (values >= len(names))] = len(names)
+        if ((values < -1) | (values >= len(names))).any():  # -1 is anndata's missing value; others are damage
+            return None
+        lookup = np.asarray([*names, ""], dtype=object)  # a missing value reads as an empty string
         return _Column(text=lookup[values])
     if encoding in ("nullable-integer", "nullable-boolean", "nullable-string-array") and {"values", "mask"} <= parts:
         values, mask = node["values"], node["mask"]
@@ -309,12 +317,16 @@ def _index(f: h5py.File, key: str, n: int, budget: _Budget) -> list[str]:
     return [str(v) for v in _strings(node, budget)]
 
 
-def _samples(column: _Column | None, n: int, name: str) -> tuple[list[str], np.ndarray]:
+def _samples(column: _Column | None, n: int, name: str, warnings: list[str]) -> tuple[list[str], np.ndarray]:
     """Sample names and each cell's sample id from obs['sample'] (one sample named after the file without it)."""
     if column is None:
         return [name], np.zeros(n, np.int32)
     text = column.text if column.text is not None else np.asarray([str(v) for v in column.numeric.tolist()], object)
-    text = np.where(text == "", "unknown sample", text)
+    missing = text == ""
+    if missing.any():
+        warnings.append(f"'{name}' has {int(missing.sum()):,} cells without a sample in obs['sample']; they were put "
+                        f"in a sample named '{NO_SAMPLE}'.")
+        text = np.where(missing, NO_SAMPLE, text)
     samples, ids = np.unique(text.astype(str), return_inverse=True)
     return [str(s) for s in samples], ids.astype(np.int32)
 
