@@ -1,29 +1,34 @@
 """Session files: one dataset's settings, labels, maps, clustering, result and model bundle as a zip of JSON + .npy.
 
 A session names its dataset by content hash; importing it restores that state into a workspace holding the same
-data (loaded from the same file), on this machine or another. Nothing is pickled: arrays are .npy read with
-allow_pickle=False, and the model bundle is verified (hashes, XGBoost JSON check) before it is kept.
+data (loaded from the same file), on this machine or another. Nothing is pickled: arrays are .npy read by a reader
+that accepts only numbers, and the model bundle is verified (hashes, XGBoost JSON check) before it is kept. Every
+entry is bounded (count, sizes tied to the dataset) before it is inflated, and streamed to disk (archive.py).
 """
 from __future__ import annotations
 
+import filecmp
 import io
 import json
 import re
 import shutil
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from .archive import (DEFLATE_MAX_RATIO, MAX_JSON_BYTES, ArchiveRefused, Limits, check_entries, check_sizes,
+                      extract_member, open_zip, read_member, read_npy)
 from .clustering.store import ClusterStore
 from .dataset import Dataset
 from .errors import CytoInputError
 from .labels import UNLABELLED, LabelStore
-from .models.bundle import load_bundle
-from .storage import atomic_file
+from .models.bundle import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILE_BYTES, load_bundle
 from .transforms import TransformSpec
 from .workspace import Workspace
 
@@ -34,9 +39,12 @@ CLUSTERS = "clusters.npy"
 ARRAYS = "arrays/"
 BUNDLE = "bundle/"
 RESULT = "result-proba"  # the stored result array, whose metadata names the model bundle's folder
-MAX_JSON_BYTES = 16 << 20
-MAX_BUNDLE_FILE_BYTES = 512 << 20
-BYTES_PER_CELL = 4 << 10  # no array of a session holds more than this per cell (a map: 8; a result: 4 × classes)
+# A session's arrays together hold less than this per cell (labels and clusters 8 each, a map 8, a result 4 × classes):
+# what they may declare is tied to the dataset the workspace really holds, not to what the archive claims.
+BYTES_PER_CELL = 4 << 10
+MAX_SESSION_MEMBERS = 256  # a session holds its manifest, labels, clusters, a few maps and results and a bundle's files
+# Bundle files compress little (float weights ~1:1, XGBoost JSON ~5:1 to 10:1); zeros inflate ~1000:1.
+BUNDLE_MAX_RATIO = 100
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
 
 
@@ -95,22 +103,18 @@ def export_session(ws: Workspace, key: str, dataset: Dataset, bundle_folder: Pat
 
 def import_session(ws: Workspace, source: BinaryIO | Path, file_name: str) -> SessionSummary:
     """Restore a session file into the workspace's copy of its dataset, replacing that dataset's labels, clustering,
-    maps and settings. Everything is read and checked before anything is written; any problem is one sentence."""
-    try:
-        with zipfile.ZipFile(source) as archive:
-            manifest, key, n_cells = _read_manifest(ws, archive, file_name)
-            members = _check_members(archive, manifest, n_cells, file_name)
-            labels = _read_npy(archive, LABELS, (n_cells,), file_name)
-            clusters = _read_npy(archive, CLUSTERS, (n_cells,), file_name) if CLUSTERS in members else None
-            arrays = {name: _read_npy(archive, f"{ARRAYS}{name}.npy", None, file_name) for name in manifest["arrays"]}
-            bundle_files = {m[len(BUNDLE):]: archive.read(m) for m in members if m.startswith(BUNDLE)}
-    except zipfile.BadZipFile as exc:
-        raise CytoInputError(f"'{file_name}' is not a session file (it is not a zip archive).") from exc
-    if any(a.shape[0] != n_cells for a in arrays.values()):
-        raise CytoInputError(f"The session file '{file_name}' holds a map or result that does not fit its dataset.")
-    populations = _check_populations(manifest["populations"], labels, file_name)
-    names = _check_clustering(manifest["clustering"], clusters, file_name)
-    bundle = _store_bundle(ws, manifest["bundle"], bundle_files, file_name) if manifest["bundle"] else None
+    maps and settings. Everything is read and checked before anything is written; any problem is one sentence.
+    Entries are bounded (count, sizes tied to the dataset) before any is inflated, then streamed to a staging folder."""
+    with _staging(ws) as staging:
+        manifest, key, n_cells, members = _unpack(ws, source, file_name, staging)
+        labels = _read_npy(staging, LABELS, (n_cells,), file_name)
+        clusters = _read_npy(staging, CLUSTERS, (n_cells,), file_name) if CLUSTERS in members else None
+        arrays = {name: _read_npy(staging, f"{ARRAYS}{name}.npy", None, file_name) for name in manifest["arrays"]}
+        if any(a.shape[0] != n_cells for a in arrays.values()):
+            raise CytoInputError(f"The session file '{file_name}' holds a map or result that does not fit its dataset.")
+        populations = _check_populations(manifest["populations"], labels, file_name)
+        names = _check_clustering(manifest["clustering"], clusters, file_name)
+        bundle = _store_bundle(ws, manifest["bundle"], staging / BUNDLE, file_name) if manifest["bundle"] else None
     for name, array in arrays.items():
         meta = dict(manifest["arrays"][name])
         if name == RESULT and bundle is not None:
@@ -130,12 +134,50 @@ def _write_npy(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def _read_manifest(ws: Workspace, archive: zipfile.ZipFile, file_name: str) -> tuple[dict, str, int]:
-    """session.json, checked for its format and its dataset being in this workspace."""
+@contextmanager
+def _staging(ws: Workspace) -> Iterator[Path]:
+    """A private folder for a session's entries, in the models folder so that its bundle is kept by a rename;
+    removed afterwards, whatever happened."""
+    staging = ws.models_dir / f".import-{uuid.uuid4().hex}"
+    staging.mkdir()
     try:
-        if archive.getinfo(MANIFEST).file_size > MAX_JSON_BYTES:
-            raise ValueError("manifest too large")
-        manifest = json.loads(archive.read(MANIFEST))
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unpack(ws: Workspace, source: BinaryIO | Path, file_name: str, staging: Path) -> tuple[dict, str, int, set[str]]:
+    """The manifest, dataset key, cell count and entry names of a session file whose entries were checked (names,
+    count, sizes) before any was inflated, then streamed into `staging` under their names."""
+    try:
+        with open_zip(source, "its") as (archive, size):
+            infos = archive.infolist()
+            check_entries(infos, size, MAX_SESSION_MEMBERS, "its")
+            manifest, key, n_cells = _read_manifest(ws, archive, file_name)
+            members = _check_members(infos, manifest, n_cells, file_name)
+            (staging / ARRAYS).mkdir()
+            (staging / BUNDLE).mkdir()
+            for info in infos:
+                if info.filename != MANIFEST:
+                    extract_member(archive, info, staging / info.filename, "its")
+    except zipfile.BadZipFile as exc:
+        raise CytoInputError(f"'{file_name}' is not a session file (it is not a zip archive).") from exc
+    except ArchiveRefused as exc:
+        raise CytoInputError(f"The session file '{file_name}' cannot be imported: {exc}.") from exc
+    return manifest, key, n_cells, members
+
+
+def _read_manifest(ws: Workspace, archive: zipfile.ZipFile, file_name: str) -> tuple[dict, str, int]:
+    """session.json (its declared size checked before it is inflated), checked for its format and its dataset being
+    in this workspace."""
+    try:
+        info = archive.getinfo(MANIFEST)
+    except KeyError as exc:
+        raise CytoInputError(f"'{file_name}' is not a session file this version of the app can read.") from exc
+    check_sizes([info], Limits(MAX_JSON_BYTES, MAX_JSON_BYTES, DEFLATE_MAX_RATIO), "its")
+    text = read_member(archive, info, "its")
+    try:
+        manifest = json.loads(text)
         dataset = manifest["dataset"]
         key, n_cells = str(dataset["key"]), int(dataset["n_cells"])
         if manifest["format"] != FORMAT or not isinstance(manifest["settings"], dict) or \
@@ -152,17 +194,20 @@ def _read_manifest(ws: Workspace, archive: zipfile.ZipFile, file_name: str) -> t
     return manifest, key, n_cells
 
 
-def _check_members(archive: zipfile.ZipFile, manifest: dict, n_cells: int, file_name: str) -> set[str]:
-    """The archive holds only the members a session writes, each of a size its dataset explains."""
+def _check_members(infos: list[zipfile.ZipInfo], manifest: dict, n_cells: int, file_name: str) -> set[str]:
+    """The archive holds only the members a session writes; its arrays declare no more than its dataset explains
+    and its bundle files no more than a bundle holds (ArchiveRefused otherwise)."""
     allowed = {MANIFEST, LABELS, CLUSTERS} | {f"{ARRAYS}{n}.npy" for n in manifest["arrays"]}
-    members = set()
-    for info in archive.infolist():
-        name = info.filename
-        in_bundle = name.startswith(BUNDLE) and bool(_PLAIN_NAME.match(name[len(BUNDLE):]))
-        limit = MAX_BUNDLE_FILE_BYTES if in_bundle else MAX_JSON_BYTES + BYTES_PER_CELL * n_cells
-        if (name not in allowed and not in_bundle) or info.file_size > limit:
-            raise CytoInputError(f"The session file '{file_name}' holds an unexpected entry ({name[:60]}).")
-        members.add(name)
+    members = {info.filename for info in infos}
+    for name in members:
+        file = name[len(BUNDLE):]
+        if name not in allowed and not (name.startswith(BUNDLE) and _PLAIN_NAME.match(file) and file[0] != "."):
+            raise CytoInputError(f"The session file '{file_name}' holds an unexpected entry ({name[:60]!r}).")
+    arrays_limit = MAX_JSON_BYTES + BYTES_PER_CELL * n_cells
+    check_sizes([i for i in infos if not i.filename.startswith(BUNDLE)],
+                Limits(arrays_limit, arrays_limit, DEFLATE_MAX_RATIO), "its")
+    check_sizes([i for i in infos if i.filename.startswith(BUNDLE)],
+                Limits(MAX_BUNDLE_FILE_BYTES, MAX_BUNDLE_BYTES, BUNDLE_MAX_RATIO), "its")
     missing = {LABELS} | {f"{ARRAYS}{n}.npy" for n in manifest["arrays"]}
     missing |= {CLUSTERS} if manifest.get("clustering") else set()
     if not missing <= members or any(not _PLAIN_NAME.match(str(n)) for n in manifest["arrays"]):
@@ -170,11 +215,14 @@ def _check_members(archive: zipfile.ZipFile, manifest: dict, n_cells: int, file_
     return members
 
 
-def _read_npy(archive: zipfile.ZipFile, name: str, shape: tuple[int, ...] | None, file_name: str) -> np.ndarray:
-    """A numeric .npy member (never pickled objects), of `shape` when given."""
+def _read_npy(staging: Path, name: str, shape: tuple[int, ...] | None, file_name: str) -> np.ndarray:
+    """A numeric .npy member streamed to `staging` (never pickled objects, its header matching its size), of `shape`
+    when given."""
+    path = staging / name
     try:
-        array = np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        with open(path, "rb") as handle:
+            array = read_npy(handle, path.stat().st_size, "its", name)
+    except ArchiveRefused as exc:
         raise CytoInputError(f"The session file '{file_name}' has a damaged entry ({name}).") from exc
     if array.dtype.kind not in "iuf" or (shape is not None and array.shape != shape) or array.ndim not in (1, 2):
         raise CytoInputError(f"The session file '{file_name}' has an entry that does not fit its dataset ({name}).")
@@ -210,27 +258,21 @@ def _check_clustering(clustering: dict | None, clusters: np.ndarray | None, file
     return names
 
 
-def _store_bundle(ws: Workspace, folder: str, files: dict[str, bytes], file_name: str) -> str:
-    """Keep the session's model bundle in the workspace (verified first); returns its folder name there."""
-    if not _PLAIN_NAME.match(str(folder)) or folder.startswith(".") or "bundle.json" not in files:
+def _store_bundle(ws: Workspace, folder: object, staged: Path, file_name: str) -> str:
+    """Keep the session's model bundle, streamed to the folder `staged`, in the workspace (verified first, refusals
+    naming the session file); returns its folder name there."""
+    if not isinstance(folder, str) or not _PLAIN_NAME.match(folder) or folder.startswith(".") or \
+            not (staged / "bundle.json").is_file():
         raise CytoInputError(f"The session file '{file_name}' holds a damaged model bundle.")
-    staging = ws.models_dir / f".import-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        for name, data in files.items():
-            with atomic_file(staging / name) as handle:
-                handle.write(data)
-        load_bundle(str(staging))  # CytoInputError in one sentence when the files are not a valid bundle
+    load_bundle(str(staged), label=file_name)  # CytoInputError in one sentence when the files are not a valid bundle
+    target = ws.models_dir / folder
+    if target.exists():
+        if (target / "bundle.json").is_file() and filecmp.cmp(target / "bundle.json", staged / "bundle.json", False):
+            return folder
+        folder = f"{folder}-{uuid.uuid4().hex[:8]}"
         target = ws.models_dir / folder
-        if target.exists():
-            if (target / "bundle.json").read_bytes() == files["bundle.json"]:
-                return folder
-            folder = f"{folder}-{uuid.uuid4().hex[:8]}"
-            target = ws.models_dir / folder
-        staging.rename(target)
-        return folder
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    staged.rename(target)
+    return folder
 
 
 def _restore_labels(store: LabelStore, populations: list[dict], labels: np.ndarray) -> int:

@@ -168,6 +168,37 @@ def test_links_and_paths_outside_the_folder_are_refused(saved, tmp_path):
         load_bundle(str(folder))
 
 
+def test_files_larger_than_a_bundle_holds_are_refused_before_they_are_read(saved, tmp_path, monkeypatch):
+    folder = _copy(saved, "xgboost", tmp_path)
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_FILE_BYTES", 1_000)
+    with pytest.raises(CytoInputError, match=r"^The model bundle 'b' holds model\.json, larger than this app reads "
+                                             r"\([\d,]+ bytes; at most 1,000\)\.$"):
+        load_bundle(str(folder))
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_FILE_BYTES", 1 << 30)
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", 1_000)
+    with pytest.raises(CytoInputError, match=r"^The model bundle 'b' is larger than this app reads \([\d,]+ bytes; "
+                                             r"at most 1,000\)\.$"):
+        load_bundle(str(folder))
+
+
+def test_refusals_name_the_bundle_as_the_caller_asks(saved, tmp_path):
+    folder = _copy(saved, "logreg", tmp_path)
+    (folder / "linear.npz").write_bytes(b"changed")
+    with pytest.raises(CytoInputError, match=r"^The model bundle 'colleague\.zip' has been modified since it was saved"):
+        load_bundle(str(folder), label="colleague.zip")
+
+
+def test_npz_arrays_that_are_not_plain_numbers_are_refused(saved, tmp_path):
+    folder = _copy(saved, "logreg", tmp_path)
+    with np.load(folder / "linear.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(folder / "linear.npz", **{**arrays, "classes": np.array(["a", "b"])})
+    _rehash(folder)
+    with pytest.raises(CytoInputError, match=r"^The model bundle 'b' cannot be loaded: linear\.npz's entry "
+                                             r"'classes\.npy' is not a plain numeric array\.$"):
+        load_bundle(str(folder))
+
+
 def _unloadable(*folders) -> list[str]:
     """Load each folder in one child process, so that a regression crashing libxgboost fails this test instead of
     killing pytest; the one-sentence error of each (or 'loaded')."""

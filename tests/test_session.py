@@ -114,6 +114,10 @@ def _pickled_npy() -> bytes:
     ({"labels.npy": _pickled_npy()}, "damaged entry"),
     ({"bundle/weights.npz": b"not the saved weights"}, "has been modified"),
     ({"extra/run.py": b"print('hi')"}, "unexpected entry"),
+    ({"bundle/.hidden": b"x"}, "unexpected entry"),
+    ({"../run.py": b"print('hi')"}, r"cannot be imported: its entry '\.\./run\.py' points outside the archive\.$"),
+    ({"labels.npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (10000000000,), }"
+                    + b" " * 50 + b"\n"}, "damaged entry"),
     ({"session.json": b"{]"}, "not a session file"),
 ])
 def test_a_damaged_session_is_refused_before_anything_is_written(exported, tmp_path, damage, message):

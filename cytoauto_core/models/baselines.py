@@ -9,6 +9,7 @@ import xgboost as xgb
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
+from ..archive import read_npz
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 
@@ -79,10 +80,10 @@ class LinearModel:
 
     @classmethod
     def load_state(cls, directory: str, config: dict) -> "LinearModel":
-        """Rebuild from linear.npz and the JSON config, with pickle disabled."""
+        """Rebuild from linear.npz (bounded read, pickle never used) and the JSON config."""
         model = cls(**config["params"])
-        with np.load(os.path.join(directory, "linear.npz"), allow_pickle=False) as z:
-            model.coef_, model.intercept_, model.classes_ = z["coef"], z["intercept"], z["classes"]
+        z = read_npz(os.path.join(directory, "linear.npz"))
+        model.coef_, model.intercept_, model.classes_ = z["coef"], z["intercept"], z["classes"]
         model.scaler = Scaler.from_dict(config["scaler"])
         return model
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..archive import MAX_JSON_BYTES, ArchiveRefused, read_npz
 from ..dataset import UNASSIGNED_ID, UNKNOWN_ID, Spillover
 from ..errors import CytoInputError
 from ..transforms import TransformSpec, transform_events
@@ -22,6 +23,9 @@ from .xgb_check import check_xgboost_json
 FORMAT = 1
 CHUNK_ROWS = 200_000
 NOVELTY_FILE = "novelty.npz"
+# A bundle's largest file is an XGBoost booster's JSON, ~2 KB a tree: 200 rounds × 500 populations is ~200 MB.
+MAX_BUNDLE_FILE_BYTES = 256 << 20
+MAX_BUNDLE_BYTES = 512 << 20  # a booster at that ceiling plus the network's weights (a few MB) and envelopes
 
 
 def _model_types() -> dict:
@@ -111,10 +115,12 @@ def save_bundle(bundle: ModelBundle, directory: str) -> str:
     return meta["bundle_hash"]
 
 
-def load_bundle(directory: str) -> ModelBundle:
+def load_bundle(directory: str, label: str | None = None) -> ModelBundle:
     """Read a bundle, refusing in one sentence (CytoInputError) one whose folder holds anything but bundle.json and
-    the files it lists with their hashes, or that cannot be loaded and give one probability per class."""
-    label = os.path.basename(os.path.normpath(directory))
+    the files it lists with their hashes, files larger than a bundle holds, or that cannot be loaded and give one
+    probability per class. Refusals name the bundle `label` (default: its folder's name; an import passes the user's
+    file, never a staging folder)."""
+    label = label or os.path.basename(os.path.normpath(directory))
     meta = _read_meta(directory, label)
     _check_files(directory, meta["files"], label)
     try:
@@ -125,20 +131,30 @@ def load_bundle(directory: str) -> ModelBundle:
         _probe(bundle)
     except CytoInputError:
         raise
+    except ArchiveRefused as exc:
+        raise CytoInputError(f"The model bundle '{label}' cannot be loaded: {exc}.") from exc
     except Exception as exc:  # the files are untrusted; numpy, XGBoost and the model classes raise many kinds
         raise CytoInputError(f"The model bundle '{label}' cannot be loaded: its model files are not valid.") from exc
     return bundle
 
 
 def _read_meta(directory: str, label: str) -> dict:
-    """bundle.json, parsed and checked against its own hash, with a file list of plain names."""
+    """bundle.json, no larger than MAX_JSON_BYTES (read no further before parsing), parsed and checked against its
+    own hash, with a file list of plain names."""
     path = os.path.join(directory, "bundle.json")
     try:
         if os.path.islink(path):
             raise OSError("bundle.json is a link")
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError, RecursionError) as exc:
+        with open(path, "rb") as f:
+            text = f.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise CytoInputError(f"The folder '{label}' does not contain a readable model bundle.") from exc
+    if len(text) > MAX_JSON_BYTES:
+        raise CytoInputError(f"The model bundle '{label}' has a bundle.json larger than this app reads "
+                             f"(at most {MAX_JSON_BYTES:,} bytes).")
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise CytoInputError(f"The folder '{label}' does not contain a readable model bundle.") from exc
     if not isinstance(meta, dict):
         raise CytoInputError(f"The folder '{label}' does not contain a readable model bundle.")
@@ -159,17 +175,28 @@ def _read_meta(directory: str, label: str) -> dict:
 
 
 def _check_files(directory: str, files: dict[str, str], label: str) -> None:
-    """The folder holds exactly bundle.json and the listed files, each a regular file (no link) with its saved hash."""
+    """The folder holds exactly bundle.json and the listed files, each a regular file (no link) no larger than a
+    bundle's files are, with its saved hash (sizes are checked before anything is read)."""
     present = set(os.listdir(directory)) - {"bundle.json"}
     missing, extra = sorted(set(files) - present), sorted(present - set(files))
     if missing:
         raise CytoInputError(f"The model bundle '{label}' is incomplete ({missing[0]} is missing).")
     if extra:
         raise CytoInputError(f"The model bundle '{label}' holds a file it did not save ({extra[0]}).")
+    total = 0
+    for fname in files:
+        info = os.lstat(os.path.join(directory, fname))
+        if not stat.S_ISREG(info.st_mode):
+            raise CytoInputError(f"The model bundle '{label}' holds {fname} as a link or folder, not a saved file.")
+        if info.st_size > MAX_BUNDLE_FILE_BYTES:
+            raise CytoInputError(f"The model bundle '{label}' holds {fname}, larger than this app reads "
+                                 f"({info.st_size:,} bytes; at most {MAX_BUNDLE_FILE_BYTES:,}).")
+        total += info.st_size
+    if total > MAX_BUNDLE_BYTES:
+        raise CytoInputError(f"The model bundle '{label}' is larger than this app reads "
+                             f"({total:,} bytes; at most {MAX_BUNDLE_BYTES:,}).")
     for fname, digest in files.items():
         path = os.path.join(directory, fname)
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise CytoInputError(f"The model bundle '{label}' holds {fname} as a link or folder, not a saved file.")
         if _sha256(path) != digest:
             raise CytoInputError(f"The model bundle '{label}' has been modified since it was saved ({fname} changed).")
 
@@ -191,11 +218,10 @@ def _build(directory: str, meta: dict, label: str) -> ModelBundle:
 
 
 def _novelty(directory: str, meta: dict) -> NoveltyModel | None:
-    """The bundle's unknown-cell envelopes (pickle disabled), None when it was saved without them."""
+    """The bundle's unknown-cell envelopes (bounded read, pickle never used), None when it was saved without them."""
     if "novelty" not in meta:
         return None
-    with np.load(os.path.join(directory, NOVELTY_FILE), allow_pickle=False) as z:
-        return NoveltyModel.from_saved(dict(z), meta["novelty"])
+    return NoveltyModel.from_saved(read_npz(os.path.join(directory, NOVELTY_FILE)), meta["novelty"])
 
 
 def _probe(bundle: ModelBundle) -> None:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..archive import read_npz
 from ..transforms import Scaler
 from . import Progress, ShouldStop, check_stop, encode_labels, report, softmax
 from .baselines import booster_probs
@@ -411,7 +412,7 @@ class VIMEClassifier:
 
     @classmethod
     def load_state(cls, directory: str, config: dict) -> "VIMEClassifier":
-        """Rebuild from weights.npz (pickle disabled) and the JSON architecture; no code is executed."""
+        """Rebuild from weights.npz (bounded read, pickle never used) and the JSON architecture; no code is executed."""
         model = cls(VIMEParams.from_dict(config["params"]))
         model.scaler = Scaler.from_dict(config["scaler"])
         shares = config["params"].get("expert_shares")
@@ -422,12 +423,12 @@ class VIMEClassifier:
 
             model.booster_expert = xgb.Booster(params={"nthread": model.params.threads})
             model.booster_expert.load_model(os.path.join(directory, "teacher_xgb.json"))
-        with np.load(os.path.join(directory, "weights.npz"), allow_pickle=False) as z:
-            model.classes_ = z["classes"]
-            if arch.get("linear_teacher"):
-                model.linear_expert = (z["teacher_kernel"], z["teacher_bias"])
-            model.members = [[(z[f"m{i}_l{j}_kernel"], z[f"m{i}_l{j}_bias"]) for j in range(arch["layers"])]
-                             for i in range(arch["members"])]
+        z = read_npz(os.path.join(directory, "weights.npz"))
+        model.classes_ = z["classes"]
+        if arch.get("linear_teacher"):
+            model.linear_expert = (z["teacher_kernel"], z["teacher_bias"])
+        model.members = [[(z[f"m{i}_l{j}_kernel"], z[f"m{i}_l{j}_bias"]) for j in range(arch["layers"])]
+                         for i in range(arch["members"])]
         return model
 
     # -- training stages --
