@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .archive import MAX_JSON_BYTES
 from .dataset import Dataset, make_unique
 from .errors import CytoInputError
 from .export import (LabelledCells, abundance, csv_bytes, labelled_frame, legend_frame, write_labelled_fcs,
@@ -136,7 +137,10 @@ def read_bundle_ref(directory: str | Path) -> BundleRef:
     """The bundle's folder and stored hash, read from bundle.json without loading the model (no TensorFlow here)."""
     try:
         with open(Path(directory) / "bundle.json", encoding="utf-8") as f:
-            bundle_hash = json.load(f)["bundle_hash"]
+            text = f.read(MAX_JSON_BYTES + 1)  # no further: a bundle.json beyond the cap is refused unparsed
+        if len(text) > MAX_JSON_BYTES:
+            raise ValueError("bundle.json is larger than a bundle writes")
+        bundle_hash = json.loads(text)["bundle_hash"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BatchUsageError(f"'{directory}' is not a readable model bundle folder.") from exc
     return BundleRef(str(Path(directory).resolve()), str(bundle_hash))
