@@ -11,6 +11,7 @@ from ui import server
 server.start_once()  # before ui.state loads numba: thread bounds, no Keras clean-up after runs
 
 from ui import state  # noqa: E402
+from ui.text import literal  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 st.set_page_config(page_title="CytoAutoCluster", page_icon="🧬", layout="wide")
@@ -30,7 +31,7 @@ navigation = st.navigation(PAGES)
 key, dataset = state.current_dataset()
 with st.sidebar:
     st.markdown("### CytoAutoCluster")
-    st.caption(f"**{dataset.name}**  \n{dataset.n_cells:,} cells · {len(dataset.channels)} channels · "
+    st.caption(f"**{literal(dataset.name)}**  \n{dataset.n_cells:,} cells · {len(dataset.channels)} channels · "
                f"{len(dataset.samples)} sample(s)")
     state.account_sidebar()
 try:

@@ -10,19 +10,21 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pandas as pd
 
 from .dataset import NOT_A_POPULATION
-from .errors import CytoInputError
+from .errors import CytoInputError, quoted
+from .io.csv_reader import SNIFF_BYTES, check_table_head
 from .storage import atomic_file, atomic_save_npy, atomic_write_json, folder_lock, is_temp_file, read_json
 
 UNLABELLED = -1
 FORMAT = 2
 HEAD = "head.json"  # the manifest: populations, undo/redo stacks and the name of the current labels file
 LEGACY_STATE, LEGACY_LABELS = "state.json", "labels.npy"  # the layout before FORMAT 2, migrated on its first write
+MAX_FILE_COLUMNS = 1_000  # a label file: cell index and population, or an export with every channel and gate beside
 MIN_LABELS_FOR_TRAINING = 5
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -57,6 +59,23 @@ class Assignment:
         ranked[0] = ranked[0].replace(" from ", " cells moved from " if sum(self.moved.values()) > 1 else
                                       " cell moved from ", 1)
         return (ranked[0] if len(ranked) == 1 else ", ".join(ranked[:-1]) + " and " + ranked[-1]) + "."
+
+
+def read_label_file(handle: BinaryIO, file_name: str) -> pd.DataFrame:
+    """An uploaded label CSV (a binary handle, read from its start) as a table with text column names for
+    LabelStore.import_frame, or one sentence naming the file. A header or first row that would make pandas allocate
+    far more than the file (millions of columns, an index of extra fields) is refused before it is parsed; cell
+    indices are only compared with the dataset's size, so a huge one costs nothing."""
+    handle.seek(0)
+    head = handle.read(SNIFF_BYTES + 1)
+    check_table_head(head, len(head) <= SNIFF_BYTES, file_name, ",", MAX_FILE_COLUMNS)
+    handle.seek(0)
+    try:
+        frame = pd.read_csv(handle, index_col=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise CytoInputError(f"'{file_name}' could not be read as CSV.") from exc
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
 
 
 @dataclass
@@ -253,8 +272,8 @@ class LabelStore:
             raise ValueError("first_index must be 0 or 1")
         missing = [c for c in dict.fromkeys([cell_column, population_column]) if c not in frame.columns]
         if missing or cell_column == population_column:
-            wanted = f"'{cell_column}' and '{population_column}'" if cell_column != population_column else \
-                "two different columns for the cell index and the population"
+            wanted = (f"{quoted(cell_column)} and {quoted(population_column)}" if cell_column != population_column
+                      else "two different columns for the cell index and the population")
             raise CytoInputError(f"A label file needs the columns {wanted}.")
         names = frame[population_column]
         keep = names.notna() & (names.astype(str).str.strip() != "")
@@ -263,8 +282,8 @@ class LabelStore:
         cells = raw - first_index
         if not whole.all() or (cells < 0).any() or (cells >= self.n_cells).any():
             lo = first_index
-            raise CytoInputError(f"The label file's column '{cell_column}' has values that are not cell indices "
-                                 f"{lo}–{self.n_cells - 1 + lo:,} of this dataset ({first_index}-based).")
+            raise CytoInputError(f"The label file's column {quoted(cell_column)} has values that are not cell "
+                                 f"indices {lo}–{self.n_cells - 1 + lo:,} of this dataset ({first_index}-based).")
         return self._import(cells.to_numpy(np.int64), names[keep].astype(str).str.strip().to_numpy())
 
     def import_annotation(

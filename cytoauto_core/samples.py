@@ -11,13 +11,16 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
-from .errors import CytoInputError
+from .errors import CytoInputError, first_line, quoted
+from .io.csv_reader import SNIFF_BYTES, check_table_head
 from .storage import atomic_write_json, read_json
 from .workspace import Workspace
 
 SAMPLE = "sample"
 DEFAULT_COLUMNS = (SAMPLE, "condition", "patient", "batch")
 FILE_NAME = "sample_metadata.json"
+MAX_BYTES = 10 << 20  # a table of one row per sample; every cell becomes a Python string (~50 bytes each)
+MAX_COLUMNS = 200
 
 
 def template(samples: list[str], existing: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -58,7 +61,11 @@ def validate(table: pd.DataFrame, samples: list[str], source: str = "the sample 
 
 
 def read_table(data: bytes, file_name: str, samples: list[str]) -> pd.DataFrame:
-    """Parse an uploaded CSV/TSV sample table (every value kept as text) and validate it."""
+    """Parse an uploaded CSV/TSV sample table (every value kept as text) and validate it; one too large or too wide
+    for a sample table is refused before it is parsed."""
+    if len(data) > MAX_BYTES:
+        raise CytoInputError(f"'{file_name}' holds {len(data) / (1 << 20):,.0f} MB; a sample table (one row per sample) "
+                             f"of at most {MAX_BYTES >> 20} MB can be read.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -66,13 +73,14 @@ def read_table(data: bytes, file_name: str, samples: list[str]) -> pd.DataFrame:
     if not text.strip():
         raise CytoInputError(f"'{file_name}' is empty.")
     try:
-        delimiter = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t").delimiter
+        delimiter = csv.Sniffer().sniff(text[:SNIFF_BYTES].splitlines()[0], delimiters=",;\t").delimiter
     except csv.Error:
         delimiter = ","
+    check_table_head(data[:SNIFF_BYTES], len(data) <= SNIFF_BYTES, file_name, delimiter, MAX_COLUMNS)
     try:
         cells = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, header=None)
     except (pd.errors.ParserError, ValueError) as exc:
-        raise CytoInputError(f"'{file_name}' could not be read as a table ({exc}).") from exc
+        raise CytoInputError(f"'{file_name}' could not be read as a table ({first_line(exc)}).") from exc
     header = cells.iloc[0].tolist()  # read as a row, so repeated or empty names reach validate as written
     return validate(pd.DataFrame(cells.iloc[1:].to_numpy(), columns=header), samples, f"'{file_name}'")
 
@@ -122,6 +130,6 @@ def _resolver(samples: list[str], source: str):
             return name
         if len(stems.get(name, [])) == 1:
             return stems[name][0]
-        raise CytoInputError(f"{source} names sample '{name}', which is not in this dataset.")
+        raise CytoInputError(f"{source} names sample {quoted(name)}, which is not in this dataset.")
 
     return resolve

@@ -64,6 +64,25 @@ def remove_stale_temp_files(root: Path, older_than_s: float) -> list[Path]:
 
 
 @contextmanager
+def directory_lock(folder: Path, exclusive: bool = True, wait: bool = True) -> Iterator[bool]:
+    """Hold a lock on the folder itself (no lock file inside it, so a listing of it sees none): shared or exclusive.
+    Yields True once held; with `wait` off, yields False at once (holding nothing) while another holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def folder_lock(folder: Path, exclusive: bool = True) -> Iterator[None]:
     """Hold `folder`/lock: writers alone, readers shared, so no writer removes a file a reader is about to open."""
     folder.mkdir(parents=True, exist_ok=True)

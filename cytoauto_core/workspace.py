@@ -3,12 +3,16 @@
 Layout: ROOT/datasets/<hash>/{events.npy, sample_ids.npy, annotations.parquet, dataset.json,
 settings.json, labels/, arrays/}, ROOT/models/<bundle>/, ROOT/uploads/ (transient).
 Events are memory-mapped on load, so opening a million-cell dataset copies nothing.
+
+add_dataset writes each file atomically and dataset.json last, so a folder with a dataset.json holds a complete
+dataset; one a kill left without it is deleted when a workspace is next opened (see _remove_unfinished_datasets).
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -19,13 +23,15 @@ import pandas as pd
 
 from .dataset import Channel, Dataset, Spillover
 from .errors import CytoInputError
-from .storage import atomic_file, atomic_save_npy, atomic_write_json, read_json, remove_stale_temp_files
+from .storage import (atomic_file, atomic_save_npy, atomic_write_json, directory_lock, is_temp_file, read_json,
+                      remove_stale_temp_files)
 
 log = logging.getLogger(__name__)
 ENV_VAR = "CYTOAUTO_WORKSPACE"
 STALE_S = 3600.0  # temp files and uploads untouched this long belong to a write or upload that was killed
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
+_WRITTEN_FIRST = {"events.npy", "sample_ids.npy", "annotations.parquet"}  # what add_dataset writes before dataset.json
 
 
 @dataclass
@@ -69,6 +75,31 @@ class Workspace:
                 continue
         if removed:
             log.warning("Removed %d file(s) left by interrupted writes or uploads under %s.", len(removed), self.root)
+        folders = self._remove_unfinished_datasets()
+        if folders:
+            log.warning("Removed %d dataset folder(s) that interrupted loads left without dataset.json under %s.",
+                        len(folders), self.root)
+
+    def _remove_unfinished_datasets(self) -> list[Path]:
+        """Delete dataset folders a kill left between add_dataset's first file and its dataset.json, untouched for
+        STALE_S. Only while no add_dataset is writing (they share a lock on datasets/ that this takes alone, so a
+        busy workspace is cleaned at its next opening), and only folders that hold nothing but those first files:
+        labels or settings beside them are kept."""
+        datasets = self.root / "datasets"
+        with directory_lock(datasets, exclusive=True, wait=False) as alone:
+            if not alone:
+                return []
+            cutoff = time.time() - STALE_S
+            removed = []
+            for folder in datasets.iterdir():
+                if self.is_key(folder.name) and _unfinished(folder) and _last_change(folder) < cutoff:
+                    try:
+                        shutil.rmtree(folder)
+                    except OSError as exc:
+                        log.warning("Could not remove the unfinished dataset folder %s (%s).", folder, exc)
+                        continue
+                    removed.append(folder)
+            return removed
 
     @staticmethod
     def is_key(key: object) -> bool:
@@ -96,24 +127,25 @@ class Workspace:
         folder = self.dataset_dir(key)
         if self._record(folder) is not None:
             return key
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(folder / "events.npy", dataset.events)
-        atomic_save_npy(folder / "sample_ids.npy", np.asarray(dataset.sample_ids, dtype=np.int32))
-        annotations = dataset.annotations.copy()
-        annotations.columns = [str(c) for c in annotations.columns]
-        with atomic_file(folder / "annotations.parquet") as handle:
-            annotations.to_parquet(handle, index=False)
-        spill = dataset.spillover
-        atomic_write_json(folder / "dataset.json", {
-            "name": dataset.name,
-            "n_cells": dataset.n_cells,
-            "channels": [asdict(c) for c in dataset.channels],
-            "samples": dataset.samples,
-            "spillover": None if spill is None else {"channels": spill.channels, "matrix": spill.matrix.tolist()},
-            "metadata": dataset.metadata,
-            "warnings": dataset.warnings,
-            "created": time.time(),
-        })
+        with directory_lock(self.root / "datasets", exclusive=False):  # no clean-up removes the folder meanwhile
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_save_npy(folder / "events.npy", dataset.events)
+            atomic_save_npy(folder / "sample_ids.npy", np.asarray(dataset.sample_ids, dtype=np.int32))
+            annotations = dataset.annotations.copy()
+            annotations.columns = [str(c) for c in annotations.columns]
+            with atomic_file(folder / "annotations.parquet") as handle:
+                annotations.to_parquet(handle, index=False)
+            spill = dataset.spillover
+            atomic_write_json(folder / "dataset.json", {  # last: its presence means every file above is complete
+                "name": dataset.name,
+                "n_cells": dataset.n_cells,
+                "channels": [asdict(c) for c in dataset.channels],
+                "samples": dataset.samples,
+                "spillover": None if spill is None else {"channels": spill.channels, "matrix": spill.matrix.tolist()},
+                "metadata": dataset.metadata,
+                "warnings": dataset.warnings,
+                "created": time.time(),
+            })
         return key
 
     def has_dataset(self, key: object) -> bool:
@@ -210,3 +242,24 @@ class Workspace:
 
     def labels_dir(self, key: str) -> Path:
         return self.dataset_dir(key) / "labels"
+
+
+def _unfinished(folder: Path) -> bool:
+    """Whether `folder` is a dataset folder without dataset.json holding only files add_dataset writes before it."""
+    try:
+        entries = list(folder.iterdir())
+    except (NotADirectoryError, FileNotFoundError):
+        return False
+    return not (folder / "dataset.json").exists() and all(
+        (e.name in _WRITTEN_FIRST or is_temp_file(e)) and e.is_file() and not e.is_symlink() for e in entries)
+
+
+def _last_change(folder: Path) -> float:
+    """The newest modification time of `folder` and the files in it (a write in progress keeps it recent)."""
+    times = [folder.lstat().st_mtime]
+    for entry in folder.iterdir():
+        try:
+            times.append(entry.lstat().st_mtime)
+        except FileNotFoundError:
+            continue
+    return max(times)

@@ -8,6 +8,7 @@ from cytoauto_core.clustering.profile import central_cells, cluster_medians, sim
 from cytoauto_core.errors import CytoInputError
 from ui import maps, state
 from ui.plots import cluster_heatmap_figure, scatter_figure
+from ui.text import literal
 from ui.widgets import job_panel
 
 key, dataset = state.current_dataset()
@@ -44,7 +45,7 @@ if current is None:
     st.stop()
 if current.features != list(spec.features):
     st.warning("These clusters were made on other features than the ones now chosen on the Data page; cluster again to use them.")
-st.caption(current.description)
+st.caption(literal(current.description))
 sizes = current.sizes()
 
 
@@ -73,7 +74,7 @@ def _act(action, *args):
     try:
         return action(*args)
     except CytoInputError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
         return None
 
 
@@ -94,7 +95,8 @@ with name_col:
             if pid is not None and _act(labels.assign, cells, pid) is not None:
                 _act(clusters_store.rename, selected, population.strip())
                 st.session_state[SELECTED] = []
-                st.session_state[NAMED] = f"Labelled {cells.size:,} cells as {population.strip()}; train a model on the **Train** page."
+                st.session_state[NAMED] = (f"Labelled {cells.size:,} cells as {literal(population.strip())}; "
+                                           "train a model on the **Train** page.")
                 st.rerun()
     if NAMED in st.session_state:
         st.success(st.session_state.pop(NAMED))

@@ -12,6 +12,7 @@ from cytoauto_core.report import (ModelSummary, abundance_bars, abundance_box, m
 from ui import state
 from ui.quality import NO_BUNDLE, bundle_meta, quality_table, show_quality
 from ui.results import load_result
+from ui.text import literal
 
 UNPAIRED = "no pairing"
 
@@ -27,7 +28,7 @@ st.subheader("Samples and conditions")
 try:
     stored = samples.load(workspace, key, dataset.samples)
 except CytoInputError as exc:
-    st.warning(f"{exc} Fill the table in again below.")
+    st.warning(f"{literal(exc)} Fill the table in again below.")
     stored = None
 version = st.session_state.setdefault(f"sample-table-version-{key}", 0)
 
@@ -49,7 +50,7 @@ with left:
         try:
             _store(samples.read_table(upload.getvalue(), upload.name, dataset.samples))
         except CytoInputError as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
 with right:
     new_column = st.text_input("Add a column", placeholder="e.g. timepoint")
 draft = samples.template(dataset.samples, stored)
@@ -62,7 +63,7 @@ if st.button("Save sample table", type="primary"):
     try:
         _store(samples.validate(edited, dataset.samples))
     except CytoInputError as exc:
-        st.error(str(exc))
+        st.error(literal(exc))
 st.download_button("Download the sample table (CSV)", edited.to_csv(index=False), file_name="samples.csv",
                    mime="text/csv")
 
@@ -98,23 +99,23 @@ st.download_button("Download counts and percentages (CSV)", csv_bytes(long), fil
 
 st.subheader("Differential abundance")
 if len(conditions) < 2:
-    st.info(f"Column '{column}' holds one value only; give the samples at least two {column}s to compare.")
+    st.info(literal(f"Column '{column}' holds one value only; give the samples at least two {column}s to compare."))
     st.stop()
 c1, c2, c3 = st.columns(3)
-target = c1.selectbox(f"Compare {column}", conditions, index=1)
+target = c1.selectbox(f"Compare {literal(column)}", conditions, index=1)
 reference = c2.selectbox("with", [v for v in conditions if v != target])
 pair = c3.selectbox("paired by", [UNPAIRED] + [c for c in groupings if c != column],
                     index=1 if "patient" in groupings and column != "patient" else 0)
 design = Design(column, reference, target, None if pair == UNPAIRED else pair)
-st.markdown(f"**{design.sentence()}**")
+st.markdown(f"**{literal(design.sentence())}**")
 try:
     da = differential_abundance(counts, stored, design)
 except CytoInputError as exc:
-    st.error(str(exc))
+    st.error(literal(exc))
     st.stop()
 for note in da.attrs["notes"]:
-    st.caption(note)
-st.caption(method_sentence(design))
+    st.caption(literal(note))
+st.caption(literal(method_sentence(design)))
 figure = volcano(da, design)
 if figure is not None:
     st.plotly_chart(figure, key="compare-volcano")

@@ -7,6 +7,7 @@ import streamlit as st
 from cytoauto_core.stats import channel_stats, correlation, per_sample_stats
 from ui import state
 from ui.plots import box_figure, heatmap_figure, histogram_figure
+from ui.text import literal
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
@@ -32,7 +33,7 @@ st.subheader("Per-channel statistics (after the transform)")
 st.dataframe(stats, width="stretch", height=min(600, 36 * len(stats) + 40))
 flagged = stats.index[stats["heavy_skew"] | stats["heavy_kurtosis"]].tolist()
 if flagged:
-    st.info(f"Heavy skew or kurtosis in: {', '.join(map(str, flagged))}. Check the cofactor for these channels.")
+    st.info(f"Heavy skew or kurtosis in: {literal(', '.join(map(str, flagged)))}. Check the cofactor for these channels.")
 
 st.subheader("Distributions: raw and transformed")
 chosen = st.multiselect("Channels", markers, default=markers[:3], max_selections=8)

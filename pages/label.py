@@ -14,10 +14,11 @@ from cytoauto_core.biaxial import default_axes, point_density
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.io.flowjo import WorkspaceGates
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
-from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, Assignment
+from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, Assignment, read_label_file
 from cytoauto_core.selection import cells_in_selection
 from ui import maps, state, suggest_panel
 from ui.plots import heatmap_figure, scatter_figure
+from ui.text import literal
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
@@ -94,8 +95,8 @@ def labelling() -> None:
         c1, c2 = st.columns(2)
         mx = c1.selectbox("x marker", markers, index=first)
         my = c2.selectbox("y marker", markers, index=second)
-        st.caption(f"Default axes: {markers[first]} and {markers[second]}, the two markers with the widest spread "
-                   "(highest variance of the transformed values).")
+        st.caption(f"Default axes: {literal(markers[first])} and {literal(markers[second])}, the two markers with the "
+                   "widest spread (highest variance of the transformed values).")
         xy = x[:, [markers.index(mx), markers.index(my)]]
         axis, plot_name = (mx, my), f"{mx}-vs-{my}"
 
@@ -134,7 +135,7 @@ def labelling() -> None:
             st.session_state["selection_ms"] = (time.perf_counter() - started) * 1000
         selected = cached[1]
 
-    where = f" of {names[within]}" if members is not None else ""
+    where = f" of {literal(names[within])}" if members is not None else ""
     st.markdown(f"**{selected.size:,} cells selected**{where} (every cell inside the shape, drawn or not)")
     left, right = st.columns([2, 3])
     with left:
@@ -180,11 +181,11 @@ def labelling() -> None:
                     _act(store.delete, target)
                     st.rerun(scope="fragment")
         if "label_error" in st.session_state:
-            st.error(st.session_state.pop("label_error"))
+            st.error(literal(st.session_state.pop("label_error")))
         if "label_notice" in st.session_state:
-            st.info(st.session_state.pop("label_notice"))
+            st.info(literal(st.session_state.pop("label_notice")))
         if "label_warning" in st.session_state:
-            st.warning(st.session_state.pop("label_warning"))
+            st.warning(literal(st.session_state.pop("label_warning")))
     with right:
         population_table(labels)
     suggest_panel.panel(key, x, store, np.asarray(xy), rows, axis)
@@ -206,7 +207,8 @@ def population_table(labels: np.ndarray) -> None:
                "% of parent is of that parent's cells; a top-level population's parent is all cells.")
     few = tree.loc[~tree["enough_for_training"], "name"].tolist()
     if few:
-        st.warning(f"Too few labelled cells to train (fewer than {MIN_LABELS_FOR_TRAINING}): {', '.join(few)}.")
+        st.warning(f"Too few labelled cells to train (fewer than {MIN_LABELS_FOR_TRAINING}): "
+                   f"{literal(', '.join(few))}.")
     labelled = tree[tree["own_cells"] > 0]
     if not labelled.empty:
         rng = np.random.default_rng(0)
@@ -251,13 +253,12 @@ with from_csv:
                               help="Any CSV with one row per labelled cell: choose its cell-index and population columns.")
     if upload is not None:
         try:
-            frame = pd.read_csv(upload)
-        except (ValueError, pd.errors.ParserError):
+            frame = read_label_file(upload, upload.name)
+        except CytoInputError as exc:
             frame = None
-            st.error(f"'{upload.name}' could not be read as CSV.")
+            st.error(literal(exc))
         if frame is not None:
-            columns = [str(c) for c in frame.columns]
-            frame.columns = columns
+            columns = list(frame.columns)
             c1, c2, c3 = st.columns(3)
             cell_column = c1.selectbox("Cell index column", columns,
                                        index=columns.index("cell_index") if "cell_index" in columns else 0)
@@ -269,12 +270,12 @@ with from_csv:
                 try:
                     n = store.import_frame(frame, cell_column, pop_column, first_index=base)
                 except CytoInputError as exc:
-                    st.error(str(exc))
+                    st.error(literal(exc))
                 else:
                     st.session_state["csv-done"] = f"Imported labels for {n:,} cells from '{upload.name}'."
                     st.rerun()
     if "csv-done" in st.session_state:
-        st.success(st.session_state.pop("csv-done"))
+        st.success(literal(st.session_state.pop("csv-done")))
 with from_annotation:
     columns = list(dataset.annotations.columns)
     if columns:
@@ -284,7 +285,7 @@ with from_annotation:
         seed = st.number_input("Sampling seed", 0, 2**31 - 1, 0)
         if st.button("Import from annotation"):
             n = store.import_annotation(dataset.annotations[column].to_numpy(), per_pop or None, int(seed))
-            st.success(f"Labelled {n:,} cells from '{column}' (seed {seed}).")
+            st.success(f"Labelled {n:,} cells from '{literal(column)}' (seed {seed}).")
             st.rerun()
     else:
         st.caption("This dataset has no annotation column to import from.")
@@ -295,7 +296,7 @@ with from_flowjo:
         try:
             listed = _wsp_gates(wsp)
         except CytoInputError as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
         else:
             chosen = st.multiselect("Gates that become populations", listed.gates, default=listed.leaves,
                                     help="The leaf gates by default. A cell in two chosen gates stays unlabelled.")
@@ -308,7 +309,7 @@ with from_flowjo:
                     with _saved(wsp) as wsp_path:
                         gated = dataset_gate_labels(wsp_path, dataset, chosen)
                 except CytoInputError as exc:
-                    st.error(str(exc))
+                    st.error(literal(exc))
                 else:
                     n = store.import_annotation(gate_names(gated), per_gate or None, int(gate_seed))
                     counts = ", ".join(f"{min(c, per_gate) if per_gate else c:,} {name}"
@@ -319,7 +320,7 @@ with from_flowjo:
                            if gated.overlaps else " No cell lies in two chosen gates."))
                     st.rerun()
             if "wsp-done" in st.session_state:
-                st.success(st.session_state.pop("wsp-done"))
+                st.success(literal(st.session_state.pop("wsp-done")))
 with export:
     st.download_button("Download labels (CSV)", store.to_frame().to_csv(index=False),
                        file_name=f"{dataset.name}_labels.csv", mime="text/csv")

@@ -6,6 +6,7 @@ from cytoauto_core.embeddings import EmbeddingParams
 from ui import maps, state
 from ui.plots import scatter_figure
 from ui.results import load_result
+from ui.text import literal
 from ui.widgets import job_panel
 
 key, dataset = state.current_dataset()
@@ -34,7 +35,7 @@ if picked is None:
     st.info("No map yet: choose a method and press **Compute map**. It runs in the background; you can switch pages meanwhile.")
     st.stop()
 name, coords, meta = picked
-st.caption(meta["description"])
+st.caption(literal(meta["description"]))
 store = state.label_store(key, dataset)
 result = load_result(key)
 clustering = state.cluster_store(key, dataset).current()

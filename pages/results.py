@@ -20,6 +20,7 @@ from ui import maps, state, unknown_panel
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR, heatmap_figure, scatter_figure
 from ui.quality import bundle_meta, quality_table, show_quality
 from ui.results import apply_bundle, load_result, rejection_text, saved_bundles
+from ui.text import literal
 from ui.widgets import show_error
 
 PREPARED = "results-prepared"  # format → (what made it, file bytes)
@@ -54,10 +55,10 @@ if result is None:
     st.stop()
 
 meta = result.meta
-origin = (f"applied from saved model '{meta['applied_from']}'" if meta.get("applied_from")
+origin = (f"applied from saved model '{literal(meta['applied_from'])}'" if meta.get("applied_from")
           else f"trained on {meta['n_labelled']:,} labelled cells")
-st.caption(f"Model **{meta['model']}** (bundle {meta['bundle_hash'][:12]}, seed {meta['seed']}), {origin} "
-           f"of {len(meta['class_ids'])} populations.")
+st.caption(f"Model **{literal(meta['model'])}** (bundle {literal(meta['bundle_hash'][:12])}, seed "
+           f"{literal(meta['seed'])}), {origin} of {len(meta['class_ids'])} populations.")
 t1, t2 = st.columns([3, 1])
 threshold = t1.slider("Confidence threshold (cells below it are 'unassigned')", 0.0, 1.0,
                       float(meta.get("threshold", 0.5)), 0.05)
@@ -87,7 +88,7 @@ except CytoInputError:  # a damaged clustering is the Cluster page's to report
 forced = forced_notice(cells.population_id, names, store.labels(), {p.id: p.name for p in store.populations()},
                        None if clustering is None else clustering.sizes())
 if forced:
-    st.warning(forced)
+    st.warning(literal(forced))
     st.page_link("pages/label.py", label="Name more populations on the Label page", icon=":material/ads_click:")
 
 st.subheader("Populations on the map")

@@ -9,6 +9,7 @@ from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state
 from ui.results import load_result, rejection_text, save_result
+from ui.text import literal
 from ui.widgets import job_panel
 
 VIME_PARTS = """
@@ -103,17 +104,18 @@ if job is not None and job.status == "done":
 result = load_result(key)
 if result is not None:
     if "applied_from" in result.meta:
-        st.caption(f"Current result: the saved model '{result.meta['applied_from']}' (bundle "
-                   f"{result.meta['bundle_hash'][:12]}), applied on the **Results** page; train here to compare "
+        st.caption(f"Current result: the saved model '{literal(result.meta['applied_from'])}' (bundle "
+                   f"{literal(result.meta['bundle_hash'][:12])}), applied on the **Results** page; train here to compare "
                    "models on your labels.")
     else:
         st.subheader("Model comparison on your labels")
         table = pd.DataFrame(result.meta["metrics"]).T
         st.dataframe(table.style.format(precision=3), width="stretch")
-        st.caption(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed {result.meta['seed']} · "
-                   f"applied model: {result.meta['model']} (bundle {result.meta['bundle_hash'][:12]})")
+        st.caption(literal(f"Scheme: {table['scheme'].iloc[0] if 'scheme' in table else 'n/a'} · seed "
+                           f"{result.meta['seed']} · applied model: {result.meta['model']} "
+                           f"(bundle {result.meta['bundle_hash'][:12]})"))
         if result.meta.get("weights"):
-            st.caption(f"{result.meta['model']} weighs its parts: {result.meta['weights']}.")
+            st.caption(literal(f"{result.meta['model']} weighs its parts: {result.meta['weights']}."))
         if "scheme" in table and "CV" in str(table["scheme"].iloc[0]):
             st.caption("With few labels each model is scored on a handful of held-out labelled cells per population, "
                        "every population counted equally, so these scores differ by chance more than the models do; "

@@ -1,6 +1,8 @@
 """FlowJo gates applied to a dataset already loaded in the app, against the dev suite README's counts."""
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,3 +49,17 @@ def test_files_the_workspace_does_not_describe_are_one_sentence():
     single = read_files([BAL / "68983.fcs"])
     with pytest.raises(CytoInputError, match=r"^'68983.fcs' is not a sample of the FlowJo workspace"):
         dataset_gates(next(COVID.glob("*.wsp")), single)
+
+
+@pytest.mark.parametrize("sample, shown", [("../../../escape.fcs", "escape.fcs"), ("..", "sample 1.fcs"),
+                                           ("x" * 300 + ".fcs", "sample 1.fcs")])
+def test_a_sample_name_never_becomes_a_path_outside_the_temporary_folder(tmp_path, monkeypatch, sample, shown):
+    """Sample names come from uploads: only their last part names a temporary file, and one no file can have
+    becomes a plain name, so the workspace's refusal is the one sentence."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "deep" / "er"))
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    dataset = read_files([BAL / "68983.fcs"], display_names=[sample])
+    with pytest.raises(CytoInputError, match=rf"^'{shown}' is not a sample of the FlowJo workspace 'gating.wsp'"):
+        dataset_gates(BAL / "gating.wsp", dataset)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "er"], "nothing written beside the temp folder"

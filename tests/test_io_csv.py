@@ -1,6 +1,8 @@
 """CSV/TSV reading and multi-file loading: real Levine tables, delimiters, bad rows and refusals."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,28 @@ def test_missing_final_line_break_is_a_warning(tmp_path):
     ds = read_csv(write_text(tmp_path, "c.csv", "A,B\n1,2\n3,4"))
     np.testing.assert_array_equal(ds.events, [[1, 2], [3, 4]])
     assert ds.warnings == ["'c.csv' does not end with a line break, so its last row may be cut short."]
+
+
+@pytest.mark.parametrize("sep", [",", " ", ";"])
+@pytest.mark.parametrize("shape", ["wide header", "long first row", "long later row"])
+def test_millions_of_fields_are_refused_at_once(tmp_path, sep, shape):
+    """A header of 2 million names (a 14 MB file took minutes and over 5 GB as a whitespace table), or a short
+    header with a row of 2 million values, is refused within a second."""
+    many = sep.join(["1,5" if sep == ";" else "1"] * 2_000_000)
+    text = {"wide header": sep.join(f"c{i}" for i in range(2_000_000)) + "\n" + many,
+            "long first row": f"a{sep}b\n{many}",
+            "long later row": f"a{sep}b\n{'1,5;2' if sep == ';' else f'1{sep}2'}\n{many}"}[shape]
+    path = write_text(tmp_path, "wide.csv", text + "\n")
+    started = time.perf_counter()
+    with pytest.raises(CytoInputError) as refused:
+        read_csv(path)
+    assert time.perf_counter() - started < 2
+    assert str(refused.value).startswith("'wide.csv' ") and "\n" not in str(refused.value)
+
+
+def test_r_row_names_stay_out_of_the_channels(tmp_path):
+    """R's write.table(sep = ' ') writes one field more per row than names in the header: the row names."""
+    ds = read_csv(write_text(tmp_path, "r.txt", '"CD3" "CD4"\n"1" 1.5 2\n"2" 3 4\n'))
+    assert ds.channel_names == ['"CD3"', '"CD4"'] and ds.events.tolist() == [[1.5, 2], [3, 4]]
+    one = read_csv(write_text(tmp_path, "one.txt", "CD3 CD4\nr1 1.5 2\n"))
+    assert one.channel_names == ["CD3", "CD4"] and one.events.tolist() == [[1.5, 2]]

@@ -401,3 +401,41 @@ def test_data_sets_claiming_the_same_bytes_are_refused(tmp_path):
     with pytest.raises(CytoInputError) as exc:
         read_fcs(path)
     assert "claim more event bytes than the file holds" in _sentence(exc, "nested.fcs")
+
+
+def test_gain_applies_to_linear_channels_only_as_fcs_31_says(tmp_path):
+    """A Guava easyCyte-style float file: 'RED-HLog' is log-amplified ($P2E 4,1) with $P2G 117.6. The gain is not
+    applied (2.41 stays 2.41, where the reader used to give 2.41 / 117.6 = 0.0205), the linear 'FSC-HLin' is divided
+    by its gain, and a warning says which channel FlowKit and flowio read differently. The same holds for integer
+    data: the log channel is linearised and not divided."""
+    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "F", "$MODE": "L", "$NEXTDATA": "0", "$PAR": "3", "$TOT": "2",
+          "$CYT": "Guava easyCyte"}
+    for i, (name, amplification, gain) in enumerate([("FSC-HLin", "0,0", "2"), ("RED-HLog", "4,1", "117.6"),
+                                                     ("Time", "0,0", "0.01")], start=1):
+        kw |= {f"$P{i}N": name, f"$P{i}B": "32", f"$P{i}R": "65536", f"$P{i}E": amplification, f"$P{i}G": gain}
+    path = tmp_path / "guava.fcs"
+    path.write_bytes(build_fcs(kw | {"$TIMESTEP": "0.01"}, np.array([[100, 2.41, 5], [300, 1.0, 7]], "<f4").tobytes()))
+    ds = read_fcs(path)
+    np.testing.assert_array_equal(ds.events[:, 1], np.array([2.41, 1.0], np.float32))
+    np.testing.assert_array_equal(ds.events[:, 0], [50, 150])
+    np.testing.assert_allclose(ds.events[:, 2], [0.05, 0.07], rtol=1e-6)
+    assert ds.warnings == ["'guava.fcs' gives gains ($PnG) for log-amplified channels 'RED-HLog' ('117.6'); FCS 3.1 "
+                           "applies a gain to linear channels only, so their values were not divided by it (FlowKit "
+                           "and flowio divide them)."]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flowio_value = flowio.FlowData(path).as_array(preprocess=True)[0, 1]
+    assert flowio_value == pytest.approx(10 ** (4 * 2.41 / 65536) / 117.6), "flowio linearises and divides"
+
+    ints = int_keywords([16, 16], [1024, 1024], 1) | {"$P1E": "4,1", "$P1G": "10", "$P2G": "4"}
+    (tmp_path / "i.fcs").write_bytes(build_fcs(ints, np.array([[512, 40]], "<u2").tobytes()))
+    ds = read_fcs(tmp_path / "i.fcs")
+    np.testing.assert_allclose(ds.events[0], [10 ** (4 * 512 / 1024), 10], rtol=1e-6)
+    assert "log-amplified channels 'Ch1' ('10')" in ds.warnings[0]
+
+
+def test_a_long_keyword_value_is_quoted_short(tmp_path):
+    with pytest.raises(CytoInputError) as exc:
+        read_fcs(_edited(tmp_path, _MODE="U" * 5000 + "\n"))
+    msg = _sentence(exc, "e.fcs")
+    assert f"$MODE '{'U' * 60}…'" in msg and len(msg) < 160

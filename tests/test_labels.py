@@ -1,6 +1,7 @@
 """The label store: actions, undo/redo, persistence and concurrent writers."""
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import LabelStore
+from cytoauto_core.labels import LabelStore, read_label_file
 
 
 def test_assign_counts_and_persistence(tmp_path):
@@ -168,3 +169,18 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         p.join()
     assert (store.labels() >= 0).sum() == 400
     assert store.version() == 41
+
+
+def test_label_files_that_would_blow_up_or_name_huge_cells_are_one_sentence(tmp_path):
+    """A header of 2 million columns or a row of 2 million values is refused before pandas reads it; cell indices
+    far beyond the dataset (10^30, 1e300) are compared, never used to size anything."""
+    many = ",".join(["1"] * 2_000_000)
+    for text in (many.replace("1", "c") + "\n1\n", f"cell_index,population\n{many}\n",
+                 f"cell_index,population\n1,T\n{many}\n"):
+        with pytest.raises(CytoInputError, match=r"^'big.csv' "):
+            read_label_file(io.BytesIO(text.encode()), "big.csv")
+    frame = read_label_file(io.BytesIO(b"cell_index,population\n1,T\n" + b"1" * 31 + b",B\n1e300,B\n"), "huge.csv")
+    store = LabelStore(tmp_path, 10)
+    with pytest.raises(CytoInputError, match=r"^The label file's column 'cell_index' has values that are not cell "):
+        store.import_frame(frame)
+    assert store.labels().tolist() == [-1] * 10

@@ -86,3 +86,20 @@ def test_table_edited_in_the_page_is_saved_atomically_and_reloaded(study, worksp
     assert refilled["batch"].tolist() == published["batch_in_filename"].tolist()
     with pytest.raises(CytoInputError, match="^The stored sample table has no row for sample 'other.fcs'"):
         samples.load(workspace, key, [*dataset.samples, "other.fcs"])
+
+
+def test_a_table_too_large_or_too_wide_for_a_sample_table_is_refused_before_it_is_parsed(study):
+    """A table of 2 million columns (21 MB with one row) took over 9 GB as a table of strings; such tables are
+    refused before they are parsed."""
+    dataset, _ = study
+    wide = (",".join(f"c{i}" for i in range(2_000_000)) + "\n").encode()
+    with pytest.raises(CytoInputError, match=r"^'wide.csv' holds 16 MB; a sample table \(one row per sample\) of at "
+                                             r"most 10 MB can be read\.$"):
+        samples.read_table(wide, "wide.csv", dataset.samples)
+    with pytest.raises(CytoInputError, match=r"^'wide.csv' has a header row longer than 64 KB, so it was not read\.$"):
+        samples.read_table(wide[:5 << 20], "wide.csv", dataset.samples)
+    with pytest.raises(CytoInputError, match=r"^'wide.csv' has 201 columns; at most 200 can be read\.$"):
+        samples.read_table(("sample" + ",x" * 200 + "\n").encode(), "wide.csv", dataset.samples)
+    long = "s" * 5000
+    with pytest.raises(CytoInputError, match=rf"^'long.csv' names sample '{'s' * 60}…', which is not in this"):
+        samples.read_table(f"sample\n{long}\n".encode(), "long.csv", dataset.samples)

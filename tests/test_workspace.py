@@ -11,7 +11,9 @@ import pytest
 
 from conftest import ROOT
 from cytoauto_core.demo import DEMO_CELLS, make_demo
+from cytoauto_core import storage as storage_module
 from cytoauto_core.errors import CytoInputError
+from cytoauto_core.storage import directory_lock
 from cytoauto_core.workspace import STALE_S, Workspace
 
 
@@ -77,6 +79,66 @@ def test_leftovers_of_killed_writes_are_removed_on_open(workspace_dir, caplog):
     assert [p.exists() for p in stale + fresh] == [False] * len(stale) + [True] * len(fresh)
     assert "Removed 3 file(s) left by interrupted writes or uploads" in caplog.text
     assert np.array_equal(reopened.load_dataset(key).events, make_demo(1_000).events), "real files are kept, old or not"
+
+
+def _kill_after(ws: Workspace, dataset, before: str) -> str:
+    """Store `dataset` as add_dataset does until it starts writing `before`, as a kill there leaves it; its key."""
+    real = storage_module.atomic_file
+
+    def killed(path):
+        if path.name == before:
+            raise KeyboardInterrupt("killed")
+        return real(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage_module, "atomic_file", killed)
+        patch.setattr("cytoauto_core.workspace.atomic_file", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ws.add_dataset(dataset)
+    return dataset.content_hash()
+
+
+def test_a_dataset_folder_a_kill_left_without_dataset_json_is_removed_after_an_hour(workspace_dir, caplog):
+    """A kill after events.npy leaves a folder no listing shows (576 MB in the review); the next opening deletes it
+    once it is an hour old, never sooner, never while any add_dataset writes, and never beside labels or settings."""
+    ws = Workspace()
+    complete = ws.add_dataset(make_demo(1_000, seed=1))
+    old = _kill_after(ws, make_demo(1_000, seed=2), before="dataset.json")
+    assert {p.name for p in ws.dataset_dir(old).iterdir()} == {"events.npy", "sample_ids.npy", "annotations.parquet"}
+    fresh = _kill_after(ws, make_demo(1_000, seed=3), before="sample_ids.npy")
+    labelled = _kill_after(ws, make_demo(1_000, seed=4), before="dataset.json")
+    (ws.dataset_dir(labelled) / "labels").mkdir()
+    empty = ws.dataset_dir("e" * 64)
+    empty.mkdir()
+    for key in (complete, old, labelled, "e" * 64):
+        for path in [ws.dataset_dir(key), *ws.dataset_dir(key).iterdir()]:
+            _age(path, 2 * STALE_S)
+
+    with directory_lock(ws.root / "datasets", exclusive=False):  # an add_dataset writing in another process
+        Workspace(workspace_dir)
+    assert all(ws.dataset_dir(k).exists() for k in (complete, old, fresh, labelled, "e" * 64))
+
+    with caplog.at_level(logging.WARNING, logger="cytoauto_core.workspace"):
+        reopened = Workspace(workspace_dir)
+    assert not ws.dataset_dir(old).exists() and not empty.exists()
+    assert ws.dataset_dir(fresh).exists() and ws.dataset_dir(labelled).exists() and ws.has_dataset(complete)
+    assert "Removed 2 dataset folder(s) that interrupted loads left without dataset.json" in caplog.text
+    assert reopened.add_dataset(make_demo(1_000, seed=2)) == old and reopened.has_dataset(old), "it can be loaded again"
+
+
+def test_add_dataset_writes_dataset_json_last(workspace_dir, monkeypatch):
+    """Every file is complete (written atomically) before dataset.json, whose presence marks a complete dataset."""
+    written = []
+    real = storage_module.atomic_file
+
+    def recorded(path):
+        written.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(storage_module, "atomic_file", recorded)
+    monkeypatch.setattr("cytoauto_core.workspace.atomic_file", recorded)
+    Workspace().add_dataset(make_demo(1_000))
+    assert written == ["events.npy", "sample_ids.npy", "annotations.parquet", "dataset.json"]
 
 
 def test_unreadable_entries_are_skipped_with_a_warning(workspace_dir, caplog):

@@ -11,6 +11,7 @@ from cytoauto_core.storage import read_json
 from cytoauto_core.transforms import TransformSpec
 from ui import state
 from ui.results import SHIPPED_MODELS, StoredResult
+from ui.text import literal
 
 NO_BUNDLE = "The model's bundle is no longer in the workspace, so marker drift cannot be measured."
 
@@ -36,7 +37,7 @@ def show_quality(quality: pd.DataFrame | None) -> None:
     flagged = quality.loc[quality["drift_flag"].fillna(False).astype(bool), "sample"].tolist()
     if flagged:
         st.warning(f"{len(flagged)} sample(s) look unlike the data the model was trained on (marker drift out of "
-                   f"range): {', '.join(flagged[:3])}{' …' if len(flagged) > 3 else ''}; check their labels first.")
+                   f"range): {literal(', '.join(flagged[:3]))}{' …' if len(flagged) > 3 else ''}; check their labels first.")
     st.dataframe(quality, hide_index=True, width="stretch")
     st.caption("Drift: how far the sample's worst marker distribution moved from the training data's (mean quantile "
                "shift in units of its 2–98 % range); flagged above the range the training samples themselves show.")

@@ -10,6 +10,7 @@ from cytoauto_core.dataset import Dataset
 from cytoauto_core.session import export_session, import_session
 from ui import state
 from ui.results import SHIPPED_MODELS, load_result
+from ui.text import literal
 from ui.widgets import show_error
 
 OPENED = "session-opened"  # the sentence saying what the last import restored, shown after the rerun
@@ -38,7 +39,7 @@ def _made_from(key: str, dataset: Dataset) -> str:
 def session_panel(key: str, dataset: Dataset) -> None:
     with st.expander("Session: save or open settings, labels, maps, clustering and model as one file"):
         if message := st.session_state.pop(OPENED, None):
-            st.success(message)
+            st.success(literal(message))
         st.caption("A session file restores this state on another machine once the same data file is loaded there.")
         made_from = _made_from(key, dataset)
         if st.button("Prepare session file"):

@@ -18,6 +18,7 @@ from cytoauto_core.jobs import Job, JobManager, Progress, ShouldStop, Work
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
 from cytoauto_core.workspace import Workspace, default_root
+from ui.text import literal
 
 QUERY_KEY = "dataset"
 USERS_DIR = "users"
@@ -68,7 +69,7 @@ def _sign_in_page() -> None:
 def account_sidebar() -> None:
     """Who is signed in and a Sign-out button (nothing when sign-in is not used)."""
     if st.user.get("is_logged_in"):
-        st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+        st.caption(f"Signed in as {literal(st.user.get('email') or st.user.get('name') or 'you')}")
         st.button("Sign out", on_click=st.logout)
 
 
@@ -148,7 +149,7 @@ def current_dataset() -> tuple[str, Dataset]:
     except CytoInputError as exc:  # a stored dataset damaged on disk: say so and open the demo instead
         if key == demo_key():
             raise
-        st.warning(str(exc))
+        st.warning(literal(exc))
         select_dataset(demo_key())
         return demo_key(), _load(demo_key())
 

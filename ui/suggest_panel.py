@@ -14,6 +14,7 @@ from cytoauto_core.suggestions import NO_PROPOSAL, Suggestions, candidate_rows, 
 from cytoauto_core.training import DEFAULT_COMPARISON, build_model, trainable_cells
 from ui.plots import UNASSIGNED_COLOR
 from ui.results import load_result
+from ui.text import literal
 
 QUICK_MODEL = DEFAULT_COMPARISON[0]  # the fast baseline fitted when no model has been trained on this dataset yet
 SEED = 0
@@ -86,8 +87,8 @@ def group_row(store: LabelStore, proposal: Proposal, g: int, key: str) -> str | 
     name = proposal.names.get(proposed) if proposed != NO_PROPOSAL else None
     prefix = f"sg-{key}-{proposal.token}-{g}"
     c0, c1, c2, c3, c4 = st.columns([3, 2, 3, 3, 1], vertical_alignment="center")
-    c0.markdown(f"**Group {g + 1}** · {cells.size} cells · model: **{name or 'no proposal'}**")
-    if c1.button(f"Accept {name}" if name else "Accept", key=f"{prefix}-accept", disabled=name is None,
+    c0.markdown(f"**Group {g + 1}** · {cells.size} cells · model: **{literal(name) if name else 'no proposal'}**")
+    if c1.button(f"Accept {literal(name)}" if name else "Accept", key=f"{prefix}-accept", disabled=name is None,
                  type="primary"):
         return name
     others = [p.name for p in store.populations() if p.name != name]
@@ -121,7 +122,7 @@ def panel(key: str, x: np.ndarray, store: LabelStore, xy: np.ndarray, rows: np.n
     proposal: Proposal | None = st.session_state.get(state_key)
     if proposal is None:
         return
-    st.caption(proposal.suggestions.explanation)
+    st.caption(literal(proposal.suggestions.explanation))
     colours = {p.name: p.color for p in store.populations()}
     open_groups = [g for g in range(proposal.suggestions.n_groups) if g not in proposal.answered]
     if not open_groups:
@@ -136,7 +137,7 @@ def panel(key: str, x: np.ndarray, store: LabelStore, xy: np.ndarray, rows: np.n
             try:
                 store.assign(proposal.suggestions.members(g), store.population_named(chosen))
             except CytoInputError as exc:
-                st.error(str(exc))
+                st.error(literal(exc))
                 return
         proposal.answered.add(g)
         st.rerun()

@@ -16,6 +16,7 @@ from cytoauto_core.transforms import TransformSpec
 from cytoauto_core.unknown_groups import SEED_CELLS, UnknownGroups, find_unknown_groups
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR
 from ui.results import StoredResult
+from ui.text import literal
 
 SEED = 0
 HIGHLIGHT = "#d62728"
@@ -57,8 +58,8 @@ def make_population(store: LabelStore, x: np.ndarray, groups: UnknownGroups, g: 
     cells = groups.seed_cells(x, g)
     assignment = store.assign(cells, store.population_named(name))
     verb = "added to" if existed else "labelled as the new population"
-    return (f"The {cells.size} most typical cells of group {g + 1} were {verb} **{name.strip()}**. "
-            f"{assignment.moved_sentence()}").strip()
+    return (f"The {cells.size} most typical cells of group {g + 1} were {verb} **{literal(name.strip())}**. "
+            f"{literal(assignment.moved_sentence())}").strip()
 
 
 def panel(key: str, result: StoredResult, unknown: np.ndarray, rejection: float, x: np.ndarray, spec: TransformSpec,
@@ -102,7 +103,7 @@ def panel(key: str, result: StoredResult, unknown: np.ndarray, rejection: float,
         try:
             sentence = make_population(store, x, groups, chosen, name)
         except CytoInputError as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
             return
         st.session_state.setdefault(MADE, {})[key] = (result.meta["bundle_hash"], sentence)
         st.rerun()

@@ -10,17 +10,19 @@ import streamlit as st
 from cytoauto_core import warmup
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.jobs import Job
+from ui.text import literal
 
 log = logging.getLogger(__name__)
 
 
 def show_error(exc: Exception, what: str) -> None:
-    """Show an error as one sentence; unexpected ones are logged with their traceback, never shown."""
+    """Show an error as one sentence (shown literally: it may quote a file name); unexpected ones are logged with their
+    traceback, never shown."""
     if isinstance(exc, CytoInputError):
-        st.error(str(exc))
+        st.error(literal(exc))
     else:
         log.exception("%s failed", what)
-        st.error(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}).")
+        st.error(literal(f"{what} failed unexpectedly ({type(exc).__name__}: {exc})."))
 
 
 def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> None:
@@ -46,7 +48,7 @@ def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> 
                 st.caption("The server is still warming up after its start (loading TensorFlow, compiling the map "
                            "and clustering code), which can slow this job.")
         elif job.status == "failed":
-            st.error(job.error)
+            st.error(literal(job.error))
         elif job.status == "cancelled":
             after = "" if job.cancel_requested is None or job.finished is None else (
                 f"; it stopped {job.finished - job.cancel_requested:.1f} s after Cancel")

@@ -6,6 +6,7 @@ import csv
 import io
 import re
 from pathlib import Path
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..dataset import Dataset, make_channels, make_unique
-from ..errors import CytoInputError
+from ..errors import CytoInputError, first_line, quoted
 
 SNIFF_BYTES = 64 * 1024
 CHECK_BYTES = 8 << 20
@@ -33,10 +34,14 @@ def read_csv(path: Path, display_name: str | None = None) -> Dataset:
     try:
         _check_utf8(path, name)
         with open(path, "rb") as fh:
-            head = fh.read(SNIFF_BYTES).decode("utf-8-sig", errors="replace")  # only a character cut at the end
+            raw = fh.read(SNIFF_BYTES)
             ends_open = _ends_without_line_break(fh)
     except OSError as exc:
         raise CytoInputError(f"'{name}' could not be opened ({exc.strerror or exc}).") from exc
+    if len(raw) == SNIFF_BYTES and not re.search(rb"[\r\n]", raw.lstrip()):
+        raise CytoInputError(f"'{name}' has a header row longer than {SNIFF_BYTES // 1024} KB (tens of thousands of "
+                             f"columns), so it was not read as a table.")
+    head = raw.decode("utf-8-sig", errors="replace")  # only a character cut at the end
     lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
     if not lines:
         raise CytoInputError(f"'{name}' is empty.")
@@ -48,10 +53,11 @@ def read_csv(path: Path, display_name: str | None = None) -> Dataset:
         if sep and decimal == ".":
             table = _read_arrow(path, sep, columns, lines)
         else:
-            table = pd.read_csv(path, sep=sep or r"\s+", header=0, names=columns, decimal=decimal, engine="c",
-                                encoding="utf-8-sig")
+            table = _read_pandas(path, sep, columns, decimal, lines, name, whole=len(raw) < SNIFF_BYTES)
+    except CytoInputError:
+        raise
     except Exception as exc:  # pyarrow and pandas raise many parser error types; the user needs one sentence
-        raise CytoInputError(f"'{name}' could not be read as a table ({_first_line(exc)}).") from exc
+        raise CytoInputError(f"'{name}' could not be read as a table ({first_line(exc)}).") from exc
     warnings = [f"'{name}' does not end with a line break, so its last row may be cut short."] if ends_open else []
     explained = _recover_numeric_columns(table, decimal, name, warnings)
     numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
@@ -78,6 +84,26 @@ def read_csv(path: Path, display_name: str | None = None) -> Dataset:
         events=events, channels=make_channels(numeric, list(numeric)), samples=[name],
         sample_ids=np.zeros(events.shape[0], np.int32), annotations=annotations, warnings=warnings, name=name,
     )
+
+
+def check_table_head(head: bytes, whole: bool, name: str, delimiter: str, max_columns: int) -> None:
+    """Refuse, before pandas parses it, a delimited table that would make it allocate far more than its size, from
+    its first bytes (`head`; `whole`: they are the whole file): its header row must end within SNIFF_BYTES and hold
+    at most `max_columns` names, and its first row must end there too and hold no more values than the header
+    (pandas would make the extra ones an index, one level each). Later rows longer than the first are refused by
+    pandas' own tokenizer at once."""
+    parts = head[:SNIFF_BYTES].split(b"\n")
+    lines = [p.decode("utf-8-sig", errors="replace").rstrip("\r") for p in (parts if whole else parts[:-1])]
+    rows = list(csv.reader([ln for ln in lines if ln.strip()][:2], delimiter=delimiter))
+    if not rows and head.strip():
+        raise CytoInputError(f"'{name}' has a header row longer than {SNIFF_BYTES // 1024} KB, so it was not read.")
+    if rows and len(rows[0]) > max_columns:
+        raise CytoInputError(f"'{name}' has {len(rows[0]):,} columns; at most {max_columns:,} can be read.")
+    if len(rows) == 1 and not whole:
+        raise CytoInputError(f"'{name}' has a first row longer than {SNIFF_BYTES // 1024} KB, so it was not read.")
+    if len(rows) == 2 and len(rows[1]) > len(rows[0]):
+        raise CytoInputError(f"'{name}' has {len(rows[1]):,} values in its first row but {len(rows[0]):,} names in its "
+                             f"header, so it was not read.")
 
 
 def _check_utf8(path: Path, name: str) -> None:
@@ -132,11 +158,11 @@ def _recover_numeric_columns(table: pd.DataFrame, decimal: str, name: str, warni
         table[col] = number.astype(np.float32)
         first = int(np.flatnonzero(bad)[0]) if bad.any() else None
         if first is not None:
-            shown = _plain(str(values.iloc[first]), 30)
+            shown = quoted(values.iloc[first], 30)
             count = int(bad.sum())
             cells = "1 cell" if count == 1 else f"{count:,} cells"
             what = "is not a number" if count == 1 else "are not numbers"
-            warnings.append(f"'{name}' has {cells} in column {_plain(str(col), 40)} that {what} "
+            warnings.append(f"'{name}' has {cells} in column {quoted(col, 40)} that {what} "
                             f"(the first in row {first + 1} below the header: {shown}); "
                             f"{'its row was' if count == 1 else 'their rows were'} dropped.")
             explained = bad if explained is None else explained | bad
@@ -159,7 +185,9 @@ def _mostly_numbers(sample: pd.Series, decimal: str) -> bool:
 def _read_arrow(path: Path, sep: str, columns: list[str], lines: list[str]) -> pd.DataFrame:
     """Parse with pyarrow straight to float32 for the columns numeric in the first lines (half the memory of float64)."""
     complete_lines = lines[:-1] if len(lines) > 2 else lines  # the last sniffed line may be cut short
-    sample = pd.read_csv(io.StringIO("\n".join(complete_lines)), sep=sep, header=0, names=columns)
+    with catch_warnings():  # a row longer than the header: its extra values are dropped here and pyarrow refuses it
+        simplefilter("ignore", pd.errors.ParserWarning)
+        sample = pd.read_csv(io.StringIO("\n".join(complete_lines)), sep=sep, header=0, names=columns, index_col=False)
     numeric = {c: pa.float32() for c in columns if pd.api.types.is_numeric_dtype(sample[c])
                and not pd.api.types.is_bool_dtype(sample[c])}
     try:
@@ -170,6 +198,30 @@ def _read_arrow(path: Path, sep: str, columns: list[str], lines: list[str]) -> p
         table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
                                parse_options=pacsv.ParseOptions(delimiter=sep))
     return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _read_pandas(path: Path, sep: str | None, columns: list[str], decimal: str, lines: list[str], name: str,
+                 whole: bool) -> pd.DataFrame:
+    """Parse a whitespace- or decimal-comma-separated table with pandas; a row longer than the header is refused.
+
+    pandas makes the extra fields of a first row longer than the header an index, one level per field (a 20 MB file
+    whose rows had 2 million fields took over 5 GB), and converts every field of a long row before it can complain.
+    So the first row must fit in the sniffed lines and hold at most one field more than the header (row names, as
+    R's write.table writes them, become the index); any later row longer than the first is refused by pandas'
+    tokenizer, and the warning index_col=False gives for dropped fields is raised instead, as pyarrow refuses such
+    rows in comma- and tab-separated files. `whole`: `lines` hold the whole file, so its last line is complete."""
+    first = [] if len(lines) < 2 else lines[1].split() if sep is None else next(csv.reader([lines[1]], delimiter=sep))
+    if len(first) > len(columns) + 1:
+        raise CytoInputError(f"'{name}' has {len(first):,} or more values in its first row but {len(columns):,} "
+                             f"names in its header, so it was not read as a table.")
+    if len(lines) <= 2 and not whole:
+        raise CytoInputError(f"'{name}' has a first row longer than {SNIFF_BYTES // 1024} KB, so it was not read as a "
+                             f"table.")
+    row_names = len(first) == len(columns) + 1
+    with catch_warnings():
+        simplefilter("error", pd.errors.ParserWarning)
+        return pd.read_csv(path, sep=sep or r"\s+", header=0, names=columns, decimal=decimal, engine="c",
+                           encoding="utf-8-sig", index_col=None if row_names else False)
 
 
 def _sniff_delimiter(lines: list[str]) -> str | None:
@@ -184,13 +236,3 @@ def _sniff_delimiter(lines: list[str]) -> str | None:
         return best if lines[0].count(best) else None
     return best
 
-
-def _first_line(exc: Exception) -> str:
-    """The first line of a parser's message, without a trailing period, safe to show (no control bytes)."""
-    return _plain((str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip("."), 160, quote=False)
-
-
-def _plain(text: str, limit: int, quote: bool = True) -> str:
-    """Text from the file made safe for a one-line message: control bytes escaped, long text cut."""
-    cut = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit]) + ("…" if len(text) > limit else "")
-    return f"'{cut}'" if quote else cut

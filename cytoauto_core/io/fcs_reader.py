@@ -4,7 +4,8 @@ Every size the file declares is checked against the file's real size before anyt
 and a file whose event layout ($PAR × $TOT × bytes per event against its DATA offsets) does not add up
 is refused; only an off-by-one end offset or padding shorter than one event is read, with a warning.
 Values are preprocessed as flowio/FlowKit do: log channels linearised, linear channels divided by $PnG,
-Time multiplied by $TIMESTEP.
+Time multiplied by $TIMESTEP. One difference: a gain on a log-amplified channel is ignored (with a warning), as
+FCS 3.1 and flowCore have it, where flowio and FlowKit divide by it too (see _apply_gain_and_timestep).
 
 flowio 1.4 is the reference these readings are tested against, but it is not used here: with
 `only_text` it still refuses truncated files before showing their TEXT, it cannot parse blank
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, make_unique
-from ..errors import CytoInputError
+from ..errors import CytoInputError, quoted
 
 HEADER_BYTES = 58
 SCAN_ROWS = 1 << 16
@@ -143,7 +144,7 @@ def _parse_text(raw: bytes, next_byte: bytes, name: str, warnings: list[str]) ->
     if not closed:
         cut = 1 if len(tokens) % 2 else 2  # a cut keyword alone, or a keyword with its cut value
         warnings.append(f"'{name}' has a TEXT segment that does not end with its delimiter, so its last keyword "
-                        f"({_shown(tokens[-cut])}) may be cut short and was ignored.")
+                        f"({quoted(tokens[-cut])}) may be cut short and was ignored.")
         tokens = tokens[:-cut]
     elif len(tokens) % 2:
         warnings.append(f"'{name}' has a TEXT segment whose keywords and values do not pair up (a damaged delimiter "
@@ -174,13 +175,13 @@ def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str, budget: list[in
     t = ds.text
     n_par = _int(t["$PAR"])
     if n_par is None or n_par <= 0:
-        raise CytoInputError(f"'{name}' declares no channels ($PAR is {_shown(t['$PAR'])}).")
+        raise CytoInputError(f"'{name}' declares no channels ($PAR is {quoted(t['$PAR'])}).")
     if n_par > len(t):
         raise CytoInputError(f"'{name}' is damaged: it declares {n_par:,} channels ($PAR) but its TEXT segment "
                              f"has only {len(t):,} keywords to describe them.")
     mode = t.get("$MODE", "L").strip().upper()
     if mode != "L":
-        raise CytoInputError(f"'{name}' stores histograms ($MODE {_shown(mode)}), not a list of events.")
+        raise CytoInputError(f"'{name}' stores histograms ($MODE {quoted(mode)}), not a list of events.")
     dtype_code = t.get("$DATATYPE", "").strip().upper()
     order = _byte_order(t.get("$BYTEORD", "1,2,3,4"), name)
     widths = _field_widths(t, dtype_code, n_par, name)
@@ -197,7 +198,7 @@ def _read_part(fh: BinaryIO, ds: _DataSet, size: int, name: str, budget: list[in
         events = np.fromfile(fh, np.dtype(f"{order}f{widths[0]}"), n_events * n_par).reshape(n_events, n_par)
         events = events.astype(np.float32) if dtype_code == "D" else _to_native(events)
     names = [t.get(f"$P{i}N", "") for i in range(1, n_par + 1)]
-    _apply_gain_and_timestep(events, t, names, dtype_code, name, warnings)
+    _apply_gain_and_timestep(events, t, names, name, warnings)
     events = _drop_non_finite(events, dtype_code, name, warnings)
     markers = [t.get(f"$P{i}S") for i in range(1, n_par + 1)]
     channels = make_channels(names, markers)
@@ -216,7 +217,7 @@ def _field_widths(t: dict[str, str], dtype_code: str, n_par: int, name: str) -> 
         odd = next((i for i, b in enumerate(bits, start=1) if b is not None and b != 8 * width), None)
         if odd is not None:
             raise CytoInputError(f"'{name}' is damaged: it stores $DATATYPE {dtype_code} events ({8 * width}-bit floats) "
-                                 f"but gives channel {odd} {_shown(t[f'$P{odd}B'])} bits ($P{odd}B).")
+                                 f"but gives channel {odd} {quoted(t[f'$P{odd}B'])} bits ($P{odd}B).")
         return [width] * n_par
     if dtype_code == "I":
         bits = [_int(t.get(f"$P{i}B", "")) or 0 for i in range(1, n_par + 1)]
@@ -226,7 +227,7 @@ def _field_widths(t: dict[str, str], dtype_code: str, n_par: int, name: str) -> 
         if odd is not None:
             raise CytoInputError(f"'{name}' packs integers into {odd:,} bits, which this app cannot read.")
         return [b // 8 for b in bits]
-    raise CytoInputError(f"'{name}' stores events as $DATATYPE {_shown(dtype_code) if dtype_code else 'blank'}; "
+    raise CytoInputError(f"'{name}' stores events as $DATATYPE {quoted(dtype_code) if dtype_code else 'blank'}; "
                          f"only F, D and I are supported.")
 
 
@@ -323,7 +324,7 @@ def _read_ints(fh: BinaryIO, n: int, widths: list[int], t: dict[str, str], order
             pos += w
     over = [j for j in over if t.get(f"$P{j + 1}N", "").lower() != "time"]  # Time counters often run past $PnR
     if over:
-        shown = ", ".join(_shown(t.get(f"$P{j + 1}N", "") or f"channel {j + 1}") for j in over[:3])
+        shown = ", ".join(quoted(t.get(f"$P{j + 1}N", "") or f"channel {j + 1}") for j in over[:3])
         warnings.append(f"'{name}' has values above the $PnR range in {len(over)} channel(s) ({shown}); their "
                         f"extra bits were dropped, as the FCS standard says, but check that the file is not damaged.")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -342,7 +343,7 @@ def _mask(t: dict[str, str], i: int, width: int, name: str) -> int:
     full = (1 << (8 * width)) - 1
     r = _num(t.get(f"$P{i}R", ""))
     if r is not None and not np.isfinite(r):
-        raise CytoInputError(f"'{name}' is damaged: channel {i} has the range {_shown(t[f'$P{i}R'])} ($P{i}R), "
+        raise CytoInputError(f"'{name}' is damaged: channel {i} has the range {quoted(t[f'$P{i}R'])} ($P{i}R), "
                              f"which is not a finite number.")
     if r is None or r <= 1:
         return full
@@ -360,10 +361,10 @@ def _log_scale(t: dict[str, str], i: int, name: str) -> tuple[float, float] | No
     try:
         decades, log0 = (float(x) for x in value.split(","))
     except ValueError:
-        raise CytoInputError(f"'{name}' has an unreadable amplification {_shown(value)} for channel {i} "
+        raise CytoInputError(f"'{name}' has an unreadable amplification {quoted(value)} for channel {i} "
                              f"($P{i}E should be two numbers such as 4,1).") from None
     if not (np.isfinite(decades) and np.isfinite(log0)):
-        raise CytoInputError(f"'{name}' is damaged: channel {i} has the amplification {_shown(value)} ($P{i}E), "
+        raise CytoInputError(f"'{name}' is damaged: channel {i} has the amplification {quoted(value)} ($P{i}E), "
                              f"which is not finite.")
     if decades <= 0:
         return None
@@ -374,13 +375,19 @@ def _log_scale(t: dict[str, str], i: int, name: str) -> tuple[float, float] | No
     return decades / rng, (log0 or 1.0)
 
 
-def _apply_gain_and_timestep(events: np.ndarray, t: dict[str, str], names: list[str], dtype_code: str,
-                             name: str, warnings: list[str]) -> None:
-    """Divide linear channels by $PnG and multiply Time by $TIMESTEP, in place, as flowio's preprocessing does.
+def _apply_gain_and_timestep(events: np.ndarray, t: dict[str, str], names: list[str], name: str,
+                             warnings: list[str]) -> None:
+    """Divide linearly amplified channels by $PnG and multiply Time by $TIMESTEP, in place.
 
-    Log channels keep their linearised values (FCS 3.1 §3.3: $PnG is not used with log amplification),
-    and Time never takes a gain (instruments often repeat $TIMESTEP there)."""
+    FCS 3.1 (§3.3, keywords $PnE and $PnG) scales a channel by its gain only where it was amplified linearly ($PnE
+    0,0): a log-amplified channel's value already is its position on the instrument's log scale (linearised above
+    for integer data), and its $PnG says nothing about that scale. So a log channel's gain is ignored whatever the
+    data type, as flowCore's 'linearize-with-PnG-scaling' does (this reader used to divide float channels: a Guava
+    file's log-flagged 'RED-HLog' 2.41 read as 0.0205). flowio 1.4 and FlowKit 1.3 divide such channels too, so the
+    file's warnings say which channels read differently there.
+    Time never takes a gain (instruments often repeat $TIMESTEP there)."""
     ignored: list[str] = []
+    on_log: list[str] = []
     for j, channel in enumerate(names):
         i = j + 1
         if channel.lower() == "time":
@@ -390,15 +397,29 @@ def _apply_gain_and_timestep(events: np.ndarray, t: dict[str, str], names: list[
         if not value:
             continue
         gain = _num(value)
+        shown = f"{quoted(channel or f'channel {i}')} ({quoted(value)})"
         if gain is None or not np.isfinite(gain) or gain < 0:
-            ignored.append(f"{_shown(channel or f'channel {i}')} ({_shown(value)})")
-            continue
-        linear = dtype_code != "I" or _log_scale(t, i, name) is None
-        if linear and gain not in (0.0, 1.0):
+            ignored.append(shown)
+        elif gain not in (0.0, 1.0) and _decades(t, i) > 0:
+            on_log.append(shown)
+        elif gain not in (0.0, 1.0):
             events[:, j] = events[:, j] / np.float64(gain)
     if ignored:
         warnings.append(f"'{name}' gives gains ($PnG) that are not usable numbers for {', '.join(ignored[:3])}; "
                         f"those channels were left as stored.")
+    if on_log:
+        warnings.append(f"'{name}' gives gains ($PnG) for log-amplified channels {', '.join(on_log[:3])}"
+                        f"{' …' if len(on_log) > 3 else ''}; FCS 3.1 applies a gain to linear channels only, so their "
+                        f"values were not divided by it (FlowKit and flowio divide them).")
+
+
+def _decades(t: dict[str, str], i: int) -> float:
+    """The log decades $PnE gives channel i: 0 for linear amplification or a $PnE that does not start with a number."""
+    try:
+        decades = float(t.get(f"$P{i}E", "").split(",")[0])
+    except ValueError:
+        return 0.0
+    return decades if np.isfinite(decades) and decades > 0 else 0.0
 
 
 def _scale_time(events: np.ndarray, j: int, value: str | None, name: str, warnings: list[str]) -> None:
@@ -407,7 +428,7 @@ def _scale_time(events: np.ndarray, j: int, value: str | None, name: str, warnin
         return
     step = _num(value)
     if step is None or not np.isfinite(step) or step <= 0:
-        warnings.append(f"'{name}' gives a time step ($TIMESTEP {_shown(value)}) that is not a positive number, "
+        warnings.append(f"'{name}' gives a time step ($TIMESTEP {quoted(value)}) that is not a positive number, "
                         f"so Time was left in the instrument's ticks.")
         return
     if step != 1.0:
@@ -457,7 +478,7 @@ def _byte_order(value: str, name: str) -> str:
         return "<"
     if parts == sorted(parts, reverse=True):
         return ">"
-    raise CytoInputError(f"'{name}' uses the byte order {_shown(value)}, which this app cannot read.")
+    raise CytoInputError(f"'{name}' uses the byte order {quoted(value)}, which this app cannot read.")
 
 
 def _populations_to_annotation(
@@ -534,7 +555,7 @@ def _combine_data_sets(parts: list[_Part], name: str) -> Dataset:
     datasets, notes = [], []
     for k, p in enumerate(parts, start=1):
         if not first & {c.name for c in p.channels}:
-            shown = ", ".join(_shown(c.name) for c in p.channels[:4])
+            shown = ", ".join(quoted(c.name) for c in p.channels[:4])
             notes.append(
                 f"Data set {k} of '{name}' has none of data set 1's channels (it has {shown}, …), so it was not "
                 f"loaded; files like Beckman Coulter LMD store the same events twice this way."
@@ -565,7 +586,7 @@ def concat_datasets(parts: list[Dataset], name: str) -> Dataset:
     warnings = [w for p in parts for w in p.warnings]
     dropped = sorted(set.union(*names) - common)
     if dropped:
-        shown = ", ".join(dropped[:8]) + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else "")
+        shown = ", ".join(map(quoted, dropped[:8])) + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else "")
         warnings.append(f"Only the {len(keep)} channels that {files} all have were kept; {shown} were dropped.")
     total = sum(p.n_cells for p in parts)
     events = np.empty((total, len(keep)), np.float32)
@@ -596,12 +617,6 @@ def _concat_annotations(parts: list[Dataset]) -> pd.DataFrame:
         if out[col].isna().any():
             out[col] = out[col].astype(object).where(out[col].notna(), "")
     return out
-
-
-def _shown(value: str, limit: int = 40) -> str:
-    """A file's value quoted for a message: control bytes escaped, long values cut, so a refusal stays one clean line."""
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in value.strip()[:limit])
-    return f"'{text}…'" if len(value.strip()) > limit else f"'{text}'"
 
 
 def _int(value: str) -> int | None:

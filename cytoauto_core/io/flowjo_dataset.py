@@ -1,7 +1,8 @@
 """FlowJo gates applied to a dataset that is already loaded (the Label page's import).
 
 Each sample is written back to a temporary FCS file under its own file name (events as read, with the dataset's
-spillover), so FlowKit matches it to the workspace by name and gates exactly the cells the app holds.
+spillover), so FlowKit matches it to the workspace by name and gates exactly the cells the app holds. A sample name
+only ever gives the last part of a path inside a fresh temporary folder per sample: no name can reach another path.
 """
 from __future__ import annotations
 
@@ -53,7 +54,16 @@ def _sample_files(dataset: Dataset) -> Iterator[list[Path]]:
             events = dataset.events if rows.size == dataset.n_cells else np.ascontiguousarray(dataset.events[rows])
             sample = replace(dataset, events=events, samples=[name], sample_ids=np.zeros(rows.size, np.int32),
                              annotations=pd.DataFrame())
-            path = Path(tmp) / str(i) / Path(name).name
+            file_name = _file_name(name, i)
+            path = Path(tmp) / str(i) / file_name
             path.parent.mkdir()
-            paths.append(write_fcs(path, sample, metadata={"$FIL": Path(name).name}))
+            paths.append(write_fcs(path, sample, metadata={"$FIL": file_name}))
         yield paths
+
+
+def _file_name(sample: str, i: int) -> str:
+    """The sample's file name without its folders; one no file can have ('', '..', a NUL byte, over 255 bytes)
+    becomes 'sample <i + 1>.fcs', which matches no workspace sample and is refused in one sentence."""
+    name = Path(sample).name
+    usable = name not in ("", ".", "..") and "\x00" not in name and len(name.encode()) <= 255
+    return name if usable else f"sample {i + 1}.fcs"
