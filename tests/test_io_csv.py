@@ -168,3 +168,18 @@ def test_r_row_names_stay_out_of_the_channels(tmp_path):
     assert ds.channel_names == ['"CD3"', '"CD4"'] and ds.events.tolist() == [[1.5, 2], [3, 4]]
     one = read_csv(write_text(tmp_path, "one.txt", "CD3 CD4\nr1 1.5 2\n"))
     assert one.channel_names == ["CD3", "CD4"] and one.events.tolist() == [[1.5, 2]]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst", ".lz4"])
+def test_a_file_name_never_makes_the_reader_decompress(tmp_path, suffix):
+    """The reader reads the bytes it was given: a table named like an archive is read as the text it is, and a real
+    archive (a decompression bomb, maybe) is refused as not being text, never inflated."""
+    import gzip
+
+    plain = tmp_path / f"table.csv{suffix}"
+    plain.write_text("CD3,CD4\n1.5,2\n3,4\n")
+    np.testing.assert_array_equal(read_csv(plain).events, [[1.5, 2], [3, 4]])
+    packed = tmp_path / "packed.csv.gz"
+    packed.write_bytes(gzip.compress(b"CD3,CD4\n" + b"1,2\n" * 100_000))
+    with pytest.raises(CytoInputError, match=r"^'packed\.csv\.gz' is not UTF-8 text"):
+        read_csv(packed)

@@ -191,12 +191,14 @@ def _read_arrow(path: Path, sep: str, columns: list[str], lines: list[str]) -> p
     numeric = {c: pa.float32() for c in columns if pd.api.types.is_numeric_dtype(sample[c])
                and not pd.api.types.is_bool_dtype(sample[c])}
     try:
-        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
-                               parse_options=pacsv.ParseOptions(delimiter=sep),
-                               convert_options=pacsv.ConvertOptions(column_types=numeric))
+        with pa.OSFile(str(path)) as raw:  # a stream, not a path: pyarrow would decompress a '.gz' or '.bz2' name
+            table = pacsv.read_csv(raw, read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
+                                   parse_options=pacsv.ParseOptions(delimiter=sep),
+                                   convert_options=pacsv.ConvertOptions(column_types=numeric))
     except pa.ArrowInvalid:  # a column looked numeric in the first lines but is not: let pyarrow infer every type
-        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
-                               parse_options=pacsv.ParseOptions(delimiter=sep))
+        with pa.OSFile(str(path)) as raw:
+            table = pacsv.read_csv(raw, read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
+                                   parse_options=pacsv.ParseOptions(delimiter=sep))
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
@@ -221,7 +223,8 @@ def _read_pandas(path: Path, sep: str | None, columns: list[str], decimal: str, 
     with catch_warnings():
         simplefilter("error", pd.errors.ParserWarning)
         return pd.read_csv(path, sep=sep or r"\s+", header=0, names=columns, decimal=decimal, engine="c",
-                           encoding="utf-8-sig", index_col=None if row_names else False)
+                           encoding="utf-8-sig", index_col=None if row_names else False,
+                           compression=None)  # the bytes as they are, whatever the file's name says
 
 
 def _sniff_delimiter(lines: list[str]) -> str | None:
