@@ -1,4 +1,6 @@
 """Data page: choose or upload a dataset, pick feature channels and the transform, see a summary."""
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -7,7 +9,8 @@ from cytoauto_core.transforms import COFACTOR_FLOW, COFACTOR_MASS, ScaleGuess, T
 from ui import state
 from ui.cofactors import cofactor_panel
 from ui.session_panel import session_panel
-from ui.upload import store_uploads
+from ui.text import literal
+from ui.upload import release_uploads, store_uploads, uploader_key
 from ui.widgets import show_error
 
 
@@ -31,33 +34,31 @@ if choice != key:
     st.rerun()
 
 with st.expander("Upload FCS, CSV or AnnData files", expanded=len(records) <= 1):
-    generation = st.session_state.setdefault("uploader_generation", 0)
     files = st.file_uploader(
         "FCS (2.0/3.0/3.1), CSV/TSV or AnnData .h5ad (cells × markers; obs columns become annotations) files; "
         "several files are loaded together as samples",
-        accept_multiple_files=True, key=f"uploader-{generation}",
+        accept_multiple_files=True, key=uploader_key(),
     )
     if files and st.button("Load files", type="primary"):
         with st.spinner(f"Reading {len(files)} file(s)…"):
-            try:
-                new_key = store_uploads(ws, [(f.name, f) for f in files])
+            try:  # the server lets go of the uploads once they are on disk, read or refused
+                new_key = store_uploads(ws, [(f.name, f) for f in files], release=partial(release_uploads, files))
             except Exception as exc:  # shown as one sentence
                 show_error(exc, "Reading the files")
             else:
-                st.session_state["uploader_generation"] = generation + 1  # drops the upload buffers
                 state.select_dataset(new_key)
                 st.rerun()
 
 for warning in dataset.warnings:
-    st.warning(warning)
+    st.warning(literal(warning))
 
 spec = state.transform_spec(key, dataset)
 st.subheader("Channels and transform")
 scale = _scale(key, dataset)
 if scale.transformed and not spec.arcsinh:
-    st.info(scale.reason)
+    st.info(literal(scale.reason))
 elif scale.transformed:
-    st.warning(f"These values look transformed already, yet arcsinh is applied again. {scale.reason}")
+    st.warning(f"These values look transformed already, yet arcsinh is applied again. {literal(scale.reason)}")
 left, right = st.columns([3, 1])
 with right:
     presets = {"Mass cytometry (cofactor 5)": COFACTOR_MASS, "Flow cytometry (cofactor 150)": COFACTOR_FLOW,
@@ -116,10 +117,11 @@ transform_text = (f"arcsinh(x / {spec.cofactor:g})" if spec.arcsinh else "none (
 st.markdown(
     f"**Transform:** {transform_text}"
     + (f", {len(spec.cofactors)} per-channel cofactor(s)" if spec.cofactors else "")
-    + (f"; scatter/time kept linear: {', '.join(spec.linear)}" if spec.linear else "")
+    + (f"; scatter/time kept linear: {literal(', '.join(spec.linear))}" if spec.linear else "")
     + f"  \n**Compensation:** {'on' if spec.compensate else 'off' if dataset.spillover is not None else 'no spillover matrix in the file'}"
-    + f"  \n**Samples:** {', '.join(dataset.samples[:10])}{' …' if len(dataset.samples) > 10 else ''}"
-    + (f"  \n**Annotations:** {', '.join(map(str, dataset.annotations.columns))}" if len(dataset.annotations.columns) else "")
+    + f"  \n**Samples:** {literal(', '.join(dataset.samples[:10]))}{' …' if len(dataset.samples) > 10 else ''}"
+    + (f"  \n**Annotations:** {literal(', '.join(map(str, dataset.annotations.columns)))}"
+       if len(dataset.annotations.columns) else "")
 )
 
 if spec.features:

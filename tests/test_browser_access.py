@@ -1,8 +1,12 @@
 """Two people sign in through a real OpenID Connect flow (a local provider, tests/oidc_provider.py) in two
-browsers: each sees only their own datasets, and a dataset key copied from one URL opens nothing of it for the other."""
+browsers: each sees only their own datasets, and a dataset key copied from one URL opens nothing of it for the other;
+a download's URL gives nothing to a request without her cookie or with his (ui/server.py MediaGuard)."""
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +39,25 @@ def listed(page) -> str:
     return "\n".join(options)
 
 
+def download_session_file(page) -> tuple[str, bytes]:
+    """Prepare and download the open dataset's session file on the Data page: its /media URL and its bytes."""
+    page.get_by_text("Session: save or open settings").click()
+    page.get_by_role("button", name="Prepare session file").click()
+    wait_for_app(page)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download session (.zip)").click()
+    return download.value.url, Path(download.value.path()).read_bytes()
+
+
+def fetched_without_cookies(url: str) -> tuple[int, bytes]:
+    """Status and body of a plain GET with no cookie at all (a URL that leaked to someone else)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def test_two_signed_in_users_cannot_see_each_others_datasets(tmp_path):
     with oidc_provider() as provider:
         secrets = tmp_path / "secrets.toml"
@@ -53,6 +76,18 @@ def test_two_signed_in_users_cannot_see_each_others_datasets(tmp_path):
                 alice.get_by_text(UPLOAD).first.wait_for()
                 assert metric(alice, "Cells") == "384"
                 alice_key = re.search(r"dataset=([0-9a-f]+)", alice.url).group(1)
+
+                media_url, hers = download_session_file(alice)
+                assert "/media/" in media_url and hers.startswith(b"PK"), "her browser downloads with her cookie"
+                assert alice.request.get(media_url).body() == hers
+                status, body = fetched_without_cookies(media_url)
+                assert status == 404 and hers not in body, "no cookie, no download"
+                bob_early = alice.context.browser.new_context().new_page()
+                provider.user = BOB
+                sign_in(bob_early, url)
+                stolen = bob_early.request.get(media_url)
+                assert stolen.status == 404 and hers not in stolen.body(), "Bob's cookie opens none of her files"
+                bob_early.context.close()
 
             with chromium_page() as bob:
                 provider.user = BOB
