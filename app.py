@@ -8,12 +8,12 @@ import streamlit as st
 
 from ui import server
 
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 server.start_once()  # before ui.state loads numba: thread bounds, no Keras clean-up after runs
 
 from ui import state  # noqa: E402
 from ui.text import literal  # noqa: E402
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 st.set_page_config(page_title="CytoAutoCluster", page_icon="🧬", layout="wide")
 
 PAGES = [
