@@ -152,8 +152,9 @@ def hostile_files(small_export: Path) -> list[tuple[str, str, Path, str]]:
         del f["layers/raw"]
         f["layers/raw"] = h5py.ExternalLink(str(secret), "/x")
 
+    sparse = _edited_copy(small_export, "sparse_bomb.h5ad", sparse_bomb)
     return [
-        ("h5ad, empty sparse 10,000 × 200,000 X", "read_file", _edited_copy(small_export, "sparse_bomb.h5ad", sparse_bomb), ""),
+        ("h5ad, empty sparse 10,000 × 200,000 X", "read_file", sparse, ""),
         ("h5ad, unwritten 50 M-row X", "read_file", _edited_copy(small_export, "unwritten.h5ad", unwritten), ""),
         ("h5ad, X in external storage", "read_file", _edited_copy(small_export, "external.h5ad", external_storage), ""),
         ("h5ad, X an external link", "read_file", _edited_copy(small_export, "link.h5ad", external_link), ""),

@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import ROOT
 
+ROOT = Path(__file__).resolve().parents[1]
 READ_LIMIT_S = 20
 MEMORY_LIMIT = 3 << 30
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -81,3 +81,22 @@ def _supervise(proc: subprocess.Popen, results: dict[int, dict], first: int, err
     if current is None:
         raise AssertionError(f"the fuzz worker failed before its first read: {err.read()[-800:]}")
     return current + 1
+
+
+def attempt_read(path: str) -> tuple[dict, object]:
+    """One read as a worker reports it: the dataset and {"status": "loaded"}, or None and a refusal (its message),
+    "oom" or a "traceback" (its class, message and the line it came from)."""
+    import traceback
+
+    from cytoauto_core.errors import CytoInputError
+    from cytoauto_core.io import read_file
+
+    try:
+        return {"status": "loaded"}, read_file(path)
+    except CytoInputError as exc:
+        return {"status": "refused", "message": str(exc)}, None
+    except MemoryError:
+        return {"status": "oom"}, None
+    except Exception as exc:
+        return {"status": "traceback", "message": type(exc).__name__ + ": " + str(exc)[:300],
+                "where": traceback.format_exc().strip().splitlines()[-3][:300]}, None

@@ -250,10 +250,10 @@ def csv_cases(text: str, rng: np.random.Generator) -> list[Case]:
 # ---------------------------------------------------------------- the worker and its supervisor
 
 WORKER = r'''
-import json, sys, traceback
+import json, sys
 import numpy as np
-from cytoauto_core.errors import CytoInputError
 from cytoauto_core.io import read_file
+from tests.fuzzing import attempt_read
 
 jobs = json.load(open(sys.argv[1]))
 originals = {}
@@ -266,19 +266,11 @@ for i, job in enumerate(jobs):
         o = read_file(src)
         originals[src] = (o.events, o.channel_names, {w.replace(o.name, "<file>") for w in o.warnings})
     events, names, known = originals[src]
-    try:
-        ds = read_file(job["path"])
-    except CytoInputError as exc:
-        out = {"status": "refused", "message": str(exc)}
-    except MemoryError:
-        out = {"status": "oom"}
-    except Exception as exc:
-        out = {"status": "traceback", "message": type(exc).__name__ + ": " + str(exc)[:300],
-               "where": traceback.format_exc().strip().splitlines()[-3][:300]}
-    else:
+    out, ds = attempt_read(job["path"])
+    if ds is not None:
         e = ds.events
         new = [w for w in ds.warnings if w.replace(ds.name, "<file>") not in known]  # the original's own don't count
-        out = {"status": "loaded", "warnings": new, "spillover": ds.spillover is not None, "same_names": ds.channel_names == names,
+        out |= {"warnings": new, "spillover": ds.spillover is not None, "same_names": ds.channel_names == names,
                "same_shape": e.shape == events.shape, "identical": e.shape == events.shape and bool(np.array_equal(e, events))}
         if out["same_shape"] and not out["identical"]:
             diff = np.argwhere(e != events)

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..dataset import Channel, Dataset, Spillover, make_channels, make_unique
-from ..errors import CytoInputError
+from ..errors import CytoInputError, first_line, shortened
 from .h5ad import DERIVED_COLUMNS, OTHER_CHANNELS, PROVENANCE, RAW_LAYER
-from .hdf5_guard import StoredArray, _short, open_contained
+from .hdf5_guard import StoredArray, open_contained
 
 EXPANSION = 16  # gzip of float32 events gives 1.1–4x; a file asking for 16x more memory than its size is a bomb
 FLOOR_BYTES = 64 << 20  # small files may always use this much (a 400,000-cell × 40-channel float32 table)
@@ -79,8 +79,7 @@ def read_h5ad(path: Path, display_name: str | None = None) -> Dataset:
     except MemoryError as exc:
         raise CytoInputError(f"'{name}' needs more memory than this computer has; it was not read.") from exc
     except Exception as exc:  # h5py raises many error types on damaged files; the user needs one sentence
-        first = _short((str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip("."), 120)
-        raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file ({first}).") from exc
+        raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file ({first_line(exc)}).") from exc
 
 
 def _read(f: h5py.File, arrays: dict[str, StoredArray], budget: _Budget) -> Dataset:
@@ -113,7 +112,7 @@ def _read(f: h5py.File, arrays: dict[str, StoredArray], budget: _Budget) -> Data
     other_text = [k for k, c in other.columns.items() if c.numeric is None]
     numeric_obs = {k: c.numeric for k, c in obs.columns.items() if c.numeric is not None and k != "sample"}
     for skipped in [*other.skipped, *obs.skipped, *other_text]:
-        warnings.append(f"'{name}' has a cell column '{_short(skipped)}' this app cannot read as numbers or text; "
+        warnings.append(f"'{name}' has a cell column '{shortened(skipped)}' this app cannot read as numbers or text; "
                         "it was left out.")
     names = [*names, *extra, *numeric_obs]
     markers = [*markers, *extra, *numeric_obs]
@@ -157,7 +156,8 @@ def _matrix_shape(matrix: h5py.Dataset | h5py.Group, name: str) -> tuple[int, in
         return int(matrix.shape[0]), int(matrix.shape[1])
     encoding = _attr(matrix, "encoding-type")
     if encoding not in ("csr_matrix", "csc_matrix") or not {"data", "indices", "indptr"} <= set(matrix.keys()):
-        raise CytoInputError(f"'{name}' holds an X in a layout this app does not read ({_short(encoding or 'none')}).")
+        raise CytoInputError(f"'{name}' holds an X in a layout this app does not read "
+                             f"({shortened(encoding or 'none')}).")
     try:
         rows, cols = (int(v) for v in np.asarray(matrix.attrs["shape"]).ravel())
     except (KeyError, ValueError, TypeError) as exc:
@@ -286,12 +286,12 @@ def _strings(dataset: h5py.Dataset, budget: _Budget) -> np.ndarray:
     """A 1-D text dataset as an object array of str, read in blocks whose characters are charged to the budget
     (a variable-length string's size is only known once it is read)."""
     if dataset.dtype.kind not in "OS" or dataset.ndim != 1:
-        raise CytoInputError(f"'{budget.name}' stores {_short(dataset.name)} as numbers where text was expected.")
+        raise CytoInputError(f"'{budget.name}' stores {shortened(dataset.name)} as numbers where text was expected.")
     reader = dataset.asstr(errors="replace")
     out = np.empty(dataset.shape[0], dtype=object)
     for start in range(0, len(out), STRINGS_PER_BLOCK):
         block = reader[start:start + STRINGS_PER_BLOCK]
-        budget.spend(sum(len(s) for s in block) + STRING_OVERHEAD * len(block), f"text in {_short(dataset.name)}")
+        budget.spend(sum(len(s) for s in block) + STRING_OVERHEAD * len(block), f"text in {shortened(dataset.name)}")
         out[start:start + len(block)] = block
     return out
 

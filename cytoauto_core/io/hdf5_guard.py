@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import CytoInputError
+from ..errors import CytoInputError, shortened
 
 # Filters built into HDF5 or h5py (deflate, shuffle, Fletcher-32 checksum, szip, n-bit, scale-offset, LZF). Any other
 # id would make HDF5 search its plugin path and load a shared library, so it is refused.
@@ -60,15 +60,15 @@ def _inventory(root: h5py.File, name: str) -> dict[str, StoredArray]:
             path = f"{prefix}/{key}"
             link = group.get(key, getlink=True)
             if isinstance(link, h5py.ExternalLink):
-                raise CytoInputError(f"'{name}' holds an external link ({_short(path)}) to another file; "
+                raise CytoInputError(f"'{name}' holds an external link ({shortened(path)}) to another file; "
                                      "it was not read.")
             if not isinstance(link, h5py.HardLink):
-                raise CytoInputError(f"'{name}' holds a soft link ({_short(path)}), which anndata never writes; "
+                raise CytoInputError(f"'{name}' holds a soft link ({shortened(path)}), which anndata never writes; "
                                      "it was not read.")
             item = group[key]
             info = h5py.h5o.get_info(item.id)
             if info.addr in seen or info.rc != 1:  # a second name for one object: a loop, or one array read twice
-                raise CytoInputError(f"'{name}' links one object under two names ({_short(path)}); it was not read.")
+                raise CytoInputError(f"'{name}' links one object under two names ({shortened(path)}); it was not read.")
             seen.add(info.addr)
             if len(seen) > MAX_OBJECTS:
                 raise CytoInputError(f"'{name}' holds more than {MAX_OBJECTS:,} HDF5 objects; it was not read.")
@@ -82,7 +82,7 @@ def _inventory(root: h5py.File, name: str) -> dict[str, StoredArray]:
 def _checked_dataset(dataset: h5py.Dataset, path: str, name: str) -> StoredArray:
     """A dataset whose bytes are in this file, decoded by built-in filters only, of a plain numeric or text type."""
     plist = dataset.id.get_create_plist()
-    where = _short(path)
+    where = shortened(path)
     if plist.get_layout() == h5py.h5d.VIRTUAL:
         raise CytoInputError(f"'{name}' holds a virtual dataset ({where}) made of other files; it was not read.")
     if plist.get_external_count() > 0:
@@ -98,9 +98,3 @@ def _checked_dataset(dataset: h5py.Dataset, path: str, name: str) -> StoredArray
     shape = tuple(int(s) for s in (dataset.shape or ()))
     item = VLEN_ITEM_BYTES if vlen else dtype.itemsize
     return StoredArray(path, shape, dtype, int(np.prod(shape, dtype=object)) * item)
-
-
-def _short(path: str, limit: int = 60) -> str:
-    """A path inside the file as quoted in a message: printable and at most `limit` characters."""
-    clean = "".join(c if c.isprintable() else "?" for c in path)
-    return clean if len(clean) <= limit else clean[:limit - 1] + "…"
