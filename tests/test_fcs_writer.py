@@ -75,3 +75,41 @@ def test_big_file_header_offsets_are_zero(tmp_path, monkeypatch):
     assert back.warnings == []
     fd = flowio.FlowData(path, ignore_offset_discrepancy=True)  # flowio accepts zeros only above 99,999,999 bytes
     np.testing.assert_array_equal(fd.as_array(preprocess=False), events)
+
+
+def _text_of(path) -> tuple[str, dict[str, str]]:
+    """The file's TEXT delimiter and its keywords as plain flowio reads them."""
+    return path.read_bytes()[58:59].decode(), flowio.FlowData(str(path)).text
+
+
+def test_delimiter_is_one_no_keyword_or_value_holds(tmp_path):
+    events = np.ones((4, 2), np.float32)
+    assert _text_of(write_fcs(tmp_path / "plain.fcs", events, ["a", "b"]))[0] == "/"  # the usual one when free
+    delimiter, text = _text_of(write_fcs(tmp_path / "com.fcs", events, ["a", "b"], metadata={"$COM": "a/b"}))
+    assert (delimiter, text["com"]) == ("|", "a/b")
+    meta = {"FILENAME": "/tmp/run 1/", "PATH|NOTE": "x|y", "$ORIGINALITY": "Original", "$INST": " ", "EMPTY": ""}
+    path = write_fcs(tmp_path / "paths.fcs", events, ["a/b", "c"], metadata=meta)
+    delimiter, text = _text_of(path)
+    assert delimiter == "\x0c"
+    assert (text["filename"], text["path|note"], text["p1n"], text["inst"]) == ("/tmp/run 1/", "x|y", "a/b", " ")
+    assert text["originality"] == "DataModified" and "empty" not in text  # FCS forbids empty values
+    assert read_fcs(path).metadata["FILENAME"] == "/tmp/run 1/"
+
+
+def test_when_every_candidate_occurs_the_doubled_one_is_inside_values_only(tmp_path):
+    inside = {f"K{i}": f"a{d}b" for i, d in enumerate(fcs_writer.DELIMITERS)}
+    edges = {f"E{i}": f"{d}x" for i, d in enumerate(fcs_writer.DELIMITERS) if d != "\x1e"}
+    path = write_fcs(tmp_path / "full.fcs", np.ones((3, 1), np.float32), ["a"], metadata=inside | edges)
+    delimiter, text = _text_of(path)
+    assert delimiter == "\x1e" and path.read_bytes().count(b"a\x1e\x1eb") == 1
+    assert {k: text[k.lower()] for k in inside | edges} == inside | edges
+    assert {k: v for k, v in read_fcs(path).metadata.items() if k in inside | edges} == inside | edges
+
+
+def test_flowio_misreads_a_doubled_delimiter_at_a_value_edge(tmp_path, monkeypatch):
+    """Why the delimiter is chosen: spec-correct doubling of a leading '/' shifts every later keyword in flowio."""
+    monkeypatch.setattr(fcs_writer, "DELIMITERS", ("/",))
+    path = write_fcs(tmp_path / "old.fcs", np.ones((3, 1), np.float32), ["a"],
+                     metadata={"FILENAME": "/tmp/x", "NEXT": "kept"})
+    assert read_fcs(path).metadata["NEXT"] == "kept"
+    assert "next" not in flowio.FlowData(str(path)).text

@@ -9,6 +9,10 @@ CYTOAUTO_POPULATION_<id> keyword per population (what a person reads in FlowJo's
 Events are written as read (gains divided out, Time in seconds), so $TIMESTEP becomes 1 and no $PnG is written.
 Every $PnR is one more than the channel's largest value, so no value (a population id above all) is
 at or past the range FlowJo clips to.
+The TEXT delimiter is the first of DELIMITERS that no keyword or value holds: flowio (and FlowKit, which parses
+with it) misreads a doubled delimiter at the start or end of a value, e.g. a FILENAME of "/tmp/x". Empty values,
+which FCS forbids, are dropped (a blank one is kept); copied keywords the export makes false ($TIMESTEP,
+$ORIGINALITY) are rewritten.
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS
 LEGEND_PREFIX = "CYTOAUTO_POPULATION_"
 HEADER_LIMIT = 99_999_999
 CHUNK_ROWS = 1 << 16
+DELIMITERS = ("/", "|", "\x0c", "\x1e", "\x1f")  # flowio escapes '|' for its regex; the rest need no escaping
+OVERRIDES = {"$TIMESTEP": "1",  # the events are already in seconds: the reader multiplied Time by the file's step
+             "$ORIGINALITY": "DataModified"}  # FCS 3.1: values were linearised and channels appended
 _REGENERATED = re.compile(
     r"^\$?P\d+[A-Z]+$|^\$(PAR|TOT|BEGIN\w+|END\w+|NEXTDATA|BYTEORD|DATATYPE|MODE)$"
     rf"|^{POPULATIONS_KEYWORD}$|^{LEGEND_PREFIX}-?\d+$", re.I
@@ -61,11 +68,9 @@ def write_fcs(
             raise ValueError("channel_names must name every column of the events array")
         events, names = data, list(channel_names)
     keywords.update(metadata or {})
-    keywords = {k.strip(): str(v) for k, v in keywords.items()
-                if k.strip() and str(v).strip() and not _REGENERATED.match(k.strip())
+    keywords = {k.strip(): OVERRIDES.get(k.strip().upper(), str(v)) for k, v in keywords.items()
+                if k.strip() and str(v) and not _REGENERATED.match(k.strip())
                 and k.strip().upper() not in SPILL_KEYWORDS}
-    for key in [k for k in keywords if k.upper() == "$TIMESTEP"]:
-        keywords[key] = "1"  # the events are already in seconds: the reader multiplied Time by the file's step
     if population_names:
         keywords[POPULATIONS_KEYWORD] = json.dumps({str(k): v for k, v in sorted(population_names.items())})
         keywords.update({f"{LEGEND_PREFIX}{k}": v for k, v in sorted(population_names.items())})
@@ -109,32 +114,42 @@ def _spill_text(spill: Spillover) -> str:
 def _header_and_text(names: list[str], markers: list[str], maxima: np.ndarray, n: int, data_bytes: int,
                      keywords: dict[str, str]) -> bytes:
     """HEADER plus TEXT; data offsets are written 20 digits wide so the TEXT length does not depend on them."""
-    def text_for(begin: int, end: int) -> bytes:
-        pairs = [
-            ("$BEGINANALYSIS", "0"), ("$ENDANALYSIS", "0"), ("$BEGINSTEXT", "0"), ("$ENDSTEXT", "0"),
-            ("$BEGINDATA", f"{begin:020d}"), ("$ENDDATA", f"{end:020d}"),
-            ("$BYTEORD", "1,2,3,4"), ("$DATATYPE", "F"), ("$MODE", "L"), ("$NEXTDATA", "0"),
-            ("$PAR", str(len(names))), ("$TOT", str(n)),
-        ]
-        for i, (name, marker, top) in enumerate(zip(names, markers, maxima), start=1):
-            pairs += [(f"$P{i}N", name), (f"$P{i}B", "32"), (f"$P{i}E", "0,0"),
-                      (f"$P{i}R", str(max(int(np.floor(top)) + 1, 1)) if np.isfinite(top) else "262144")]
-            if marker and marker != name:
-                pairs.append((f"$P{i}S", marker))
-        pairs += list(keywords.items())
-        return ("/" + "".join(f"{_escape(k)}/{_escape(v)}/" for k, v in pairs)).encode("utf-8")
-
-    text_len = len(text_for(0, 0))
+    text_len = len(_encode_text(text_pairs(names, markers, maxima, n, 0, 0, keywords)))
     begin = 58 + text_len
     end = begin + data_bytes - 1 if data_bytes else begin
     fits = end <= HEADER_LIMIT
     header = "FCS3.1    " + "".join(f"{v:>8}" for v in (58, 57 + text_len, begin if fits else 0, end if fits else 0, 0, 0))
-    return header.encode("ascii") + text_for(begin, end)
+    return header.encode("ascii") + _encode_text(text_pairs(names, markers, maxima, n, begin, end, keywords))
 
 
-def _escape(value: str) -> str:
-    """Double the '/' delimiter so a value is stored literally."""
-    return value.replace("/", "//")
+def text_pairs(names: list[str], markers: list[str], maxima: np.ndarray, n: int, begin: int, end: int,
+               keywords: dict[str, str]) -> list[tuple[str, str]]:
+    """Every TEXT keyword and value in writing order: data layout, channels, then `keywords` (what readers must see)."""
+    pairs = [
+        ("$BEGINANALYSIS", "0"), ("$ENDANALYSIS", "0"), ("$BEGINSTEXT", "0"), ("$ENDSTEXT", "0"),
+        ("$BEGINDATA", f"{begin:020d}"), ("$ENDDATA", f"{end:020d}"),
+        ("$BYTEORD", "1,2,3,4"), ("$DATATYPE", "F"), ("$MODE", "L"), ("$NEXTDATA", "0"),
+        ("$PAR", str(len(names))), ("$TOT", str(n)),
+    ]
+    for i, (name, marker, top) in enumerate(zip(names, markers, maxima), start=1):
+        pairs += [(f"$P{i}N", name), (f"$P{i}B", "32"), (f"$P{i}E", "0,0"),
+                  (f"$P{i}R", str(max(int(np.floor(top)) + 1, 1)) if np.isfinite(top) else "262144")]
+        if marker and marker != name:
+            pairs.append((f"$P{i}S", marker))
+    return pairs + list(keywords.items())
+
+
+def _encode_text(pairs: list[tuple[str, str]]) -> bytes:
+    """The TEXT segment as UTF-8, each keyword and value ended by the delimiter and any delimiter inside doubled."""
+    d = _delimiter_for([s for pair in pairs for s in pair])
+    return (d + "".join(f"{k.replace(d, d * 2)}{d}{v.replace(d, d * 2)}{d}" for k, v in pairs)).encode("utf-8")
+
+
+def _delimiter_for(texts: list[str]) -> str:
+    """The first candidate no text holds; else the one fewest texts start or end with (flowio misreads those)."""
+    def cost(d: str) -> tuple[int, int]:
+        return sum(t.startswith(d) or t.endswith(d) for t in texts), sum(d in t for t in texts)
+    return min(DELIMITERS, key=cost)
 
 
 def _write_events(fh, events: np.ndarray, extra: list[np.ndarray]) -> None:
