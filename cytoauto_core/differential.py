@@ -23,7 +23,7 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from .abundance import CountTable
 from .errors import CytoInputError
-from .samples import SAMPLE
+from .samples import SAMPLE, confounded
 
 MIN_PER_GROUP = 2
 COLUMNS = ["population", "log2_fold_change", "ci_low", "ci_high", "p_value", "p_adjusted", "alpha",
@@ -89,6 +89,22 @@ def plan(design: Design, metadata: pd.DataFrame) -> Plan:
         result.problem = (f"at least {MIN_PER_GROUP} samples per condition are needed "
                           f"({' and '.join(small)}{' with a partner' if design.pair_by else ''})")
     return result
+
+
+def confounding(design: Design, metadata: pd.DataFrame) -> list[str]:
+    """One warning per grouping column that splits the compared samples exactly as the design's conditions do (a batch
+    or run day holding one condition each): the comparison cannot tell the condition from it."""
+    compared = metadata[metadata[design.column].isin([design.reference, design.target])]
+    notes = []
+    for other in confounded(compared, design.column):
+        match = compared.drop_duplicates(design.column).set_index(design.column)[other]
+        pairs = ", ".join(f"every '{value}' sample has {other} '{match[value]}'"
+                          for value in (design.reference, design.target))
+        notes.append(f"{design.column[:1].upper()}{design.column[1:]} and {other} split the compared samples "
+                     f"identically ({pairs}), so this comparison cannot tell an effect of {design.column} from an "
+                     f"effect of {other}; to separate them, the study needs samples of more than one {other} in each "
+                     f"{design.column}.")
+    return notes
 
 
 def differential_abundance(table: CountTable, metadata: pd.DataFrame, design: Design) -> pd.DataFrame:

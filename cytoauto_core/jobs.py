@@ -1,6 +1,7 @@
 """Background jobs: long work (training, embeddings) off the UI thread, with progress and cancellation."""
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -16,6 +17,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
 Work = Callable[[Progress, ShouldStop], Any]
+
+ESTIMATE_FROM_FRACTION = 0.1  # before a tenth is done the pace says little (start-up, imports, a slow first stage)
+ESTIMATE_FROM_SECONDS = 10.0
+RECENT_PROGRESS = 0.05  # the recent pace: how long the last half of the progress (at least this much) took, until now
+ESTIMATE_CAP = 1.5  # never more than this many times what the whole run's average pace says is left
+HISTORY_MAX = 256  # progress reports kept for the pace (thinned out, first and last kept, when full)
 
 
 class JobCancelled(Exception):
@@ -37,6 +44,7 @@ class Job:
     finished: float | None = None
     cancel_requested: float | None = None  # when the user pressed Cancel
     refused_starts: int = 0  # start requests turned down because this job was still running
+    history: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (time, fraction) at each report
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -52,22 +60,45 @@ class Job:
     def should_stop(self) -> bool:
         return self._cancel.is_set()
 
-    def report(self, fraction: float, message: str) -> None:
-        """Record progress; once cancelled, raise JobCancelled so that every report is also a place to stop."""
+    def report(self, fraction: float, message: str, now: float | None = None) -> None:
+        """Record progress (and when it was made, for the pace); once cancelled, raise JobCancelled so that every
+        report is also a place to stop."""
         if self._cancel.is_set():
             raise JobCancelled(f"{self.title} was cancelled.")
         self.fraction = min(max(float(fraction), 0.0), 1.0)
         self.message = message
+        if not self.history or self.fraction > self.history[-1][1]:
+            self.history.append((now or time.time(), self.fraction))
+            if len(self.history) > HISTORY_MAX:
+                self.history = self.history[:-1:2] + self.history[-1:]
 
     def elapsed(self, now: float | None = None) -> float:
         return (self.finished or now or time.time()) - self.started
 
     def seconds_left(self, now: float | None = None) -> float | None:
-        """Remaining time at the average pace so far, once there is enough progress to judge (else None)."""
+        """Remaining time at the recent pace, counted down since the last report; None until a tenth is done after ten
+        seconds, and while a report is overdue at that pace (a stall: nothing honest can be said until the next).
+
+        The recent pace is the time the last half of the progress (at least RECENT_PROGRESS) took, so a slow start (a
+        busy machine, imports) is forgotten once the work speeds up; the estimate never exceeds ESTIMATE_CAP times what
+        the whole run's average pace gives.
+        """
+        now = now or time.time()
         elapsed = self.elapsed(now)
-        if not self.running or self.fraction < 0.03 or elapsed < 3.0:
+        if not self.running or self.fraction < ESTIMATE_FROM_FRACTION or elapsed < ESTIMATE_FROM_SECONDS:
             return None
-        return elapsed * (1.0 - self.fraction) / self.fraction
+        last = self.history[-1][0]
+        step = max(RECENT_PROGRESS, self.fraction / 2)
+        left = (last - self._reached(self.fraction - step)) * (1.0 - self.fraction) / step - (now - last)
+        whole = elapsed * (1.0 - self.fraction) / self.fraction
+        return min(left, ESTIMATE_CAP * whole) if left > 0 else None
+
+    def _reached(self, fraction: float) -> float:
+        """When the progress reached `fraction` (above 0, at most the last report's), interpolated between reports."""
+        points = [(self.started, 0.0), *self.history]
+        i = bisect.bisect_left([f for _, f in points], fraction)
+        (t0, f0), (t1, f1) = points[i - 1], points[i]
+        return t0 + (t1 - t0) * (fraction - f0) / (f1 - f0)
 
 
 class JobManager:

@@ -19,9 +19,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from .abundance import CountTable, by_condition
-from .differential import Design, differential_abundance, plan
+from .differential import Design, confounding, differential_abundance, plan
 from .qc import PARAMS_KEY
-from .samples import SAMPLE
+from .samples import SAMPLE, short_names
 
 SIGNIFICANT = 0.05
 CHANGED, UNCHANGED = f"adjusted p < {SIGNIFICANT}", "not significant"
@@ -71,17 +71,21 @@ class ModelSummary:
                                threshold)
 
 
-def abundance_box(long: pd.DataFrame, column: str) -> go.Figure:
-    """Each sample's share of every population, one box per condition (every sample drawn as a point)."""
-    return px.box(long, x="population", y="percent", color=column, points="all", hover_data=[SAMPLE, "cells"],
-                  category_orders={column: list(dict.fromkeys(long[column].dropna()))},
+def abundance_box(long: pd.DataFrame, column: str, names: dict[str, str] | None = None) -> go.Figure:
+    """Each sample's share of every population, one box per condition (every sample drawn as a point, named by
+    `names` (sample → short name) when given)."""
+    points = long.assign(name=long[SAMPLE].map(names) if names else long[SAMPLE])
+    return px.box(points, x="population", y="percent", color=column, points="all", hover_name="name",
+                  hover_data=[SAMPLE, "cells"], category_orders={column: list(dict.fromkeys(long[column].dropna()))},
                   title=f"Share of each sample's cells (%), by {column}")
 
 
-def abundance_bars(long: pd.DataFrame, column: str) -> go.Figure:
-    """Stacked population shares, one bar per sample, samples ordered by condition."""
-    bars = long.assign(bar=long[column].fillna("—") + " · " + long[SAMPLE])
-    return px.bar(bars, x="bar", y="percent", color="population", hover_data=["cells"],
+def abundance_bars(long: pd.DataFrame, column: str, names: dict[str, str] | None = None) -> go.Figure:
+    """Stacked population shares, one bar per sample labelled by its condition and short name (`names`: sample →
+    short name, else the sample itself), samples ordered by condition."""
+    shown = long[SAMPLE].map(names) if names else long[SAMPLE]
+    bars = long.assign(bar=long[column].fillna("—") + " · " + shown)
+    return px.bar(bars, x="bar", y="percent", color="population", hover_data=[SAMPLE, "cells"],
                   category_orders={"bar": list(dict.fromkeys(bars["bar"]))},
                   title=f"Population share per sample, ordered by {column} (%)").update_xaxes(title=None)
 
@@ -125,7 +129,9 @@ def study_report(dataset_name: str, metadata: pd.DataFrame, counts: CountTable, 
     `quality_note` saying why there is none."""
     long = by_condition(counts, metadata, design.column)
     differential = differential_abundance(counts, metadata, design)
-    figures = [abundance_box(long, design.column), abundance_bars(long, design.column), volcano(differential, design)]
+    names = short_names(list(counts.counts.index), metadata)
+    figures = [abundance_box(long, design.column, names), abundance_bars(long, design.column, names),
+               volcano(differential, design)]
     box, bars, volcano_html = (_figure(f, f"figure-{i}") for i, f in enumerate(figures))
     significant = differential.loc[differential["p_adjusted"] < SIGNIFICANT, "population"].tolist()
     finding = (f"{len(significant)} of {len(differential)} population(s) changed at adjusted p < {SIGNIFICANT}: "
@@ -138,6 +144,7 @@ def study_report(dataset_name: str, metadata: pd.DataFrame, counts: CountTable, 
         f"<p class='meta'>Made by CytoAutoCluster on {when}. {len(counts.counts)} samples, "
         f"{int(counts.totals.sum()):,} cells, {counts.counts.shape[1]} populations.</p>",
         "<h2>Design</h2>", f"<p class='design'>{_e(design_paragraph(design, metadata))}</p>",
+        *[f"<p class='warning'><strong>{_e(note)}</strong></p>" for note in confounding(design, metadata)],
         f"<p>{_e(method_sentence(design))}</p>",
         "<h3>Samples</h3>", _table(metadata),
         "<h2>Differential abundance</h2>", f"<p class='finding'><strong>{_e(finding)}</strong></p>",

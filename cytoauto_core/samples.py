@@ -1,34 +1,54 @@
-"""Sample metadata of a dataset: one row per sample with its condition, patient, batch and any other column.
+"""Sample metadata of a dataset: one row per sample with its display name, condition, patient, batch and any other
+column.
 
 The table is what turns files into a study: it says which samples are compared and which belong together.
-It is validated against the dataset's samples (each exactly once) and stored atomically in the dataset folder.
+It is validated against the dataset's samples (each exactly once) and stored atomically in the dataset folder, beside
+each sample's descriptive file keywords ($FIL, TUBE NAME, $DATE, …) that a column can be filled from.
 """
 from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 
 import pandas as pd
 
+from .dataset import Dataset, make_unique
 from .errors import CytoInputError, first_line, quoted
+from .io import concat_datasets, read_file
 from .io.csv_reader import SNIFF_BYTES, check_table_head
 from .storage import atomic_write_json, read_json
 from .workspace import Workspace
 
 SAMPLE = "sample"
-DEFAULT_COLUMNS = (SAMPLE, "condition", "patient", "batch")
+DISPLAY = "display name"  # how plots and the report name the sample; not a grouping
+DEFAULT_COLUMNS = (SAMPLE, DISPLAY, "condition", "patient", "batch")
 FILE_NAME = "sample_metadata.json"
+KEYWORDS_FILE = "sample_keywords.json"
+SHORT_NAME = 24  # longest sample name in a plot; longer ones keep their start and end around an ellipsis
+SEPARATORS = " _-.()[]"
+_TOKENS = re.compile(r"([ _\-.()\[\]]+)")
+_STRUCTURAL = re.compile(r"^(\$?P\d+[A-Z]+|\$(BEGIN|END)\w*|\$NEXTDATA|\$BYTEORD|\$DATATYPE|\$MODE|\$PAR|"
+                         r"\$?SPILL(OVER)?|\$COMP|FLOWCORE_.*)$", re.I)
+KEYWORD_MAX_CHARS = 200
 MAX_BYTES = 10 << 20  # a table of one row per sample; every cell becomes a Python string (~50 bytes each)
 MAX_COLUMNS = 200
 
 
 def template(samples: list[str], existing: pd.DataFrame | None = None) -> pd.DataFrame:
-    """A table to fill in: one row per sample, the default columns, values from `existing` where it has them."""
+    """A table to fill in: one row per sample, the default columns, values from `existing` where it has them, and
+    each display name not given yet filled with the sample's short name (see short_names)."""
     frame = pd.DataFrame({SAMPLE: samples})
     columns = list(DEFAULT_COLUMNS[1:]) if existing is None else [c for c in existing.columns if c != SAMPLE]
+    if DISPLAY not in columns:  # a table stored before display names existed
+        columns.insert(0, DISPLAY)
     for column in columns:
-        frame[column] = None if existing is None else existing.set_index(SAMPLE)[column].reindex(samples).to_numpy()
+        frame[column] = None if existing is None or column not in existing else \
+            existing.set_index(SAMPLE)[column].reindex(samples).to_numpy()
+    frame[DISPLAY] = list(short_names(samples, frame).values())
     return frame.astype(object)
 
 
@@ -56,6 +76,11 @@ def validate(table: pd.DataFrame, samples: list[str], source: str = "the sample 
                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
                              "every sample of the dataset needs one.")
     frame[SAMPLE] = names.to_numpy()
+    if DISPLAY in frame:
+        shown = frame[DISPLAY].dropna()
+        if shown.duplicated().any():
+            raise CytoInputError(f"{source} gives the display name {quoted(shown[shown.duplicated()].iloc[0])} to more "
+                                 "than one sample; give each sample its own.")
     ordered = frame.set_index(SAMPLE).loc[samples].reset_index().astype(object)
     return ordered.where(ordered.notna(), None)
 
@@ -102,6 +127,127 @@ def load(workspace: Workspace, key: str, samples: list[str]) -> pd.DataFrame | N
 def values(table: pd.DataFrame, column: str) -> list[str]:
     """The distinct filled-in values of `column`, in order of first appearance."""
     return list(dict.fromkeys(table[column].dropna()))
+
+
+def groupings(table: pd.DataFrame) -> list[str]:
+    """The columns samples can be grouped or paired by: every filled-in one but the sample and its display name."""
+    return [c for c in table.columns if c not in (SAMPLE, DISPLAY) and table[c].notna().any()]
+
+
+def confounded(table: pd.DataFrame, column: str, among: Sequence[str] | None = None) -> list[str]:
+    """The other grouping columns, filled in for every sample considered, that split those samples exactly as `column`
+    does (each value of one goes with one value of the other): between their groups, a difference in `column` cannot
+    be told from a difference in theirs. Considered: the samples whose `column` is filled in (and in `among`)."""
+    rows = table[table[column].notna()]
+    if among is not None:
+        rows = rows[rows[column].isin(list(among))]
+    if rows[column].nunique() < 2:
+        return []
+    return [other for other in groupings(table) if other != column and _same_split(rows, column, other)]
+
+
+def _same_split(rows: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether every row has a `b` and each value of `a` goes with one value of `b` and each of `b` with one of `a`."""
+    return bool(rows[b].notna().all()) and \
+        len(rows[[a, b]].drop_duplicates()) == rows[a].nunique() == rows[b].nunique()
+
+
+def short_names(samples: list[str], table: pd.DataFrame | None = None) -> dict[str, str]:
+    """Each sample's name for plots, unique and at most SHORT_NAME characters: its display name where the table gives
+    one, else its file name shortened (see shorten)."""
+    given = {} if table is None or DISPLAY not in table else \
+        table.set_index(SAMPLE)[DISPLAY].dropna().to_dict()
+    shortened = dict(zip(samples, shorten(samples)))
+    chosen = [_capped(given.get(s) or shortened[s]) for s in samples]
+    return dict(zip(samples, make_unique(chosen)))
+
+
+def shorten(names: list[str]) -> list[str]:
+    """Long file names made short by what tells them apart: the prefix and suffix all of them share (at a word
+    boundary) and the words all of them hold are dropped, as long as the names stay distinct; then capped at
+    SHORT_NAME characters. One name loses its extension only."""
+    if len(names) < 2:
+        return [_capped(PurePath(n).stem or n) for n in names]
+    trimmed = _without_common_affixes(names)
+    fewer = _without_common_words(trimmed)
+    for candidate in (fewer, trimmed):
+        if all(candidate) and len(set(candidate)) == len(candidate):
+            return [_capped(n) for n in candidate]
+    return [_capped(n) for n in names]
+
+
+def _without_common_affixes(names: list[str]) -> list[str]:
+    """The names without the prefix and suffix every one of them starts and ends with, cut at a separator."""
+    prefix = os.path.commonprefix(names)
+    cut = max((i + 1 for i, ch in enumerate(prefix) if ch in SEPARATORS), default=0)
+    suffix = os.path.commonprefix([n[::-1] for n in names])[::-1]
+    tail = next((len(suffix) - i for i, ch in enumerate(suffix) if ch in SEPARATORS), 0)
+    return [n[cut:len(n) - tail].strip(SEPARATORS) for n in names]
+
+
+def _without_common_words(names: list[str]) -> list[str]:
+    """The names without the words (runs between separators) that every one of them holds."""
+    split = [_TOKENS.split(n) for n in names]
+    common = set.intersection(*(set(parts[::2]) for parts in split)) - {""}
+    return ["".join(parts[i] + (parts[i + 1] if i + 1 < len(parts) else "")
+                    for i in range(0, len(parts), 2) if parts[i] not in common).strip(SEPARATORS) for parts in split]
+
+
+def _capped(name: str) -> str:
+    """`name` cut to SHORT_NAME characters, keeping its start and its end (where sample numbers often are)."""
+    if len(name) <= SHORT_NAME:
+        return name
+    head = (SHORT_NAME - 1) * 2 // 3
+    return f"{name[:head]}…{name[len(name) - (SHORT_NAME - 1 - head):]}"
+
+
+def read_study(paths: Sequence[Path], names: Sequence[str]) -> tuple[Dataset, dict[str, dict[str, str]]]:
+    """The files as io.read_files reads them (one dataset, one sample per file or data set), and each sample's
+    descriptive keywords, which the dataset keeps for its first file only."""
+    if not paths:
+        raise CytoInputError("No file was given.")
+    parts = [read_file(Path(p), n) for p, n in zip(paths, names)]
+    dataset = concat_datasets(parts, parts[0].name if len(parts) == 1 else f"{len(parts)} files")
+    owners = [part.metadata for part in parts for _ in part.samples]
+    return dataset, {sample: descriptive(keywords) for sample, keywords in zip(dataset.samples, owners)}
+
+
+def descriptive(keywords: dict[str, str]) -> dict[str, str]:
+    """The keywords that describe a sample ($FIL, TUBE NAME, $DATE, …): none per parameter ($PnN, …), none about the
+    file's layout or spillover, none longer than KEYWORD_MAX_CHARS, none empty."""
+    return {k: str(v).strip() for k, v in keywords.items()
+            if not _STRUCTURAL.match(k) and str(v).strip() and len(str(v)) <= KEYWORD_MAX_CHARS}
+
+
+def save_keywords(workspace: Workspace, key: str, keywords: dict[str, dict[str, str]]) -> None:
+    """Store each sample's descriptive keywords in the dataset folder."""
+    atomic_write_json(workspace.dataset_dir(key) / KEYWORDS_FILE, keywords)
+
+
+def load_keywords(workspace: Workspace, key: str, dataset: Dataset) -> dict[str, dict[str, str]]:
+    """Each sample's stored keywords; a one-sample dataset has its file's own; none for samples stored without."""
+    stored = read_json(workspace.dataset_dir(key) / KEYWORDS_FILE) or {}
+    if not stored and len(dataset.samples) == 1:
+        stored = {dataset.samples[0]: descriptive(dataset.metadata)}
+    return {s: stored[s] for s in dataset.samples if isinstance(stored.get(s), dict)}
+
+
+def keyword_choices(keywords: dict[str, dict[str, str]], samples: list[str]) -> list[str]:
+    """The keywords every sample has and that differ between samples (so they can name or group them), in file
+    order."""
+    if len(keywords) < len(samples) or not samples:
+        return []
+    first = keywords[samples[0]]
+    return [k for k in first if all(k in keywords[s] for s in samples) and len({keywords[s][k] for s in samples}) > 1]
+
+
+def fill_from_keyword(table: pd.DataFrame, column: str, keyword: str,
+                      keywords: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """The table with `column` set to each sample's `keyword` (shortened, see shorten, for the display name)."""
+    found = [keywords.get(s, {}).get(keyword) for s in table[SAMPLE]]
+    filled = table.copy()
+    filled[column] = shorten(found) if column == DISPLAY and all(found) else found
+    return filled
 
 
 def _path(workspace: Workspace, key: str) -> Path:

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .dataset import Dataset, Spillover
+from .dataset import Channel, Dataset, Spillover
 from .errors import CytoInputError
 
 COFACTOR_MASS = 5.0
@@ -16,6 +16,8 @@ TRANSFORMED_MAX = 20.0  # arcsinh(10^6 / 5) is 12.9 and logicle/log10 scales end
 SCALE_SAMPLE = 50_000
 NEGATIVE_SHARE = 0.02  # a channel needs this share of cells below zero to measure its negative population's spread
 SPREAD_FACTOR = 3.0  # suggested cofactor: this many robust SDs of the negative population (OMIQ-style autoscale)
+MOSTLY_NEGATIVE = 0.5  # an unnamed detector's note names its share of cells below zero from this share on
+FLAT_SHARE = 0.999  # a channel where this share of cells has one value carries no signal
 
 
 @dataclass
@@ -60,11 +62,21 @@ class CofactorSuggestion:
     negative_share: float
 
 
+@dataclass
+class UntickedChannel:
+    """A channel the reader took for a marker that is left out of the default features, and why (for the Data page)."""
+
+    channel: str
+    reason: str
+
+
 def default_spec(dataset: Dataset) -> TransformSpec:
-    """Sensible defaults: default features; no transform for data already on an arcsinh/logicle/log scale (see
-    detect_scale), else arcsinh with cofactor 5 for mass cytometry and 150 for flow, compensation when available."""
+    """Sensible defaults: default features but the unticked channels (see unticked_channels); no transform for data
+    already on an arcsinh/logicle/log scale (see detect_scale), else arcsinh with cofactor 5 for mass cytometry and 150
+    for flow, compensation when available."""
     kinds = {c.name: c.kind for c in dataset.channels}
-    features = dataset.feature_names
+    unticked = {u.channel for u in unticked_channels(dataset)}
+    features = [n for n in dataset.feature_names if n not in unticked]
     flow = any(k == "scatter" for k in kinds.values()) or dataset.spillover is not None
     raw = not detect_scale(dataset).transformed
     return TransformSpec(
@@ -74,6 +86,45 @@ def default_spec(dataset: Dataset) -> TransformSpec:
         compensate=raw and dataset.spillover is not None,
         arcsinh=raw,
     )
+
+
+def unticked_channels(dataset: Dataset) -> list[UntickedChannel]:
+    """Default features that are left unticked: detectors without a marker name in a file that names its markers
+    (empty detectors, like three of the COVID panel's, 67–99 % of cells below zero) and channels without signal (one
+    value in 99.9 % of cells). A file that names no marker keeps every channel with signal (mass cytometry exports and
+    CSV files often name channels by their marker); all channels are kept when none would be left."""
+    names_markers = any(c.kind == "marker" and _named(c) for c in dataset.channels)
+    columns = [i for i, c in enumerate(dataset.channels) if c.is_feature]
+    values = _sampled_rows(dataset)[:, columns]
+    found = [UntickedChannel(dataset.channels[i].name, reason) for j, i in enumerate(columns)
+             if (reason := _why_unticked(dataset.channels[i], values[:, j], names_markers))]
+    return found if len(found) < len(columns) else []
+
+
+def _why_unticked(channel: Channel, values: np.ndarray, names_markers: bool) -> str:
+    """Why a default feature is better left out, from its (sampled) values: '' when it is not."""
+    if not values.size:
+        return ""
+    reasons = ["no marker name"] if names_markers and not _named(channel) else []
+    below = float(np.mean(values < 0))
+    if reasons and below >= MOSTLY_NEGATIVE:
+        reasons.append(f"{100 * below:.0f} % of cells below zero")
+    same = np.unique(values, return_counts=True)[1].max() / values.size
+    if same >= FLAT_SHARE:
+        reasons.append(f"{100 * same:.1f} % of cells have the same value")
+    return ", ".join(reasons)
+
+
+def _named(channel: Channel) -> bool:
+    """Whether the file names the channel's marker ($PnS other than the detector name and not just a dash)."""
+    return channel.marker != channel.name and bool(channel.marker.strip("-–—_. "))
+
+
+def _sampled_rows(dataset: Dataset) -> np.ndarray:
+    """Evenly spaced rows (at most about SCALE_SAMPLE) of the events, non-finite values as zero."""
+    step = max(1, dataset.n_cells // SCALE_SAMPLE)
+    values = np.asarray(dataset.events[::step], dtype=np.float32)
+    return np.where(np.isfinite(values), values, 0.0)
 
 
 def detect_scale(dataset: Dataset) -> ScaleGuess:
@@ -86,9 +137,7 @@ def detect_scale(dataset: Dataset) -> ScaleGuess:
     columns = columns or [i for i, c in enumerate(dataset.channels) if c.kind == "marker"]
     if not columns or dataset.n_cells == 0:
         return ScaleGuess(False, "")
-    step = max(1, dataset.n_cells // SCALE_SAMPLE)
-    values = np.asarray(dataset.events[::step][:, columns], dtype=np.float32)
-    values = np.where(np.isfinite(values), values, 0.0)
+    values = _sampled_rows(dataset)[:, columns]
     lo, hi = np.quantile(values, [0.001, 0.999], axis=0)
     top, bottom = float(np.abs(np.concatenate([lo, hi])).max()), float(lo.min())
     if top >= TRANSFORMED_MAX:

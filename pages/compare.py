@@ -4,7 +4,7 @@ import streamlit as st
 
 from cytoauto_core import samples
 from cytoauto_core.abundance import by_condition, count_table
-from cytoauto_core.differential import Design, differential_abundance
+from cytoauto_core.differential import Design, confounding, differential_abundance
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import csv_bytes
 from cytoauto_core.report import (ModelSummary, abundance_bars, abundance_box, method_sentence, study_report,
@@ -40,8 +40,9 @@ def _store(table: pd.DataFrame) -> None:
     st.rerun()
 
 
-st.caption("One row per sample: its condition and, when samples belong together (before/after, one patient), "
-           "the patient; add any other column (batch, timepoint) by uploading a table or naming it below.")
+st.caption("One row per sample: the short name plots give it, its condition and, when samples belong together "
+           "(before/after, one patient), the patient; add any other column (batch, run day, timepoint) by uploading a "
+           "table, naming it below or filling it from a file keyword.")
 left, right = st.columns(2)
 with left:
     upload = st.file_uploader("Upload a sample table (CSV/TSV with a 'sample' column)", type=["csv", "tsv", "txt"],
@@ -56,9 +57,12 @@ with right:
 draft = samples.template(dataset.samples, stored)
 if new_column.strip() and new_column.strip() not in draft.columns:
     draft[new_column.strip()] = None
-edited = st.data_editor(draft, hide_index=True, width="stretch", disabled=["sample"],
+edited = st.data_editor(draft, hide_index=True, width="stretch", disabled=["sample"], placeholder="",
                         key=f"sample-editor-{key}-{version}-{len(draft.columns)}",
-                        column_config={c: st.column_config.TextColumn(c) for c in draft.columns if c != "sample"})
+                        column_config={**{c: st.column_config.TextColumn(c) for c in draft.columns if c != "sample"},
+                                       samples.DISPLAY: st.column_config.TextColumn(
+                                           samples.DISPLAY, help="How plots and the report name the sample; "
+                                           "shortened from the file name until you change it")})
 if st.button("Save sample table", type="primary"):
     try:
         _store(samples.validate(edited, dataset.samples))
@@ -66,13 +70,26 @@ if st.button("Save sample table", type="primary"):
         st.error(literal(exc))
 st.download_button("Download the sample table (CSV)", edited.to_csv(index=False), file_name="samples.csv",
                    mime="text/csv")
+keywords = samples.load_keywords(workspace, key, dataset)
+choices = samples.keyword_choices(keywords, dataset.samples)
+if choices:
+    with st.expander("Fill a column from a file keyword"):
+        first = keywords[dataset.samples[0]]
+        k1, k2 = st.columns(2)
+        keyword = k1.selectbox("File keyword", choices, format_func=lambda k: f"{k} (e.g. {first[k]})")
+        target = k2.selectbox("Into column", [c for c in edited.columns if c != "sample"])
+        if st.button("Fill in"):
+            try:
+                _store(samples.validate(samples.fill_from_keyword(edited, target, keyword, keywords), dataset.samples))
+            except CytoInputError as exc:
+                st.error(literal(exc))
 
 result = load_result(key)
 if result is None:
     st.info("No predicted populations yet: train and apply a model on the **Train** page, or apply a saved model on "
             "the **Results** page.")
     st.stop()
-groupings = [] if stored is None else [c for c in stored.columns if c != "sample" and stored[c].notna().any()]
+groupings = [] if stored is None else samples.groupings(stored)
 if not groupings:
     st.info("Fill in each sample's condition in the table above and save it to compare conditions.")
     st.stop()
@@ -92,8 +109,9 @@ column = st.selectbox("Group samples by", groupings,
                       index=groupings.index("condition") if "condition" in groupings else 0)
 long = by_condition(counts, stored, column)
 conditions = samples.values(stored, column)
-st.plotly_chart(abundance_box(long, column), key="compare-box")
-st.plotly_chart(abundance_bars(long, column), key="compare-bars")
+names = samples.short_names(dataset.samples, stored)
+st.plotly_chart(abundance_box(long, column, names), key="compare-box")
+st.plotly_chart(abundance_bars(long, column, names), key="compare-bars")
 st.download_button("Download counts and percentages (CSV)", csv_bytes(long), file_name="abundance_by_condition.csv",
                    mime="text/csv")
 
@@ -108,6 +126,8 @@ pair = c3.selectbox("paired by", [UNPAIRED] + [c for c in groupings if c != colu
                     index=1 if "patient" in groupings and column != "patient" else 0)
 design = Design(column, reference, target, None if pair == UNPAIRED else pair)
 st.markdown(f"**{literal(design.sentence())}**")
+for warning in confounding(design, stored):
+    st.warning(literal(warning))
 try:
     da = differential_abundance(counts, stored, design)
 except CytoInputError as exc:

@@ -5,13 +5,26 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.dataset import Dataset
-from cytoauto_core.transforms import COFACTOR_FLOW, COFACTOR_MASS, ScaleGuess, TransformSpec, detect_scale
+from cytoauto_core.transforms import (
+    COFACTOR_FLOW, COFACTOR_MASS, ScaleGuess, TransformSpec, UntickedChannel, detect_scale, unticked_channels,
+)
+from cytoauto_core.workspace import DatasetRecord
 from ui import state
 from ui.cofactors import cofactor_panel
 from ui.session_panel import session_panel
 from ui.text import literal
-from ui.upload import release_uploads, store_uploads, uploader_key
-from ui.widgets import show_error
+from ui.upload import distinct_uploads, release_uploads, store_uploads, uploader_key
+from ui.widgets import error_sentence
+
+REFUSED = "upload-refused"  # why the last Load failed, shown after the rerun that gives the uploader its new key
+ORIENTED = "orientation-dismissed"
+ORIENTATION = (
+    "**New here?** The journey runs through the pages on the left: **Data** (load your FCS, CSV or .h5ad files, pick "
+    "the channels) → **Explore** (check the distributions) → **Map** (see the cells in 2-D) → **Label** (name a few "
+    "cells of each population) → **Train** (a model labels every other cell) → **Results** (counts, confidence, "
+    "exports; **Compare** tests conditions across samples).  \n"
+    "The demo (bone marrow, mass cytometry) is open now, so every page can be tried before you upload your own files."
+)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -20,12 +33,44 @@ def _scale(key: str, _dataset: Dataset) -> ScaleGuess:
     return detect_scale(_dataset)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _unticked(key: str, _dataset: Dataset) -> list[UntickedChannel]:
+    """The channels left out of the default features, and why (no marker name, no signal)."""
+    return unticked_channels(_dataset)
+
+
+def _orientation(records: list[DatasetRecord]) -> None:
+    """A few lines on the journey for a first-time user: until dismissed or until a dataset of their own is loaded."""
+    if st.session_state.get(ORIENTED) or any(r.key != state.demo_key() for r in records):
+        return
+    with st.container(border=True):
+        st.markdown(ORIENTATION)
+        if st.button("Got it", key="orientation-dismiss"):
+            st.session_state[ORIENTED] = True
+            st.rerun()
+
+
+def _load(files: list) -> None:
+    """Store the uploads as a dataset and open it; a refusal is kept for the rerun, which empties the uploader (its
+    files were let go, read or refused) so that the next Load does not meet the refused file again."""
+    kept, _ = distinct_uploads(files)
+    with st.spinner(f"Reading {len(kept)} file(s)…"):
+        try:  # the server lets go of the uploads once they are on disk, read or refused
+            new_key = store_uploads(ws, [(f.name, f) for f in kept], release=partial(release_uploads, files))
+        except Exception as exc:  # one sentence; an unexpected error's traceback goes to the log
+            st.session_state[REFUSED] = error_sentence(exc, "Reading the files")
+        else:
+            state.select_dataset(new_key)
+    st.rerun()
+
+
 ws = state.workspace()
 key, dataset = state.current_dataset()
 
 st.title("Data")
 
 records = ws.list_datasets()
+_orientation(records)
 labels = {r.key: f"{r.name} — {r.n_cells:,} cells, {len(r.samples)} sample(s)" for r in records}
 choice = st.selectbox("Dataset in the workspace", list(labels), index=list(labels).index(key),
                       format_func=labels.get, help="Everything you load stays here across refreshes and restarts.")
@@ -39,15 +84,13 @@ with st.expander("Upload FCS, CSV or AnnData files", expanded=len(records) <= 1)
         "several files are loaded together as samples",
         accept_multiple_files=True, key=uploader_key(),
     )
+    if REFUSED in st.session_state:
+        st.error(literal(st.session_state.pop(REFUSED)))
+    repeated = distinct_uploads(files)[1] if files else []
+    if repeated:
+        st.warning(f"Added more than once, loaded once: {literal(', '.join(repeated))}.")
     if files and st.button("Load files", type="primary"):
-        with st.spinner(f"Reading {len(files)} file(s)…"):
-            try:  # the server lets go of the uploads once they are on disk, read or refused
-                new_key = store_uploads(ws, [(f.name, f) for f in files], release=partial(release_uploads, files))
-            except Exception as exc:  # shown as one sentence
-                show_error(exc, "Reading the files")
-            else:
-                state.select_dataset(new_key)
-                st.rerun()
+        _load(files)
 
 for warning in dataset.warnings:
     st.warning(literal(warning))
@@ -69,25 +112,29 @@ with right:
                                disabled=presets[preset] is not None)
     use_arcsinh = st.checkbox("Apply arcsinh", value=spec.arcsinh,
                               help="Untick for data already on the arcsinh scale (e.g. an exported CSV).")
-    compensate = st.checkbox("Compensate with the file's spillover matrix", value=spec.compensate,
-                             disabled=dataset.spillover is None,
-                             help="Available when the file carries $SPILLOVER, SPILL or $COMP.")
+    compensate = st.checkbox("Compensate", value=spec.compensate, disabled=dataset.spillover is None,
+                             help="Apply the file's spillover matrix before the transform; available when the file "
+                                  "carries one ($SPILLOVER, SPILL or $COMP).")
 with left:
     table = pd.DataFrame({
         "use": [c.name in spec.features for c in dataset.channels],
         "channel": dataset.channel_names,
         "marker": [c.marker for c in dataset.channels],
         "kind": [c.kind for c in dataset.channels],
-        "cofactor": [spec.cofactors.get(c.name) for c in dataset.channels],
+        "cofactor": pd.Series([spec.cofactors.get(c.name) for c in dataset.channels], dtype=float),
     })
     edited = st.data_editor(
-        table, hide_index=True, width="stretch", key=f"channels-{key}",
+        table, hide_index=True, width="stretch", key=f"channels-{key}", placeholder="",
         disabled=["channel", "marker", "kind"],
         column_config={
             "use": st.column_config.CheckboxColumn("feature", help="Used for maps and models"),
             "cofactor": st.column_config.NumberColumn("cofactor override", min_value=0.1),
         },
     )
+    left_out = [u for u in _unticked(key, dataset) if u.channel not in set(edited.loc[edited["use"], "channel"])]
+    if left_out:
+        st.caption(literal("Not ticked: " + "; ".join(f"{u.channel} ({u.reason})" for u in left_out)
+                           + ". Tick a channel to use it all the same."))
 
 chosen = edited.loc[edited["use"], "channel"].tolist()
 kinds = dict(zip(table["channel"], table["kind"]))

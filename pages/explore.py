@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.stats import channel_stats, correlation, per_sample_stats
+from cytoauto_core.transforms import TransformSpec
 from ui import state
 from ui.plots import box_figure, heatmap_figure, histogram_figure
 from ui.text import literal
@@ -24,6 +25,24 @@ def _corr(dataset_key: str, spec_json: str) -> pd.DataFrame:
     return correlation(x, markers)
 
 
+def _skew_notes(flagged: list[str], spec: TransformSpec) -> list[str]:
+    """What to do about skewed channels: a cofactor only helps those arcsinh transforms; the others are used as is."""
+    untransformed = set(spec.features) if not spec.arcsinh else set(spec.linear)
+    channel = dict(zip(markers, spec.features))
+    scaled = [m for m in flagged if channel[m] not in untransformed]
+    raw = [m for m in flagged if channel[m] in untransformed]
+    why = ("no transform is applied (arcsinh is off on the **Data** page); if these are raw intensities, turn arcsinh "
+           "on there" if not spec.arcsinh else
+           "scatter and time channels are kept linear, so their skew is the instrument's scale and no cofactor changes it")
+    notes = []
+    if scaled:
+        notes.append(f"Heavy skew or kurtosis in: {literal(', '.join(scaled))}. Check the cofactor for these channels "
+                     "on the **Data** page.")
+    if raw:
+        notes.append(f"Heavy skew or kurtosis in: {literal(', '.join(raw))}. These values are not transformed: {why}.")
+    return notes
+
+
 spec_json = json.dumps(spec.to_dict(), sort_keys=True)
 st.title("Explore")
 st.caption(f"{dataset.n_cells:,} cells · {len(markers)} feature markers · statistics use every cell")
@@ -31,9 +50,8 @@ st.caption(f"{dataset.n_cells:,} cells · {len(markers)} feature markers · stat
 stats = _stats(key, spec_json)
 st.subheader("Per-channel statistics (after the transform)")
 st.dataframe(stats, width="stretch", height=min(600, 36 * len(stats) + 40))
-flagged = stats.index[stats["heavy_skew"] | stats["heavy_kurtosis"]].tolist()
-if flagged:
-    st.info(f"Heavy skew or kurtosis in: {literal(', '.join(map(str, flagged)))}. Check the cofactor for these channels.")
+for note in _skew_notes(stats.index[stats["heavy_skew"] | stats["heavy_kurtosis"]].tolist(), spec):
+    st.info(note)
 
 st.subheader("Distributions: raw and transformed")
 chosen = st.multiselect("Channels", markers, default=markers[:3], max_selections=8)

@@ -8,7 +8,7 @@ import pytest
 
 from bench.differential import covid_null_studies, simulate_study
 from cytoauto_core.abundance import CountTable, by_condition, count_table
-from cytoauto_core.differential import Design, differential_abundance, plan
+from cytoauto_core.differential import Design, confounding, differential_abundance, plan
 from cytoauto_core.errors import CytoInputError
 from tests.conftest import SHARED
 
@@ -161,3 +161,15 @@ def test_counts_with_no_extra_variation_are_tested_as_poisson():
     row = differential_abundance(table, _metadata(["A"] * 3 + ["B"] * 3), UNPAIRED).iloc[0]
     assert row["note"] == "" and row["alpha"] == 0
     assert row["log2_fold_change"] == pytest.approx(1, abs=1e-6) and row["p_value"] < 0.01
+
+
+def test_a_run_day_holding_one_condition_each_is_named_as_confounded():
+    metadata = pd.DataFrame({"sample": [f"s{i}" for i in range(6)], "condition": ["A", "A", "B", "B", "C", "C"],
+                             "run day": ["Mon", "Mon", "Tue", "Tue", "Tue", "Mon"], "patient": list("pqpqpq")})
+    [note] = confounding(Design("condition", "A", "B"), metadata)
+    assert note == ("Condition and run day split the compared samples identically (every 'A' sample has run day "
+                    "'Mon', every 'B' sample has run day 'Tue'), so this comparison cannot tell an effect of condition "
+                    "from an effect of run day; to separate them, the study needs samples of more than one run day in "
+                    "each condition.")
+    assert confounding(Design("condition", "A", "C"), metadata) == [], "C ran on both days"
+    assert confounding(Design("condition", "A", "B", pair_by="patient"), metadata) == [note]

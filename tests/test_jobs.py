@@ -17,6 +17,7 @@ from cytoauto_core.jobs import Job, JobCancelled, JobManager
 from cytoauto_core.models import TrainingCancelled
 from cytoauto_core.models.vime import VIMEClassifier, VIMEParams
 from cytoauto_core.transforms import default_spec, transform_features
+from ui.widgets import time_left
 
 
 def _wait(job, timeout=5.0):
@@ -103,13 +104,50 @@ def test_a_second_start_while_running_is_counted_not_run():
     assert manager.start("k", "Training", lambda p, s: 1).refused_starts == 0, "a finished job no longer blocks a start"
 
 
-def test_time_left_follows_the_pace_so_far():
-    job = Job(key="k", title="Training", started=100.0)
-    job.report(0.01, "just started")
-    assert job.seconds_left(now=110.0) is None, "too little progress to judge"
-    job.report(0.25, "a quarter")
-    assert job.seconds_left(now=120.0) == pytest.approx(60.0)
-    assert job.elapsed(now=120.0) == pytest.approx(20.0)
+def _estimates(pace, end: float, every: float = 1.0) -> list[tuple[float, float | None, float]]:
+    """A job reporting `pace(t)` every `every` seconds until `end`: (t, estimated seconds left, true seconds left)."""
+    job = Job(key="k", title="Training", started=0.0)
+    out = []
+    for t in np.arange(every, end + every / 2, every):
+        job.report(pace(t), "working", now=t)
+        out.append((t, job.seconds_left(now=t), end - t))
+    return out
+
+
+def test_time_left_is_quiet_until_a_tenth_is_done_then_follows_a_steady_pace():
+    shown = _estimates(lambda t: t / 200, 200)
+    assert all(left is None for t, left, _ in shown if t < 20), "too little progress to judge"
+    assert all(left == pytest.approx(true, abs=1.0) for t, left, true in shown if 20 <= t < 200)
+
+
+def test_a_slow_start_then_fast_work_is_not_fifteen_minutes_at_one_minute():
+    """As reported: 6 % done after a minute on a busy machine, then done at 2 min 40 s; at one minute the estimate
+    said 'about 15 min 15 s left'. Now it says nothing until a tenth is done, and follows the fast pace after."""
+    stalled_then_fast = lambda t: 0.001 * t if t <= 60 else 0.06 + 0.0094 * (t - 60)  # noqa: E731
+    shown = _estimates(stalled_then_fast, 160)
+    assert all(left is None for t, left, _ in shown if t <= 60)
+    assert all(left < 2.5 * true for t, left, true in shown if left is not None), "never wildly above the truth"
+    assert all(left == pytest.approx(true, rel=0.1) for t, left, true in shown if 70 <= t < 160)
+
+
+def test_a_stall_counts_the_estimate_down_then_says_nothing_until_progress_resumes():
+    steady_then_stuck = lambda t: min(t / 200, 0.5) if t < 250 else 0.5 + (t - 250) / 200  # noqa: E731
+    shown = dict((t, left) for t, left, _ in _estimates(steady_then_stuck, 350))
+    assert shown[100] == pytest.approx(100, abs=1) and shown[150] == pytest.approx(50, abs=1)
+    assert all(shown[t] is None for t in range(200, 250)), "overdue at the recent pace: no guess"
+    assert shown[300] is not None and shown[300] <= 1.5 * 300 * 0.25 / 0.75, "capped by the whole run's pace"
+
+
+def test_coarse_progress_steps_give_an_estimate_near_the_truth():
+    tenth_every_half_minute = lambda t: np.floor(t / 30) / 10  # noqa: E731
+    shown = [(left, true) for t, left, true in _estimates(tenth_every_half_minute, 300, every=5) if left is not None]
+    assert shown and all(true / 1.6 <= left <= 1.6 * true + 30 for left, true in shown)
+
+
+@pytest.mark.parametrize("seconds, text", [(12, "under a minute left"), (95, "about 1 min 30 s left"),
+                                           (915, "about 15 min left"), (4_800, "about 1 h 20 min left")])
+def test_time_left_is_rounded_as_coarsely_as_it_deserves(seconds, text):
+    assert time_left(seconds) == text
 
 
 @pytest.mark.timed

@@ -103,3 +103,60 @@ def test_a_table_too_large_or_too_wide_for_a_sample_table_is_refused_before_it_i
     long = "s" * 5000
     with pytest.raises(CytoInputError, match=rf"^'long.csv' names sample '{'s' * 60}…', which is not in this"):
         samples.read_table(f"sample\n{long}\n".encode(), "long.csv", dataset.samples)
+
+
+def test_long_file_names_become_short_distinct_names_for_plots():
+    """The 18 COVID-19 files are named like 'export_COVID19 samples 21_04_20_ST3_COVID19_ICU_005_A ST3
+    210420_080_Live_cells.fcs'; what all share is dropped and the rest capped."""
+    names = pd.read_csv(COVID / "samples.csv")["fcs_file"].tolist()
+    short = samples.shorten(names)
+    assert short[0] == "21_ICU_005_A 210420_080"
+    assert len(set(short)) == len(names) and max(map(len, short)) <= samples.SHORT_NAME
+    assert short[3] == "21_ICU_changedW…0420_040", "too long: start and end kept around an ellipsis"
+    assert samples.shorten(["only one.fcs"]) == ["only one"]
+    assert samples.shorten(["a.fcs", "a_2.fcs"]) == ["a", "a_2"], "a name that would become empty keeps its word"
+
+
+def test_display_names_are_used_where_given_and_must_differ(study):
+    dataset, _ = study
+    table = samples.template(dataset.samples)
+    assert table.columns[1] == samples.DISPLAY and table[samples.DISPLAY].tolist() == \
+        list(samples.short_names(dataset.samples).values()), "the editor starts from the short names"
+    table[samples.DISPLAY] = ["patient 24", None, "a very long display name given by the user"]
+    shown = samples.short_names(dataset.samples, samples.validate(table, dataset.samples))
+    assert list(shown.values()) == ["patient 24", samples.shorten(dataset.samples)[1], "a very long dis…the user"]
+    table[samples.DISPLAY] = ["same", "same", None]
+    with pytest.raises(CytoInputError, match="^the sample table gives the display name 'same' to more than one "
+                                             "sample; give each sample its own.$"):
+        samples.validate(table, dataset.samples)
+
+
+def test_each_files_keywords_are_kept_and_fill_a_column(tmp_path):
+    """$FIL names three of the files differently from their names on disk (the wsp's names); $DATE is the run day."""
+    published = pd.read_csv(COVID / "samples.csv").sort_values("fcs_file").iloc[[0, 3, 4, -2, -1]]
+    paths = [COVID / "fcs" / name for name in published["fcs_file"]]
+    dataset, keywords = samples.read_study(paths, [p.name for p in paths])
+    assert dataset.samples == published["fcs_file"].tolist()
+    assert [keywords[s]["$FIL"] for s in dataset.samples] == published["wsp_sample_name"].tolist()
+    assert not any(k.startswith(("$P1", "$BEGIN")) for k in keywords[dataset.samples[0]]), "no layout keywords"
+    workspace = Workspace(tmp_path)
+    key = workspace.add_dataset(dataset)
+    samples.save_keywords(workspace, key, keywords)
+    again = samples.load_keywords(workspace, key, dataset)
+    assert again == keywords and {"$FIL", "TUBE NAME", "$DATE"} <= set(samples.keyword_choices(again, dataset.samples))
+    filled = samples.fill_from_keyword(samples.template(dataset.samples), "batch", "$DATE", again)
+    assert filled["batch"].tolist() == published["fcs_DATE"].tolist()
+
+
+def test_a_column_that_splits_samples_as_the_condition_does_is_confounded():
+    table = pd.DataFrame({"sample": list("abcdef"), samples.DISPLAY: list("ABCDEF"),
+                          "condition": ["ICU"] * 3 + ["W"] * 3, "run day": ["Tue"] * 3 + ["Fri"] * 3,
+                          "batch": ["1", "2", "1", "2", "1", "2"], "patient": list("pqrstu"),
+                          "site": ["x", "x", "x", "y", "y", None]})
+    assert samples.confounded(table, "condition") == ["run day"], "patients and batches span the conditions"
+    assert samples.confounded(table, "run day") == ["condition"]
+    three = pd.DataFrame({"sample": list("abcdef"), "condition": ["ICU", "ICU", "HC", "W", "W", "HC"],
+                          "batch": ["1", "1", "2", "2", "2", "1"]})
+    assert samples.confounded(three, "condition") == []
+    assert samples.confounded(three, "condition", among=["ICU", "W"]) == ["batch"], "batch 1 is ICU, batch 2 is W"
+    assert samples.groupings(table) == ["condition", "run day", "batch", "patient", "site"]

@@ -21,6 +21,7 @@ from cytoauto_core.workspace import Workspace, default_root
 from ui.text import literal
 
 QUERY_KEY = "dataset"
+NOT_IN_WORKSPACE = "The dataset in the link is not in your workspace; the demo is open instead."
 USERS_DIR = "users"
 _job_thread = threading.local()  # in a background job's thread: the root of the workspace that started it
 _SESSION_STARTED = "_session_started"
@@ -124,10 +125,14 @@ def _load_from(root: str, key: str) -> Dataset:
 
 
 def current_key() -> str:
-    """The dataset the user works on: from the URL (so a refresh keeps it), else the demo. Whatever the URL holds
-    is only compared with the workspace's keys, never used as a path."""
-    key = st.query_params.get(QUERY_KEY) or st.session_state.get(QUERY_KEY)
+    """The dataset the user works on: from the URL (so a refresh keeps it), else the demo, with a word when the link
+    named a dataset the workspace does not hold. Whatever the URL holds is only compared with the workspace's keys,
+    never used as a path."""
+    linked = st.query_params.get(QUERY_KEY)
+    key = linked or st.session_state.get(QUERY_KEY)
     if not workspace().has_dataset(key):
+        if linked:
+            st.warning(NOT_IN_WORKSPACE)
         key = demo_key()
     select_dataset(key)
     return key
@@ -169,7 +174,13 @@ def _route_through_app() -> None:
 def transform_spec(key: str, dataset: Dataset) -> TransformSpec:
     """The dataset's saved feature/transform settings, or sensible defaults."""
     saved = (workspace().load_settings(key) or {}).get("transform")
-    return TransformSpec.from_dict(saved) if saved else default_spec(dataset)
+    return TransformSpec.from_dict(saved) if saved else _default_spec(key, dataset)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _default_spec(key: str, _dataset: Dataset) -> TransformSpec:
+    """default_spec of a dataset (its key is its content hash), measured once: it samples every channel's values."""
+    return default_spec(_dataset)
 
 
 def save_transform_spec(key: str, spec: TransformSpec) -> None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import shutil
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -11,7 +13,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from cytoauto_core.io import read_files
+from cytoauto_core import samples
 from cytoauto_core.workspace import Workspace
 
 CHUNK = 16 * 1024 * 1024
@@ -21,8 +23,8 @@ GENERATION = "uploader_generation"
 def store_uploads(ws: Workspace, uploads: list[tuple[str, BinaryIO]],
                   release: Callable[[], None] = lambda: None) -> str:
     """Stream each upload to a temp file, then call `release` (also when streaming failed: the uploads' bytes are
-    not needed any more, so parsing does not hold them too), parse all files as one dataset, store it, delete the
-    temps."""
+    not needed any more, so parsing does not hold them too), parse all files as one dataset, store it with each
+    sample's file keywords (for naming samples on the Compare page), delete the temps."""
     paths: list[Path] = []
     try:
         try:
@@ -34,11 +36,29 @@ def store_uploads(ws: Workspace, uploads: list[tuple[str, BinaryIO]],
                 paths.append(path)
         finally:
             release()
-        dataset = read_files(paths, display_names=[name for name, _ in uploads])
-        return ws.add_dataset(dataset)
+        dataset, keywords = samples.read_study(paths, [name for name, _ in uploads])
+        key = ws.add_dataset(dataset)
+        samples.save_keywords(ws, key, keywords)
+        return key
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
+
+
+def distinct_uploads(files: Sequence[UploadedFile]) -> tuple[list[UploadedFile], list[str]]:
+    """The uploads with a file added twice (same name and bytes) kept once, and the names of those added twice; files
+    that share only a name are different samples and are all kept."""
+    names = Counter(f.name for f in files)
+    seen: set[tuple[str, str]] = set()
+    kept, repeated = [], []
+    for f in files:  # only files sharing a name are hashed
+        identity = (f.name, hashlib.blake2b(f.getbuffer(), digest_size=16).hexdigest() if names[f.name] > 1 else "")
+        if identity in seen:
+            repeated.append(f.name)
+        else:
+            seen.add(identity)
+            kept.append(f)
+    return kept, list(dict.fromkeys(repeated))
 
 
 def uploader_key() -> str:

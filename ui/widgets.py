@@ -16,13 +16,17 @@ log = logging.getLogger(__name__)
 
 
 def show_error(exc: Exception, what: str) -> None:
-    """Show an error as one sentence (shown literally: it may quote a file name); unexpected ones are logged with their
-    traceback, never shown."""
+    """Show an error as one sentence (shown literally: it may quote a file name); see error_sentence."""
+    st.error(literal(error_sentence(exc, what)))
+
+
+def error_sentence(exc: Exception, what: str) -> str:
+    """The sentence telling the user why `what` failed: a CytoInputError's own, else a generic one, the unexpected
+    error's traceback going to the log (never to the page)."""
     if isinstance(exc, CytoInputError):
-        st.error(literal(exc))
-    else:
-        log.exception("%s failed", what)
-        st.error(literal(f"{what} failed unexpectedly ({type(exc).__name__}: {exc})."))
+        return str(exc)
+    log.error("%s failed", what, exc_info=exc)
+    return f"{what} failed unexpectedly ({type(exc).__name__}: {exc})."
 
 
 def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> None:
@@ -63,11 +67,23 @@ def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> 
 
 
 def progress_times(job: Job) -> str:
-    """'12 s elapsed' and, once the pace can be judged, 'about 1 min 05 s left'."""
+    """'12 s elapsed' and, once the pace can be judged, a rounded 'about 2 min 30 s left'."""
     now = time.time()
     left = job.seconds_left(now)
     text = f"{duration(job.elapsed(now))} elapsed"
-    return text if left is None else f"{text}, about {duration(left)} left"
+    return text if left is None else f"{text}, {time_left(left)}"
+
+
+def time_left(seconds: float) -> str:
+    """An estimate rounded as coarsely as it deserves: 'under a minute left', 'about 2 min 30 s left' (half minutes
+    below ten minutes), 'about 14 min left', 'about 1 h 20 min left' (ten minutes from an hour on)."""
+    if seconds < 60:
+        return "under a minute left"
+    step = 30 if seconds < 600 else 60 if seconds < 3600 else 600
+    rounded = int(step * round(seconds / step))
+    hours, minutes, rest = rounded // 3600, rounded % 3600 // 60, rounded % 60
+    text = (f"{hours} h {minutes} min" if hours else f"{minutes} min") + (f" {rest} s" if rest else "")
+    return f"about {text.replace(' 0 min', '')} left"
 
 
 def duration(seconds: float) -> str:
