@@ -26,9 +26,12 @@ HEAD = "head.json"  # the manifest: populations, undo/redo stacks and the name o
 LEGACY_STATE, LEGACY_LABELS = "state.json", "labels.npy"  # the layout before FORMAT 2, migrated on its first write
 MAX_FILE_COLUMNS = 1_000  # a label file: cell index and population, or an export with every channel and gate beside
 MIN_LABELS_FOR_TRAINING = 5
+# Populations' and clusters' colours: 24, every pair distinct (CIE ΔE ≥ 21), none grey nor near the unassigned and
+# unknown greys (#bbbbbb, #444444; tests/test_palette.py), so 20 clusters get 20 colours.
 PALETTE = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#393b79", "#ad494a", "#8ca252", "#de9ed6", "#e7ba52", "#31a354",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#a6761d",
+    "#e7298a", "#1b9e77", "#e6ab02", "#843c39", "#98df8a", "#ff9896", "#542788", "#637939", "#00bfff", "#b15928",
+    "#ba55d3", "#9acd32", "#ffbb78", "#000080",
 ]
 
 

@@ -81,7 +81,7 @@ def _act(action, *args):
 name_col, edit_col = st.columns(2)
 with name_col:
     st.markdown(f"**Name the selection as a population** ({len(selected)} clusters, {n_selected:,} cells)")
-    with st.form("name-clusters", clear_on_submit=True):
+    with st.form("name-clusters", clear_on_submit=True, enter_to_submit=False):  # Enter in the name labels nothing
         population = st.text_input("Population name", placeholder="e.g. CD4 T cells")
         how = st.radio("Cells to label", ["the most central cells of each cluster", "every cell"], horizontal=True,
                        help="A few typical cells per cluster are enough to train; every cell also labels the cluster's edges.")
@@ -119,7 +119,8 @@ categories = current.categories()
 if view == "Map":
     picked_map = maps.map_picker(key)
     if picked_map is None:
-        st.info("Compute a map on the **Map** page to see the clusters on it.")
+        if not maps.map_progress(key, "Show the clusters on a marker-vs-marker plot meanwhile."):
+            st.info("Compute a map on the **Map** page to see the clusters on it.")
         st.stop()
     _, xy, meta = picked_map
     axis = (f"{meta['method'].upper()} 1", f"{meta['method'].upper()} 2")
@@ -132,5 +133,6 @@ else:
 show = np.where(np.isin(codes, selected), codes, -1) if selected else codes
 rows_drawn = maps.drawn_rows(key, dataset.n_cells, f"clusters-{current.version}", np.asarray(codes))
 st.plotly_chart(scatter_figure(np.asarray(xy), rows_drawn, show, categories=categories, axis=axis,
-                               title="Selected clusters (others grey)" if selected else "Clusters"),
+                               title="Selected clusters (others grey)" if selected else "Clusters",
+                               labelled_on_top=bool(selected)),
                 key=f"cluster-map-{view}")

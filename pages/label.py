@@ -2,6 +2,7 @@
 import json
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.biaxial import default_axes, point_density
+from cytoauto_core.dataset import NOT_A_POPULATION
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.io.flowjo import WorkspaceGates
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
@@ -25,6 +27,9 @@ x, spec = state.features(key, dataset)
 store = state.label_store(key, dataset)
 markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
 SELECTED = f"selected-{key}"
+TARGET = f"target-{key}"  # the population that Assign labels: the one last created, until another is picked
+CREATED = "label-created"  # (population id, cells selected then) of the population created by the last run
+CLEARS = f"clears-{key}"  # times 'Clear selection' was pressed: part of the plot's key, so a press starts a new plot
 PREVIEW_CELLS = 20_000  # median preview per population: a seeded subsample keeps it instant on 1M cells
 LABELS, DENSITY = "labels", "density (pseudocolour)"
 FORMATS = {"PNG": "png", "SVG": "svg"}
@@ -51,11 +56,14 @@ def _config(name: str) -> dict:
     return {"displaylogo": False, "toImageButtonOptions": {"format": fmt, "filename": f"{Path(dataset.name).stem}_{name}", "scale": 2}}
 
 
-def _report(done: Assignment, name: str) -> None:
-    """Say what an assignment took from other populations, and warn about populations it left too small to train."""
+def _report(done: Assignment, name: str, selected: int) -> None:
+    """Say where the selected cells went and what that took from other populations (a click must never label cells
+    silently), and warn about populations it left too small to train."""
+    already = selected - done.changed
+    said = f"Assigned {done.changed:,} cells to {name}" + (f" ({already:,} selected cells were in it already)"
+                                                           if already else "")
     moved = done.moved_sentence()
-    if moved:
-        st.session_state["label_notice"] = f"Assigned {done.changed:,} cells to {name}: {moved}"
+    st.session_state["label_done"] = f"{said}: {moved}" if moved else f"{said}."
     if done.below_minimum:
         st.session_state["label_warning"] = (
             f"Now below the training minimum of {MIN_LABELS_FOR_TRAINING} cells because of this: "
@@ -64,9 +72,11 @@ def _report(done: Assignment, name: str) -> None:
 
 def _colours(choice: str, xy: np.ndarray, rows: np.ndarray, populations, labels: np.ndarray) -> dict:
     """scatter_figure's colour arguments for a 'Colour by' choice."""
-    if choice == LABELS:
-        return dict(color=maps.codes_for(labels, [p.id for p in populations]), categories=[p.name for p in populations],
-                    colors=[p.color for p in populations])
+    if choice == LABELS:  # only populations with cells: creating one leaves the plot, and so its selection, as it is
+        present = set(np.unique(labels).tolist())
+        shown = [p for p in populations if p.id in present]
+        return dict(color=maps.codes_for(labels, [p.id for p in shown]), categories=[p.name for p in shown],
+                    colors=[p.color for p in shown], labelled_on_top=True)
     if choice == DENSITY:
         density = np.zeros(len(xy), np.float32)
         density[rows] = point_density(xy[rows])
@@ -75,9 +85,21 @@ def _colours(choice: str, xy: np.ndarray, rows: np.ndarray, populations, labels:
     return dict(color=values, categories=categories)
 
 
+def _created_sentence(name: str, before: int, now: int) -> str:
+    """What creating a population did: it is now the one Assign labels, and the selection drawn before it was kept
+    (or, if redrawing the plot cleared it, that it must be drawn again)."""
+    said = f"Created {name}: Assign selection now labels cells as {name}."
+    if before and now == before:
+        return f"{said} The {now:,} cells selected before are still selected: press Assign selection to label them."
+    if before:
+        return f"{said} Redrawing the plot cleared the selection: draw it again, then press Assign selection."
+    return f"{said} Draw around its cells, then press Assign selection."
+
+
 @st.fragment
 def labelling() -> None:
     has_map = bool(maps.stored_maps(key))
+    computing = not has_map and maps.map_progress(key, "Label on a marker-vs-marker plot meanwhile.")
     view = st.radio("Select on", ["Map", "Marker vs marker"], index=0 if has_map else 1, horizontal=True)
     populations = store.populations()
     labels = store.labels()
@@ -85,7 +107,8 @@ def labelling() -> None:
     if view == "Map":
         picked = maps.map_picker(key, "Map to label on")
         if picked is None:
-            st.info("Compute a map on the **Map** page first, or label on a marker-vs-marker plot.")
+            if not computing:
+                st.info("Compute a map on the **Map** page first, or label on a marker-vs-marker plot.")
             population_table(labels)
             return
         plot_name, xy, meta = picked
@@ -118,7 +141,10 @@ def labelling() -> None:
         f"Only {names[within]} and its sub-populations ({members.size:,} cells)"
     fig = scatter_figure(xy, rows, axis=axis, title=title,
                          **_colours(colour, xy, rows, populations, labels))
-    chart_key = f"label-{plot_name}-{within}-{colour}-v{store.version()}"  # a new plot starts with no selection
+    # A new plot starts with no selection: after labels change (an assignment) or 'Clear selection', not after a
+    # population is only created, so a selection drawn before creating its population survives.
+    chart_key = (f"label-{plot_name}-{within}-{colour}-{zlib.crc32(labels):08x}"
+                 f"-{st.session_state.get(CLEARS, 0)}")
     event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("lasso", "box"),
                             config=_config(plot_name))
     selection = event.selection if event else None
@@ -135,21 +161,36 @@ def labelling() -> None:
             st.session_state["selection_ms"] = (time.perf_counter() - started) * 1000
         selected = cached[1]
 
+    if CREATED in st.session_state:
+        created, before = st.session_state.pop(CREATED)
+        if created in names:  # not deleted meanwhile in another tab
+            st.session_state["label_notice"] = _created_sentence(names[created], before, selected.size)
     where = f" of {literal(names[within])}" if members is not None else ""
-    st.markdown(f"**{selected.size:,} cells selected**{where} (every cell inside the shape, drawn or not)")
+    said, clear = st.columns([4, 1], vertical_alignment="center")
+    said.markdown(f"**{selected.size:,} cells selected**{where} (every cell inside the shape, drawn or not)")
+    if clear.button("Clear selection", disabled=selected.size == 0):
+        st.session_state[CLEARS] = st.session_state.get(CLEARS, 0) + 1
+        st.rerun(scope="fragment")
     left, right = st.columns([2, 3])
     with left:
         with st.form("new-pop", clear_on_submit=True):
             new_name = st.text_input("New population name", placeholder="e.g. CD4 T cells")
             if st.form_submit_button("Create population") and new_name:
-                _act(store.create_population, new_name)
+                created = _act(store.create_population, new_name)
+                if created is not None:
+                    st.session_state[TARGET] = created  # a new gate is the active population, as in FlowJo
+                    st.session_state[CREATED] = (created, selected.size)
                 st.rerun(scope="fragment")
-        target = st.selectbox("Population", list(names), format_func=names.get) if names else None
+        if st.session_state.get(TARGET) not in names:
+            st.session_state.pop(TARGET, None)  # deleted or merged away: fall back to the first population
+        target = st.selectbox("Population", list(names), format_func=names.get, key=TARGET,
+                              help="The population that **Assign selection** labels; a new population is chosen "
+                                   "here as soon as it is created.") if names else None
         b1, b2 = st.columns(2)
         if b1.button("Assign selection", type="primary", disabled=target is None or selected.size == 0):
             done = _act(store.assign, selected, target, within=within)
             if done is not None:
-                _report(done, names[target])
+                _report(done, names[target], selected.size)
             st.rerun(scope="fragment")
         if b2.button("Remove labels from selection", disabled=selected.size == 0):
             _act(store.unassign, selected)
@@ -182,6 +223,8 @@ def labelling() -> None:
                     st.rerun(scope="fragment")
         if "label_error" in st.session_state:
             st.error(literal(st.session_state.pop("label_error")))
+        if "label_done" in st.session_state:
+            st.success(literal(st.session_state.pop("label_done")))
         if "label_notice" in st.session_state:
             st.info(literal(st.session_state.pop("label_notice")))
         if "label_warning" in st.session_state:
@@ -245,6 +288,23 @@ def _wsp_gates(upload) -> WorkspaceGates:
     return cache[upload.file_id]
 
 
+def _to_import(values: np.ndarray, per_population: int) -> int:
+    """How many cells LabelStore.import_annotation gives a label to (newly or again): every cell of a population,
+    or at most `per_population` of each (0 = all)."""
+    names = pd.Series(np.asarray(values).astype(str))
+    counts = names[~names.str.lower().isin(NOT_A_POPULATION)].value_counts()
+    return int(counts.clip(upper=per_population).sum() if per_population else counts.sum())
+
+
+def _imported(changed: int, total: int, source: str) -> str:
+    """What an import did, telling cells it labelled from cells that already carried those labels: importing again
+    changes nothing, and must not read as a failed import."""
+    if total and not changed:
+        return f"Nothing changed: the {total:,} cells from {source} already carry these labels."
+    already = f" {total - changed:,} of the {total:,} cells already carried these labels." if total > changed else ""
+    return f"Labelled {changed:,} cells from {source}.{already}"
+
+
 st.subheader("Import and export labels")
 from_csv, from_annotation, from_flowjo, export = st.tabs(["Labels CSV", "Annotation column", "FlowJo workspace",
                                                          "Download"])
@@ -284,9 +344,12 @@ with from_annotation:
                                   help="Sample a few cells per population to simulate a few clicks.")
         seed = st.number_input("Sampling seed", 0, 2**31 - 1, 0)
         if st.button("Import from annotation"):
-            n = store.import_annotation(dataset.annotations[column].to_numpy(), per_pop or None, int(seed))
-            st.success(f"Labelled {n:,} cells from '{literal(column)}' (seed {seed}).")
+            values = dataset.annotations[column].to_numpy()
+            n = store.import_annotation(values, per_pop or None, int(seed))
+            st.session_state["annotation-done"] = _imported(n, _to_import(values, per_pop), f"'{column}' (seed {seed})")
             st.rerun()
+        if "annotation-done" in st.session_state:
+            st.success(literal(st.session_state.pop("annotation-done")))
     else:
         st.caption("This dataset has no annotation column to import from.")
 with from_flowjo:
@@ -311,11 +374,13 @@ with from_flowjo:
                 except CytoInputError as exc:
                     st.error(literal(exc))
                 else:
-                    n = store.import_annotation(gate_names(gated), per_gate or None, int(gate_seed))
+                    values = gate_names(gated)
+                    n = store.import_annotation(values, per_gate or None, int(gate_seed))
                     counts = ", ".join(f"{min(c, per_gate) if per_gate else c:,} {name}"
                                        for name, c in sorted(gated.counts().items(), key=lambda kv: -kv[1]))
                     st.session_state["wsp-done"] = (
-                        f"Labelled {n:,} cells from {len(chosen)} gates of '{wsp.name}': {counts or 'no cells'}."
+                        _imported(n, _to_import(values, per_gate),
+                                  f"{len(chosen)} gates of '{wsp.name}' ({counts or 'no cells'})")
                         + (f" {gated.overlaps:,} cells lie in two or more chosen gates and stay unlabelled."
                            if gated.overlaps else " No cell lies in two chosen gates."))
                     st.rerun()

@@ -28,11 +28,14 @@ if submitted:
     if maps.start_embedding(key, dataset, params) is None:
         st.toast("This map was already computed with these settings; it is shown below.")
 
-job_panel(state.job_manager().get(f"embed-{key}"))
+job_panel(state.job_manager().get(maps.job_key(key)))
 
 picked = maps.map_picker(key)
 if picked is None:
-    st.info("No map yet: choose a method and press **Compute map**. It runs in the background; you can switch pages meanwhile.")
+    job = state.job_manager().get(maps.job_key(key))
+    if job is None or not job.running:  # while one runs, its progress bar above says so
+        st.info("No map yet: choose a method and press **Compute map**. It runs in the background; you can switch "
+                "pages meanwhile.")
     st.stop()
 name, coords, meta = picked
 st.caption(literal(meta["description"]))

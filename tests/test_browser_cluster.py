@@ -1,4 +1,5 @@
-"""Real-browser test of the way in for a new panel: cluster the demo, pick clusters on the heatmap, name them, train."""
+"""Real-browser test of the way in for a new panel: cluster the demo, pick clusters on the heatmap, name them (Enter
+in the name field labels nothing), train."""
 from __future__ import annotations
 
 import re
@@ -53,6 +54,13 @@ def test_cluster_name_two_clusters_train_and_read_them_on_results(tmp_path):
         box_select_rows(page, 0, 1)
         first_two = selected_clusters(page, 2)
         shot(page, "cluster-1-heatmap")
+        name = page.get_by_label("Population name")
+        name.fill("Cluster pair A")
+        name.press("Enter")  # a user moving on to set the cells per cluster
+        page.wait_for_timeout(2_000)
+        wait_for_app(page)
+        assert saved_counts(tmp_path / "ws") == {}, "Enter in the name field labels nothing"
+        assert name.input_value() == "Cluster pair A"
         name_selection(page, "Cluster pair A")
         box_select_rows(page, 4, 4)
         [third] = selected_clusters(page, 1)

@@ -1,6 +1,6 @@
-"""Real-browser test of gating within a gate: a lasso on the density biaxial plot restricted to one population selects
-only its cells, the assignment says how many it took from it, the selection clears with new axes, and the plot
-downloads as PNG and SVG."""
+"""Real-browser tests of the Label page. Gating within a gate: a lasso on the density biaxial plot restricted to one
+population selects only its cells, the assignment says how many it took from it, the selection clears with new axes,
+and the plot downloads as PNG and SVG. A box drawn before its population is created goes to that population."""
 from __future__ import annotations
 
 import re
@@ -90,3 +90,63 @@ def test_gate_within_a_population_on_the_density_plot_and_download_it(tmp_path):
         wait_for_app(page)
         svg = _download(page, page.locator(".js-plotly-plot").first, tmp_path / "gate.svg")
         assert svg.lstrip().startswith(b"<svg") and b"</svg>" in svg
+
+
+def box(page, corner: tuple[float, float], other: tuple[float, float]) -> None:
+    """Drag a box between two corners given as fractions of the first plot's area."""
+    plot = page.locator(".js-plotly-plot").first
+    plot.scroll_into_view_if_needed()
+    plot.hover()
+    plot.locator('.modebar-btn[data-val="select"]').click()
+    area = plot.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + corner[0] * area["width"], area["y"] + corner[1] * area["height"])
+    page.mouse.down()
+    page.mouse.move(area["x"] + other[0] * area["width"], area["y"] + other[1] * area["height"], steps=10)
+    page.mouse.up()
+    wait_for_app(page)
+
+
+def test_a_box_drawn_before_its_population_is_created_goes_to_that_population(tmp_path):
+    """The new-user walkthrough: box, create a population, assign. The cells go to the new population (it becomes the
+    target), not to the first one, and the page says where they went."""
+    with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
+        page.goto(url)
+        wait_for_app(page)
+        key = parse_qs(urlparse(page.url).query)["dataset"][0]
+        ws = Workspace(tmp_path / "ws")
+        store = LabelStore(ws.labels_dir(key), DEMO_CELLS)
+        mature = np.arange(50)
+        store.assign(mature, store.create_population("Mature_B_cells"))
+        coords = np.random.default_rng(0).normal(size=(DEMO_CELLS, 2)).astype(np.float32)
+        coords[mature, 0] = 6.0  # far right, outside the box drawn on the left
+        ws.save_array(key, "embedding-test", coords, {"method": "pca", "description": "PCA test map"})
+
+        goto_page(page, "Label")
+        page.locator(".js-plotly-plot").first.wait_for()
+        box(page, (0.03, 0.05), (0.35, 0.95))
+        caught = selected_count(page)
+        assert caught > 50, caught
+        page.get_by_label("New population name").fill("New gate")
+        page.get_by_role("button", name="Create population").click()
+        wait_for_app(page)
+        page.get_by_text(f"Created New gate: Assign selection now labels cells as New gate. The {caught:,} cells "
+                         "selected before are still selected").first.wait_for()
+        assert selected_count(page) == caught, "creating a population keeps the selection"
+        assert page.get_by_role("combobox", name="Population", exact=True).input_value() == "New gate", \
+            "a new gate is the active population"
+
+        page.get_by_role("button", name="Assign selection").click()
+        wait_for_app(page)
+        page.get_by_text(f"Assigned {caught:,} cells to New gate.").first.wait_for()
+        assert page.get_by_text(re.compile(r"^0 cells selected")).first.is_visible(), "assigned: the selection is done"
+        saved = LabelStore(ws.labels_dir(key), DEMO_CELLS)
+        ids = {p.name: p.id for p in saved.populations()}
+        assert (saved.labels() == ids["New gate"]).sum() == caught
+        assert np.flatnonzero(saved.labels() == ids["Mature_B_cells"]).tolist() == mature.tolist()
+
+        box(page, (0.6, 0.05), (0.9, 0.95))
+        assert selected_count(page) > 0
+        page.get_by_role("button", name="Clear selection").click()
+        page.get_by_text(re.compile(r"^0 cells selected")).first.wait_for()
+        wait_for_app(page)
+        assert page.get_by_role("button", name="Assign selection").is_disabled()

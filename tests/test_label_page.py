@@ -1,13 +1,16 @@
-"""AppTests of the Label page: FlowJo gates and mapped CSV columns become labels, the population tree, the biaxial plot."""
+"""AppTests of the Label page: FlowJo gates and mapped CSV columns become labels (an import says what it changed), the
+population tree, the biaxial plot and its median heatmap, and a map being computed."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SHARED
+from cytoauto_core.jobs import JobManager
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.workspace import Workspace
 
@@ -58,11 +61,15 @@ def test_flowjo_workspace_leaf_gates_become_the_readme_labels(workspace_dir):
     counts = _store(workspace_dir, key, 19_225).counts().set_index("name")["cells"].to_dict()
     assert counts == BAL_COUNTS
     [done] = [s.value for s in at.success if "gates of 'gating.wsp'" in s.value]
-    assert done.startswith("Labelled 13,939 cells from 8 gates of 'gating.wsp': 7,482 CD4 T cells, 2,460 B cells")
-    assert done.endswith("No cell lies in two chosen gates.")
+    assert done.startswith("Labelled 13,939 cells from 8 gates of 'gating.wsp' (7,482 CD4 T cells, 2,460 B cells")
+    assert done.endswith("267 DN T cells, 6 DP T cells). No cell lies in two chosen gates.")
     table = at.dataframe[0].value.set_index("name")
     assert table.at["CD4 T cells", "cells"] == 7_482 and table.at["CD4 T cells", "% of all"] == 38.92, \
         "the README's 38.92 %"
+    _button(at, "Import gates").click().run()
+    [again] = [s.value for s in at.success if "gates of 'gating.wsp'" in s.value]
+    assert again.startswith("Nothing changed: the 13,939 cells from 8 gates of 'gating.wsp' (7,482 CD4 T cells, ")
+    assert "cells) already carry these labels. No cell lies" in again, "a re-import is not a failed one"
 
 
 def test_parent_gates_sampled_per_gate_with_a_seed_and_overlaps_counted(workspace_dir):
@@ -145,6 +152,9 @@ def test_biaxial_plot_density_default_axes_restriction_tree_and_svg(workspace_di
                               "markers with the widest spread")
     assert selects["x marker"].value != selects["y marker"].value
     chart, medians = at.get("plotly_chart")
+    axis = json.loads(medians.proto.spec)["layout"]["xaxis"]
+    assert axis["ticktext"] == axis["tickvals"] == list(selects["x marker"].options), \
+        "every marker is named under the heatmap, not every other one"
     spec = json.loads(chart.proto.spec)
     assert [t["type"] for t in spec["data"]] == ["scattergl"], "one trace: lasso and box keep working"
     assert spec["data"][0]["marker"]["colorscale"][0][1] == "rgb(0,0,131)", "density in Jet pseudocolour"
@@ -180,3 +190,34 @@ def test_the_label_map_can_be_coloured_by_a_marker_or_an_annotation_while_lassoi
     legend = [t["name"] for t in spec["data"][1:]]
     assert "Basophils" in legend and all(t["x"] == [None] for t in spec["data"][1:]), \
         "the legend is drawn by empty traces, so a lasso still reads the one trace of cells"
+
+
+def test_importing_an_annotation_again_says_nothing_changed(workspace_dir):
+    at = _label_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run())
+    _button(at, "Import from annotation").click().run()
+    [done] = [s.value for s in at.success]
+    assert done.startswith("Labelled ") and done.endswith(" cells from 'population' (seed 0).")
+    _button(at, "Import from annotation").click().run()
+    [again] = [s.value for s in at.success]
+    assert again == (f"Nothing changed: the {done.split()[1]} cells from 'population' (seed 0) already carry "
+                     "these labels."), "a re-import is not a failed one"
+
+
+def test_while_a_map_is_computed_the_label_page_says_so_with_its_progress(workspace_dir, monkeypatch):
+    jobs = JobManager()
+    monkeypatch.setattr("ui.state.job_manager", lambda: jobs)
+    at = _label_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run())
+    key = at.query_params["dataset"]
+    key = key[0] if isinstance(key, list) else key
+    release = threading.Event()
+    jobs.start(f"embed-{key}", "UMAP map", lambda progress, should_stop: release.wait(60))
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        [info] = [i.value for i in at.info if "being computed" in i.value]
+        assert info.startswith("A map of this dataset is being computed (started on the **Map** page)")
+        assert [p.text.split(":")[0] for p in at.get("progress")] == ["UMAP map"], "the job's own progress bar"
+        next(r for r in at.radio if r.label == "Select on").set_value("Map").run()
+        assert not any("Compute a map" in i.value for i in at.info), "no 'no map' while one is computed"
+    finally:
+        release.set()

@@ -11,6 +11,7 @@ from cytoauto_core.embeddings import EmbeddingParams, embed, embedding_key, stra
 from cytoauto_core.jobs import Job
 from ui import state
 from ui.plots import UNKNOWN_CODE
+from ui.widgets import job_panel
 
 MAX_DRAWN = 100_000
 PREFIX = "embedding-"
@@ -44,7 +45,24 @@ def start_embedding(key: str, dataset: Dataset, params: EmbeddingParams) -> Job 
         remember_map(key, name)
         return name
 
-    return state.job_manager().start(f"embed-{key}", f"{params.method.upper()} map", work)
+    return state.job_manager().start(job_key(key), f"{params.method.upper()} map", work)
+
+
+def job_key(key: str) -> str:
+    """The background job that computes maps of dataset `key`."""
+    return f"embed-{key}"
+
+
+def map_progress(key: str, meanwhile: str) -> bool:
+    """While a map of dataset `key` is being computed, say so with the job's progress and what to do `meanwhile`
+    (a page must not say there is no map then); returns whether one is."""
+    job = state.job_manager().get(job_key(key))
+    if job is None or not job.running:
+        return False
+    st.info(f"A map of this dataset is being computed (started on the **Map** page); it appears here once done. "
+            f"{meanwhile}")
+    job_panel(job)
+    return True
 
 
 def remember_map(key: str, name: str) -> None:

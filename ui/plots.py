@@ -11,6 +11,10 @@ from cytoauto_core.labels import PALETTE
 
 FLOAT32_EXACT_INTEGERS = 2**24  # float32 holds every integer below this exactly (hover row ids beside marker values)
 UNKNOWN_CODE = -2  # colour code of unknown cells (unlike every named population); other negative codes: unassigned
+# Colours of clusters and other categories without their own: 24 that stay apart from each other (CIE76 ΔE > 20) and
+# from the unassigned and unknown greys, none of them grey, so the default 20 clusters never share one.
+LABELLED_SIZE, UNLABELLED_SIZE = 6, 3  # marker sizes when labelled cells are drawn on top of the others
+UNLABELLED_ALPHA = 0.35  # how opaque the unassigned grey is under labelled cells
 
 
 def histogram_figure(values: np.ndarray, title: str, bins: int = 120) -> go.Figure:
@@ -42,20 +46,33 @@ def box_figure(x: np.ndarray, names: list[str]) -> go.Figure:
 
 def heatmap_figure(frame: pd.DataFrame, title: str, colorscale: str = "RdBu_r", zmid: float | None = 0.0,
                    text: bool = False) -> go.Figure:
-    """A labelled heatmap of a DataFrame (rows × columns)."""
+    """A labelled heatmap of a DataFrame (rows × columns), naming every row and column (Plotly skips some if crowded)."""
+    columns, index = [str(c) for c in frame.columns], [str(i) for i in frame.index]
     fig = go.Figure(go.Heatmap(
-        z=frame.to_numpy(), x=[str(c) for c in frame.columns], y=[str(i) for i in frame.index],
+        z=frame.to_numpy(), x=columns, y=index,
         colorscale=colorscale, zmid=zmid, texttemplate="%{z:.2f}" if text else None,
     ))
-    fig.update_layout(title=title, height=max(320, 22 * len(frame) + 120), margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=title, height=max(320, 22 * len(frame) + 120), margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis=every_tick(columns), yaxis=every_tick(index))
     return fig
+
+
+def every_tick(names: list[str]) -> dict:
+    """A category axis that labels every category: Plotly's automatic ticks show only every other one when crowded."""
+    return dict(type="category", tickmode="array", tickvals=names, ticktext=names)
+
+
+def _faint(hex_color: str, alpha: float) -> str:
+    """'#rrggbb' as a see-through 'rgba(...)' colour."""
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def scatter_figure(
     xy: np.ndarray, rows: np.ndarray, color: np.ndarray | None, *, categories: list[str] | None = None,
     colors: list[str] | None = None, title: str = "", axis: tuple[str, str] = ("dim 1", "dim 2"),
     hover: tuple[list[str], np.ndarray] | None = None, height: int = 620, colorscale: str = "Viridis",
-    colorbar_title: str = "",
+    colorbar_title: str = "", labelled_on_top: bool = False,
 ) -> go.Figure:
     """One Scattergl trace (selection-safe) of the drawn `rows`, customdata = row id (then, with `hover` = (names,
     drawn rows × names values), those values, shown on hover: numbers, not one string per cell, keep the chart small
@@ -63,15 +80,22 @@ def scatter_figure(
 
     `color` is numeric (continuous colour bar in `colorscale`) or integer codes into `categories` (UNKNOWN_CODE =
     unknown, other negatives = unassigned); a categorical legend is drawn with empty dummy traces so selection still
-    reads one trace.
+    reads one trace. `labelled_on_top` draws the cells of named populations last, larger and opaque, over fainter
+    unassigned ones, so a few labelled cells stand out among many unlabelled ones.
     """
-    pts = xy[rows]
     marker: dict = dict(size=3, opacity=0.8)
     legend_traces = []
     if color is not None and categories is not None:
         codes = np.asarray(color)[rows]
+        if labelled_on_top:
+            order = np.argsort(codes >= 0, kind="stable")  # unassigned and unknown first, so named cells lie on top
+            rows, codes = rows[order], codes[order]
+            hover = None if hover is None else (hover[0], hover[1][order])
+            marker.update(opacity=1.0, size=np.where(codes >= 0, LABELLED_SIZE, UNLABELLED_SIZE).astype(np.uint8))
         n = len(categories)
-        palette = np.array((colors or PALETTE * (n // len(PALETTE) + 1))[:n] + [UNASSIGNED_COLOR, UNKNOWN_COLOR])
+        unassigned = _faint(UNASSIGNED_COLOR, UNLABELLED_ALPHA) if labelled_on_top else UNASSIGNED_COLOR
+        palette = np.array((colors or PALETTE * (n // len(PALETTE) + 1))[:n]
+                           + [unassigned, UNKNOWN_COLOR])
         marker["color"] = palette[np.where(codes == UNKNOWN_CODE, n + 1, np.where(codes < 0, n, codes))].tolist()
         for i, name in enumerate(categories):
             legend_traces.append(go.Scattergl(x=[None], y=[None], mode="markers", name=name,
@@ -88,6 +112,7 @@ def scatter_figure(
                       colorbar=dict(thickness=12, title=colorbar_title))
     else:
         marker["color"] = "#1f6fb2"
+    pts = xy[rows]
     if hover is None:
         customdata, template = rows, "cell %{customdata}<extra></extra>"
     else:
@@ -133,6 +158,6 @@ def cluster_heatmap_figure(medians: pd.DataFrame, labels: list[str], selected: l
                           line=dict(color="#d62728", width=3))
     fig.update_layout(height=max(320, 24 * len(ids) + 140), margin=dict(l=10, r=10, t=40, b=10), dragmode="select",
                       title="Median expression per cluster, scaled per marker (click or box-select rows)",
-                      yaxis=dict(type="category", range=[len(ids) - 0.5, -0.5]),
-                      xaxis=dict(type="category", tickangle=-45, range=[-0.5, len(markers) - 0.5]))
+                      yaxis=dict(every_tick(labels), range=[len(ids) - 0.5, -0.5]),
+                      xaxis=dict(every_tick(markers), tickangle=-45, range=[-0.5, len(markers) - 0.5]))
     return fig
