@@ -28,22 +28,26 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a model on labelled cells and save its bundle, as the Train page does",
         description="Compare models on the labels, fit the applied one on all of them, save its bundle in --out and "
-                    "print the comparison table. Labels come from a CSV (cell_index, population and optionally "
-                    "sample: then cell_index is the row in that sample's file), from an annotation column, or from "
-                    "a FlowJo workspace's gates (--wsp; leaf gates by default, a cell in two of them unlabelled).",
+                    "print the comparison table (the applied model scored beside the others). Labels come from a "
+                    "CSV (a cell-index and a population column, found by name as the app guesses them, e.g. "
+                    "cell_index or row_in_fcs_0based and population; optionally sample: then the index is the row in "
+                    "that sample's file), from an annotation column, or from a FlowJo workspace's gates (--wsp; leaf "
+                    "gates by default, a cell in two of them unlabelled).",
         epilog=TRAIN_EXIT)
     train.add_argument("--out", required=True, help="bundle folder to create (must not exist or be empty); "
                                                     "give it to `apply --model`")
     source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument("--labels", help="labels CSV with cell_index and population columns (optional sample)")
+    source.add_argument("--labels", help="labels CSV with a cell-index column (cell_index, row_in_fcs_0based, "
+                                         "event_id, …; 1-based when its name says so) and a population column "
+                                         "(optional sample)")
     source.add_argument("--label-column", help="annotation column of the files that names each cell's population")
     source.add_argument("--wsp", help="FlowJo workspace whose gates (applied by FlowKit to the FCS files) label cells")
     train.add_argument("--gates", help="with --wsp: comma-separated gate paths that become populations, e.g. "
                                        "'CD3+/CD4,CD19' (default: every leaf gate)")
     train.add_argument("--per-population", type=int, help="keep at most N labelled cells per population (seeded)")
     train.add_argument("--compare",
-                       help="comma-separated models to compare on held-out labels (vime, logreg, xgboost, lda; "
-                            "default: the Train page's fast baselines; adding vime fits it twice; '' none)")
+                       help="comma-separated models to score on held-out labels beside the applied one (vime, "
+                            "logreg, xgboost, lda; default: the Train page's fast baselines; '' none)")
     train.add_argument("--apply", help="model to fit on all labels and save (default: the Train page's "
                                        "recommendation)")
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -102,6 +106,7 @@ def apply_main(args: argparse.Namespace) -> int:
 
 def train_main(args: argparse.Namespace) -> int:
     """0 when the bundle was saved, 1 when the files or labels cannot be trained on, 2 on unusable arguments."""
+    from .models.evaluation import readable_scores
     from .train_command import TrainCommand, TrainUsageError, model_name, run_train, stage_printer
     from .training import DEFAULT_COMPARISON
 
@@ -133,8 +138,9 @@ def train_main(args: argparse.Namespace) -> int:
         return 1
     counts = ", ".join(f"{n} {name}" for name, n in labels.counts().items())
     print(f"trained on {outcome.n_labelled} labelled cells ({counts}) in {outcome.seconds:.1f} s")
-    if not outcome.scores.empty:
-        print(outcome.scores.to_string(float_format=lambda v: f"{v:.3f}"))
+    if labels.read_from:
+        print(f"labels: {labels.read_from}")
+    print(readable_scores(outcome.scores, applied).to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"applied model: {applied}")
     print(f"bundle: {outcome.bundle_dir} (hash {outcome.bundle_hash})")
     return 0

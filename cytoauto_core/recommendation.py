@@ -10,7 +10,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEVSUITE_MAX_LABELS = 25  # the largest label budget the rule was validated at
-
+# The dev suite's figures behind the rule (BENCHMARKS.md, "Semi-supervised model on the dev suite", current default;
+# seeds 0–2): mean macro-F1 over its 8 sets at 5 / 10 / 25 labels per population of VIME and of the best of its five
+# baselines (LDA at 5, logistic regression at 10, XGBoost at 25), and the set × budget cases where VIME was best or
+# within DEVSUITE_TOLERANCE of the best baseline (the one miss, the rare-population set at 5 labels, is a win over
+# six seeds).
+DEVSUITE_BUDGETS = (5, 10, DEVSUITE_MAX_LABELS)
+DEVSUITE_VIME = (0.71, 0.78, 0.82)
+DEVSUITE_BEST_BASELINE = (0.67, 0.71, 0.78)
+DEVSUITE_TOLERANCE = 0.005
+DEVSUITE_CASES_NEAR_BEST = (23, 24)
+EVIDENCE = (f"On 8 public labelled cytometry data sets (mass and flow) with "
+            f"{' / '.join(map(str, DEVSUITE_BUDGETS))} labels per population, VIME's mean macro-F1 was "
+            f"{' / '.join(f'{v:.2f}' for v in DEVSUITE_VIME)} against "
+            f"{' / '.join(f'{v:.2f}' for v in DEVSUITE_BEST_BASELINE)} for the best of five baselines, and it was "
+            f"best or within {DEVSUITE_TOLERANCE} macro-F1 of the best baseline in {DEVSUITE_CASES_NEAR_BEST[0]} of "
+            f"{DEVSUITE_CASES_NEAR_BEST[1]} combinations of data set and label count.")
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -22,14 +37,11 @@ class Recommendation:
 
 def recommend_model(labels_per_population: Sequence[int]) -> Recommendation:
     """VIME at every label budget: on the dev suite it had the highest mean macro-F1 and the best mean rank at 5, 10
-    and 25 labels per population (BENCHMARKS.md); beyond the budgets it was validated at, the reason points to the
-    comparison on the user's own labels."""
+    and 25 labels per population (EVIDENCE); beyond the budgets it was validated at, the reason points to its score on
+    the user's own held-out labels."""
     most = max(labels_per_population)
     if most > DEVSUITE_MAX_LABELS:
-        return Recommendation("VIME", f"VIME had the highest mean macro-F1 on eight labelled reference data sets with "
-                                      f"5–{DEVSUITE_MAX_LABELS} labels per population; with up to {most:,} labels here, "
-                                      f"the comparison table on your own labels is worth a look too (add VIME to the models "
-                                      f"compared to score it there).")
-    return Recommendation("VIME", f"With at most {most} labels per population a cross-validation cannot tell the "
-                                  "models apart; on eight labelled reference data sets VIME had the highest mean "
-                                  "macro-F1 at 5, 10 and 25 labels per population (BENCHMARKS.md).")
+        return Recommendation("VIME", f"{EVIDENCE} With up to {most:,} labels per population here, more than those "
+                                      "data sets had, check its score on your own held-out labels after training.")
+    return Recommendation("VIME", f"With at most {most} labels per population a score on your held-out labels can "
+                                  f"tell the models apart only roughly. {EVIDENCE}")

@@ -1,24 +1,28 @@
 """Training without the app: files plus labels (a labels CSV, an annotation column or a FlowJo workspace's gates) →
 the Train page's comparison and a saved bundle, through the same `train_and_apply` the page runs.
 
-A labels CSV has a `cell_index` and a `population` column: `cell_index` is the cell's row in the combined files
-(in the order given), or, when the CSV has a `sample` column too, the row in that sample's own file (the
-`event_id` of our exports).
+A labels CSV has a cell-index column and a population column, found by name as the Results page's reference upload
+guesses them (`label_columns`: `cell_index`, else a column named like a row or event number such as
+`row_in_fcs_0based`, else the first; `population`, else a column named like a cell type, label or gate, else the
+next). The index is the cell's row in the combined files (in the order given), 1-based when its column's name says so,
+or, when the CSV has a `sample` column too, the row in that sample's own file (the `event_id` of our exports).
 """
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .dataset import NOT_A_POPULATION, Dataset
-from .errors import CytoInputError
+from .errors import CytoInputError, quoted
 from .export import event_ids
 from .io import read_files
 from .labels import MIN_LABELS_FOR_TRAINING
@@ -27,6 +31,9 @@ from .recommendation import recommend_model
 from .training import DEFAULT_COMPARISON, TrainingOutcome, TrainingRequest, train_and_apply
 from .transforms import TransformSpec, default_spec, transform_features
 
+CELL_COLUMN_HINTS = ("cell_index", "event_id", "cell_id", "row", "index", "event")  # most telling first
+POPULATION_COLUMN_HINTS = ("population", "cell_type", "celltype", "label", "gate", "cluster", "name")
+ONE_BASED = re.compile(r"(?:1|one)[\s_-]?based", re.IGNORECASE)
 MODEL_ALIASES = {"vime": "VIME", "logreg": "Logistic regression", "logistic": "Logistic regression",
                  "logistic regression": "Logistic regression", "xgboost": "XGBoost", "lda": "LDA"}
 
@@ -35,12 +42,22 @@ class TrainUsageError(CytoInputError):
     """The train request itself is unusable (bad option, output folder taken): nothing was trained."""
 
 
+class LabelColumns(NamedTuple):
+    """Which columns of a label or reference table hold the cell index and the population, and the first cell's
+    index (0 or 1)."""
+
+    cell: str
+    population: str
+    first_index: int
+
+
 @dataclass
 class LabelSet:
-    """Per-cell population ids (-1 = unlabelled) and their names."""
+    """Per-cell population ids (-1 = unlabelled), their names, and where a CSV's were read from (its columns)."""
 
     labels: np.ndarray
     names: dict[int, str]
+    read_from: str = ""
 
     def counts(self) -> dict[str, int]:
         """Labelled cells per population name."""
@@ -75,34 +92,63 @@ def labels_from_column(dataset: Dataset, column: str) -> LabelSet:
     return _label_set(dataset, dataset.annotations[column].to_numpy(dtype=object))
 
 
+def label_columns(columns: Sequence[str]) -> LabelColumns:
+    """The app's guess of a table's cell-index and population columns: the first column named like each kind
+    (CELL_COLUMN_HINTS, POPULATION_COLUMN_HINTS, the most telling name first), else the first and the next other
+    column; the index is 1-based when its column's name says so ('row_1based'), else 0-based."""
+    names = [str(c) for c in columns if str(c) != "sample"] or [str(c) for c in columns]
+    if not names:
+        raise CytoInputError("A label table needs a cell-index column and a population column; this one has none.")
+    cell = _named_like(names, CELL_COLUMN_HINTS, ()) or names[0]
+    population = _named_like(names, POPULATION_COLUMN_HINTS, (cell,)) or next((c for c in names if c != cell), cell)
+    return LabelColumns(cell, population, 1 if ONE_BASED.search(cell) else 0)
+
+
+def _named_like(names: Sequence[str], hints: Sequence[str], taken: Sequence[str]) -> str | None:
+    """The first column (not `taken`) named exactly as a hint, else containing one, hints in order; case, spaces and
+    underscores alike ('Cell Type' is 'cell_type')."""
+    free = {n: re.sub(r"[\s_]+", "_", n.strip().lower()) for n in names if n not in taken}
+    for hint in hints:
+        for exact in (True, False):
+            found = next((n for n, plain in free.items() if (plain == hint if exact else hint in plain)), None)
+            if found is not None:
+                return found
+    return None
+
+
 def labels_from_csv(path: Path, dataset: Dataset) -> LabelSet:
-    """Labels from a CSV of cell_index, population (and optionally sample) rows."""
+    """Labels from a CSV of (cell index, population) rows and optionally a sample column, its columns found by
+    label_columns."""
     path = Path(path)
     name = path.name
     try:
-        table = pd.read_csv(path, dtype={"population": str, "sample": str})
+        table = pd.read_csv(path, dtype=str)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise CytoInputError(f"The labels file '{name}' could not be read as a CSV table ({exc}).") from exc
-    missing = [c for c in ("cell_index", "population") if c not in table.columns]
-    if missing:
-        raise CytoInputError(f"The labels file '{name}' needs the columns cell_index and population "
-                             f"(it lacks {', '.join(missing)}).")
-    index = pd.to_numeric(table["cell_index"], errors="coerce")
+    columns = label_columns(table.columns)
+    if columns.cell == columns.population:
+        raise CytoInputError(f"The labels file '{name}' needs a cell-index column and a population column "
+                             f"(it has only {quoted(columns.cell)}).")
+    index = pd.to_numeric(table[columns.cell], errors="coerce")
     if index.isna().any() or (index % 1 != 0).any():
         row = int(np.flatnonzero(index.isna() | (index % 1 != 0))[0]) + 2
-        raise CytoInputError(f"The labels file '{name}' has a cell_index that is not a whole number on line {row}.")
-    rows = index.to_numpy(np.int64)
+        raise CytoInputError(f"The labels file '{name}' has a cell index (column {quoted(columns.cell)}) that is not "
+                             f"a whole number on line {row}.")
+    rows = index.to_numpy(np.int64) - columns.first_index
     if "sample" in table.columns:
         rows = _sample_rows(table["sample"].astype(str).to_numpy(), rows, dataset, name)
     elif ((rows < 0) | (rows >= dataset.n_cells)).any():
-        bad = int(rows[(rows < 0) | (rows >= dataset.n_cells)][0])
-        raise CytoInputError(f"The labels file '{name}' names cell {bad}, but the files hold cells 0 to "
-                             f"{dataset.n_cells - 1}.")
+        bad = int(rows[(rows < 0) | (rows >= dataset.n_cells)][0]) + columns.first_index
+        raise CytoInputError(f"The labels file '{name}' names cell {bad}, but the files hold cells "
+                             f"{columns.first_index} to {dataset.n_cells - 1 + columns.first_index}.")
     if len(np.unique(rows)) != len(rows):
         raise CytoInputError(f"The labels file '{name}' labels some cells twice.")
     values = np.full(dataset.n_cells, "", dtype=object)
-    values[rows] = table["population"].fillna("").astype(str).to_numpy(dtype=object)
-    return _label_set(dataset, values)
+    values[rows] = table[columns.population].fillna("").astype(str).to_numpy(dtype=object)
+    found = _label_set(dataset, values)
+    found.read_from = (f"cell index from column {quoted(columns.cell)} ({columns.first_index}-based), population from "
+                       f"{quoted(columns.population)}")
+    return found
 
 
 def labels_from_workspace(wsp: Path, files: Sequence[Path], dataset: Dataset,
@@ -147,7 +193,7 @@ def keep_per_population(labels: LabelSet, per_population: int, seed: int) -> Lab
         cells = np.flatnonzero(labels.labels == pid)
         chosen = cells if len(cells) <= per_population else rng.choice(cells, per_population, replace=False)
         kept[chosen] = pid
-    return LabelSet(kept, labels.names)
+    return LabelSet(kept, labels.names, labels.read_from)
 
 
 @dataclass

@@ -16,10 +16,12 @@ from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_frame, names_of, write_labelled_fcs,
                                   write_labelled_h5ad, write_split_fcs)
 from cytoauto_core.models.novelty import REJECTION_LEVELS
+from cytoauto_core.reference import compare_with_reference
 from ui import maps, state, unknown_panel
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR, heatmap_figure, scatter_figure
 from ui.quality import bundle_meta, quality_table, show_quality
-from ui.results import apply_bundle, load_result, rejection_text, saved_bundles
+from ui.results import (apply_bundle, load_result, reference_from_csv, reference_from_workspace, rejection_text,
+                        saved_bundles, show_comparison, show_reference)
 from ui.text import literal
 from ui.widgets import show_error
 
@@ -102,7 +104,7 @@ else:
         fig = scatter_figure(coords, rows, codes, categories=[names[i] for i in order],
                              colors=[colors.get(i, "#888888") for i in order], axis=axis)
     elif view == "confidence":
-        fig = scatter_figure(coords, rows, cells.confidence, axis=axis)
+        fig = scatter_figure(coords, rows, cells.confidence, axis=axis, colorbar_title="Confidence")
     else:
         changed = np.where(user < 0, -1, np.where(user == cells.population_id, 0, 1)).astype(np.int32)
         fig = scatter_figure(coords, rows, changed, categories=["agrees with your label", "changed"],
@@ -118,9 +120,11 @@ if assigned.any():
     present = [i for i in order if (cells.population_id == i).any()]
     medians = np.array([np.median(x[cells.population_id == i], axis=0) for i in present])
     scaled = np.clip((medians - q01) / np.where(q99 > q01, q99 - q01, 1), 0, 1)
-    st.plotly_chart(heatmap_figure(pd.DataFrame(scaled, index=[names[i] for i in present], columns=markers),
-                                   "Median arcsinh expression, scaled to each marker's 1–99 % range",
-                                   colorscale="Viridis", zmid=None), key="results-heatmap")
+    fig = heatmap_figure(pd.DataFrame(scaled, index=[names[i] for i in present], columns=markers),
+                         "Median arcsinh expression, scaled to each marker's 1–99 % range", colorscale="Viridis",
+                         zmid=None)
+    fig.update_traces(colorbar_title_text="Scaled median")
+    st.plotly_chart(fig, key="results-heatmap")
 
 st.subheader("Abundance per sample")
 table = abundance(cells.population_id, names, dataset.sample_ids, dataset.samples)
@@ -148,8 +152,7 @@ own_score = meta["metrics"].get(meta["model"], {}).get("macro_f1")
 if own_score is not None:
     m4.metric("Held-out macro-F1 on your labels", f"{own_score:.3f}")
 if meta["metrics"]:
-    st.caption("Model comparison on your labels (held-out labels or cross-validation):")
-    st.dataframe(pd.DataFrame(meta["metrics"]).T, width="stretch")
+    show_comparison(meta)
 
 truth_columns = list(dataset.annotations.columns)
 if truth_columns:
@@ -170,8 +173,24 @@ if truth_columns:
     label_of = {**dict(enumerate(vocabulary)), -1: UNASSIGNED}
     conf.index = [label_of.get(i, str(i)) for i in conf.index]
     conf.columns = [label_of.get(i, "other") for i in conf.columns]
-    st.plotly_chart(heatmap_figure(conf, "Confusion matrix (rows: truth, columns: prediction)", colorscale="Blues",
-                                   zmid=None, text=True), key="results-confusion")
+    fig = heatmap_figure(conf, "Confusion matrix (rows: truth, columns: prediction)", colorscale="Blues", zmid=None,
+                         text=True)
+    fig.update_traces(colorbar_title_text="Cells")
+    st.plotly_chart(fig, key="results-confusion")
+
+st.subheader("Compare with reference labels")
+st.caption("Reference labels for this dataset from a gating CSV or a FlowJo workspace: how many of the reference's "
+           "cells the model calls by the same population name, and where the others go.")
+predicted = names_of(cells.population_id, names)
+from_csv, from_wsp = st.tabs(["Reference CSV", "FlowJo workspace"])
+with from_csv:
+    reference = reference_from_csv(key, dataset.n_cells)
+    if reference is not None:
+        show_reference(compare_with_reference(predicted, reference), dataset.n_cells, "reference-csv-confusion")
+with from_wsp:
+    reference = reference_from_workspace(key, dataset)
+    if reference is not None:
+        show_reference(compare_with_reference(predicted, reference), dataset.n_cells, "reference-wsp-confusion")
 
 st.subheader("Downloads")
 with_features = st.checkbox("Include transformed features in the CSV")

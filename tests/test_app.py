@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CORPUS, ROOT
 from cytoauto_core.demo import DEMO_CELLS
 from cytoauto_core.workspace import Workspace
+from ui.state import NOT_IN_WORKSPACE
 
 APP = str(ROOT / "app.py")
 
@@ -32,13 +31,19 @@ def test_app_opens_on_demo_data(workspace_dir):
     assert record.name.endswith(".fcs"), "the demo goes through the FCS reader like a user's file"
 
 
+def orientation(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith("**New here?**")]
+
+
 def test_upload_flow_real_fcs(workspace_dir):
     at = open_app(workspace_dir)
+    assert orientation(at) and "**Data**" in orientation(at)[0] and "**Results**" in orientation(at)[0]
     data = (CORPUS / "flowio_G11.fcs").read_bytes()
     at.file_uploader[0].set_value(("G11.fcs", data, "application/octet-stream")).run()
     next(b for b in at.button if b.label == "Load files").click().run()
     assert not at.error, [e.value for e in at.error]
     assert metrics(at)["Cells"] == "5,785" and metrics(at)["Channels"] == "12"
+    assert not orientation(at), "a dataset of one's own is loaded: the orientation is not needed any more"
     assert len(Workspace(workspace_dir).list_datasets()) == 2
     assert not list((workspace_dir / "uploads").iterdir()), "the temporary upload copy is deleted"
 
@@ -50,6 +55,44 @@ def test_upload_garbage_gives_one_sentence(workspace_dir):
     assert not at.exception
     [error] = at.error
     assert "broken.fcs" in error.value and "\n" not in error.value and "Traceback" not in error.value
+
+
+def test_the_orientation_goes_when_dismissed(workspace_dir):
+    at = open_app(workspace_dir)
+    next(b for b in at.button if b.label == "Got it").click().run()
+    assert not orientation(at) and not at.exception
+
+
+def test_a_link_to_a_dataset_not_in_the_workspace_opens_the_demo_with_a_word(workspace_dir):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = "0" * 32
+    at.run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == [NOT_IN_WORKSPACE]
+    assert metrics(at)["Cells"] == f"{DEMO_CELLS:,}"
+    at.run()
+    assert not at.warning, "said once: the link now names the demo"
+
+
+def test_compensation_is_labelled_short_and_empty_cells_stay_blank(workspace_dir):
+    at = open_app(workspace_dir)
+    assert "Compensate" in [c.label for c in at.checkbox]
+    channels = at.dataframe[0]
+    assert channels.value["cofactor"].isna().all() and channels.value["cofactor"].dtype.kind == "f"
+    assert channels.proto.HasField("placeholder") and channels.proto.placeholder == "", "no 'None' in empty cells"
+
+
+def test_skew_is_not_blamed_on_the_cofactor_when_nothing_is_transformed(workspace_dir):
+    at = open_app(workspace_dir)
+    at.switch_page("pages/explore.py").run()
+    assert all("Check the cofactor" in i.value for i in at.info)
+    at.switch_page("pages/data.py").run()
+    next(c for c in at.checkbox if c.label == "Apply arcsinh").uncheck().run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception, at.exception
+    [note] = [i.value for i in at.info]
+    assert note.startswith("Heavy skew or kurtosis in: ") and "cofactor" not in note
+    assert "not transformed: no transform is applied (arcsinh is off on the **Data** page)" in note
 
 
 def test_transform_settings_persist(workspace_dir):
@@ -103,7 +146,7 @@ def test_map_label_train_results(workspace_dir):
     next(b for b in at.button if b.label == "Train and apply").click().run()
     _wait_job(at, "Trained and applied")
     table = at.dataframe[-1].value
-    assert "LDA" in table.index and 0.5 < table.loc["LDA", "accuracy"] <= 1
+    assert "LDA (applied)" in table.index and 0.5 < table.loc["LDA (applied)", "Accuracy"] <= 1
     assert any("held-out labelled cells per population" in c.value for c in at.caption), "few labels: CV is explained"
 
     at.switch_page("pages/results.py").run()

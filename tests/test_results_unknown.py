@@ -143,3 +143,14 @@ def test_a_model_without_unknown_detection_offers_no_level(workspace_dir):
     assert any("predates unknown detection" in c.value for c in at.caption)
     assert UNKNOWN_LABEL not in {m.label for m in at.metric}
     assert "Unknown cells" not in [h.value for h in at.subheader]
+
+
+def test_every_colour_bar_on_the_results_page_says_what_it_shows(workspace_dir):
+    key, _, _ = _train(workspace_dir, novelty=False)
+    at = _results(key)
+    next(r for r in at.radio if r.label == "Colour by").set_value("confidence").run()
+    assert not at.exception, at.exception
+    bars = [trace.get("colorbar") or trace.get("marker", {}).get("colorbar")
+            for chart in at.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]]
+    titles = sorted(bar.get("title", {}).get("text", "") for bar in bars if bar is not None)
+    assert titles == ["Cells", "Confidence", "Scaled median"], "the map, the marker heatmap and the confusion matrix"

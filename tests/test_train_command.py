@@ -8,18 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import LEVINE, ROOT
 from cytoauto_core.demo import make_demo
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import write_labelled_h5ad
 from cytoauto_core.io import read_file, read_files, write_fcs
 from cytoauto_core.models import bundle as bundle_module
-from cytoauto_core.train_command import keep_per_population, labels_from_column, labels_from_csv
+from cytoauto_core.train_command import keep_per_population, label_columns, labels_from_column, labels_from_csv
 from cytoauto_core.training import TrainingRequest, train_and_apply
 from cytoauto_core.transforms import default_spec, transform_features
 
 SEED = 3
 LABELS_PER_POPULATION = 8
+MATCHED = LEVINE / "Levine_32dim_10k_matched_labels.csv"  # row_in_fcs_0based, label, population
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -56,7 +57,7 @@ def test_train_then_apply_from_the_shell_reproduce_the_train_page(study, tmp_pat
                    "--seed", str(SEED), "--out", str(tmp_path / "bundle"), *map(str, files))
     assert trained.returncode == 0, trained.stderr
     table = trained.stdout
-    assert "LDA" in table and "Logistic regression" in table and "macro_f1" in table
+    assert "LDA (applied)" in table and "Logistic regression" in table and "Macro-F1" in table and "Log loss" in table
     assert f"bundle: {tmp_path / 'bundle'}" in table
 
     applied = _cli("apply", "--model", str(tmp_path / "bundle"), "--out", str(tmp_path / "out"), "--workers", "1",
@@ -123,3 +124,31 @@ def test_help_and_exit_codes(study, tmp_path):
     assert unknown.returncode == 2 and "Unknown model 'forest'" in unknown.stderr
     assert _cli("train", "--out", str(tmp_path / "b3"), str(files[0])).returncode == 2, "labels are required"
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
+
+
+def test_label_columns_are_guessed_as_the_app_guesses_them():
+    assert label_columns(["cell_index", "population"]) == ("cell_index", "population", 0)
+    assert label_columns(["row_in_fcs_0based", "label", "population"]) == ("row_in_fcs_0based", "population", 0)
+    assert label_columns(["Event_1based", "Cell Type", "sample"]) == ("Event_1based", "Cell Type", 1)
+    assert label_columns(["FSC-A", "gate_name"]) == ("FSC-A", "gate_name", 0), "no index-like name: the first column"
+
+
+def test_train_reads_a_gating_csv_by_its_own_column_names(tmp_path):
+    """Levine_32dim's matched gating labels (cell index in `row_in_fcs_0based`) train from the shell as they import
+    on the Label page; a 1-based copy labels the same cells."""
+    fcs = LEVINE / "Levine_32dim_10k.fcs"
+    trained = _cli("train", "--labels", str(MATCHED), "--compare", "", "--apply", "lda", "--out",
+                   str(tmp_path / "bundle"), str(fcs))
+    assert trained.returncode == 0, trained.stderr
+    assert ("labels: cell index from column 'row_in_fcs_0based' (0-based), population from 'population'"
+            in trained.stdout)
+    assert "LDA (applied)" in trained.stdout and "Macro-F1" in trained.stdout
+
+    dataset = read_file(fcs)
+    table = pd.read_csv(MATCHED)
+    labels = labels_from_csv(MATCHED, dataset)
+    named = np.array([labels.names[int(i)] for i in labels.labels[table["row_in_fcs_0based"]]])
+    assert (named == table["population"].to_numpy()).all() and (labels.labels >= 0).sum() == len(table)
+    table.assign(event_1based=table["row_in_fcs_0based"] + 1).drop(columns="row_in_fcs_0based").to_csv(
+        tmp_path / "one_based.csv", index=False)
+    np.testing.assert_array_equal(labels_from_csv(tmp_path / "one_based.csv", dataset).labels, labels.labels)

@@ -12,6 +12,10 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from . import Progress, ShouldStop, report
 
+# the comparison as a person reads it: stored names → shown names, in the order shown
+SCORE_NAMES = {"macro_f1": "Macro-F1", "accuracy": "Accuracy", "auroc": "AUROC", "log_loss": "Log loss",
+               "seconds": "Time to score (s)"}
+
 
 @dataclass
 class Scores:
@@ -64,27 +68,53 @@ def evaluate_models(
     should_stop: ShouldStop | None = None,
 ) -> pd.DataFrame:
     """Score each unfitted model (name → model) on labelled cells: a stratified holdout when every class has
-    at least `min_per_class_for_holdout` labels, else stratified k-fold (k ≤ smallest class); mean over folds.
-    Progress (0–1 over all fits) names the model and split; `should_stop` can cancel inside any fit."""
+    at least `min_per_class_for_holdout` labels, else stratified k-fold (k ≤ smallest class); mean over folds, with
+    `seconds` and `fits`, the wall time and number of a model's fits (with their scoring). Progress (0–1 over all
+    fits) names the model and split; `should_stop` can cancel inside any fit."""
     y = np.asarray(y)
     smallest = int(np.unique(y, return_counts=True)[1].min())
-    if smallest >= min_per_class_for_holdout:
+    k = held_out_fits(smallest, folds, min_per_class_for_holdout)
+    if k == 1:
         tr, te = train_test_split(np.arange(len(y)), test_size=holdout, stratify=y, random_state=seed)
         splits, scheme = [(tr, te)], f"holdout {holdout:.0%}"
     else:
-        k = max(2, min(folds, smallest))
         splits = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
         scheme = f"{k}-fold CV"
     rows = []
     fits = len(models) * len(splits)
     for m, (name, model) in enumerate(models.items()):
         results = []
+        start = time.perf_counter()
         for f, (tr, te) in enumerate(splits):
             step = _sub_progress(progress, (m * len(splits) + f) / fits, 1 / fits, f"{name}, split {f + 1}/{len(splits)}")
             results.append(fit_and_score(model, x[tr], y[tr], x_unlabeled, x[te], y[te], step, should_stop))
-        row = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-        rows.append({"model": name, **row, "scheme": scheme})
+        row = {key: float(np.mean([r[key] for r in results])) for key in results[0]}
+        rows.append({"model": name, **row, "seconds": time.perf_counter() - start, "fits": len(splits),
+                     "scheme": scheme})
     return pd.DataFrame(rows).set_index("model")
+
+
+def held_out_fits(smallest: int, folds: int = 5, min_per_class_for_holdout: int = 20) -> int:
+    """Fits it takes to score one model when the smallest population has `smallest` labels: 1 (a holdout) from
+    `min_per_class_for_holdout` labels, else k of a k-fold cross-validation (k ≤ `smallest`, at most `folds`)."""
+    return 1 if smallest >= min_per_class_for_holdout else max(2, min(folds, smallest))
+
+
+def held_out_text(fits: int, holdout: float = 0.3) -> str:
+    """How a model with `fits` held-out fits was scored, in words."""
+    if fits == 1:
+        return f"a {holdout:.0%} holdout of the labelled cells"
+    return f"{fits}-fold cross-validation (each labelled cell held out once)"
+
+
+def readable_scores(scores: pd.DataFrame, applied: str | None = None) -> pd.DataFrame:
+    """A comparison table (models × stored score names) with the names a person reads (SCORE_NAMES) and the applied
+    model first, marked '(applied)', so its score is read beside the others'."""
+    order = sorted(scores.index, key=lambda name: name != applied)
+    table = scores.loc[order, [c for c in SCORE_NAMES if c in scores.columns]].astype(float)
+    table.index = [f"{name} (applied)" if name == applied else str(name) for name in order]
+    table.index.name = "Model"
+    return table.rename(columns=SCORE_NAMES)
 
 
 def _sub_progress(progress: Progress | None, start: float, span: float, label: str) -> Progress:
