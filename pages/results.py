@@ -129,7 +129,11 @@ if assigned.any():
 st.subheader("Abundance per sample")
 table = abundance(cells.population_id, names, dataset.sample_ids, dataset.samples)
 left, right = st.columns([2, 3])
-left.dataframe(table, hide_index=True, width="stretch")
+left.dataframe(table, hide_index=True, width="stretch", column_config={  # counts stay readable beside long names
+    "sample": st.column_config.TextColumn("Sample", width="medium"),
+    "population": st.column_config.TextColumn("Population", width="medium"),
+    "cells": st.column_config.NumberColumn("Cells", format="%d", width="small"),
+    "percent": st.column_config.NumberColumn("%", format="%.1f", width="small")})
 bar_colors = {names[i]: colors.get(i, "#888888") for i in order} | {UNASSIGNED: UNASSIGNED_COLOR,
                                                                      UNKNOWN: UNKNOWN_COLOR}
 right.plotly_chart(px.bar(table, x="sample", y="percent", color="population", color_discrete_map=bar_colors,
