@@ -83,16 +83,16 @@ def _supervise(proc: subprocess.Popen, results: dict[int, dict], first: int, err
     return current + 1
 
 
-def attempt_read(path: str) -> tuple[dict, object]:
-    """One read as a worker reports it: the dataset and {"status": "loaded"}, or None and a refusal (its message),
-    "oom" or a "traceback" (its class, message and the line it came from)."""
+def attempt_read(path, reader=None) -> tuple[dict, object]:
+    """One read (by `reader`, read_file unless given) as a worker reports it: the dataset and {"status": "loaded"},
+    or None and a refusal (its message), "oom" or a "traceback" (its class, message and the line it came from)."""
     import traceback
 
     from cytoauto_core.errors import CytoInputError
     from cytoauto_core.io import read_file
 
     try:
-        return {"status": "loaded"}, read_file(path)
+        return {"status": "loaded"}, (reader or read_file)(path)
     except CytoInputError as exc:
         return {"status": "refused", "message": str(exc)}, None
     except MemoryError:

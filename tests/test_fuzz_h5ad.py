@@ -4,7 +4,9 @@ Sources: the app's own exports of real flow and mass cytometry files (spillover,
 and a scanpy-style file (X only, categorical, nullable and text obs columns), dense and sparse. Mutations: byte flips
 in the data of the arrays the reader uses and anywhere else in the file, truncations, and edits an attacker or a
 broken tool would make (shapes, types, NaN, sparse parts, spillover, channel table, categorical codes, bombs and the
-HDF5 routes out of the file). Every read runs in a worker under an address-space limit and a time limit
+HDF5 routes out of the file). Every read parses the file as read_h5ad's child process does (read_contained under
+h5ad_worker.capped, in the same process: a process per read would cost 0.6 s each; tests/test_h5ad_hostile.py reads
+through that child) in a worker under an address-space limit and a time limit
 (tests/fuzzing.py), and must end in one of four ways: a clean refusal (one line naming the file); the same cells as
 the source; a load that carries a warning; or a load equal to what anndata itself reads from the mutated bytes, or
 differing from the source only in the cells whose bytes were flipped. Anything else (another exception, a hang,
@@ -335,9 +337,12 @@ def _virtual(f, folder):
 
 WORKER = r'''
 import json, sys, warnings
+from pathlib import Path
 import numpy as np
 warnings.filterwarnings("ignore")
 from cytoauto_core.io import read_file
+from cytoauto_core.io.h5ad_reader import EXPANSION, FLOOR_BYTES, read_contained
+from cytoauto_core.io.h5ad_worker import capped
 from tests.fuzzing import attempt_read
 
 def rss(field):
@@ -411,7 +416,9 @@ for i, job in enumerate(jobs):
     want, n, known = originals[src]
     measured = reset_peak()
     before = rss("VmRSS:")
-    out, ds = attempt_read(job["path"])
+    path = Path(job["path"])
+    with capped(max(FLOOR_BYTES, EXPANSION * path.stat().st_size)):  # as read_h5ad's worker process is
+        out, ds = attempt_read(path, lambda p: read_contained(p, p.name))
     if ds is not None:
         got = cells(ds)
         new = [w for w in ds.warnings if w.replace(ds.name, "<file>") not in known]

@@ -208,3 +208,31 @@ def test_damaged_values_are_refused_or_said(export, tmp_path):
         ds = read_file(path)
         assert ds.spillover is None and any("spillover matrix (uns/spillover)" in w for w in ds.warnings), edit
         np.testing.assert_array_equal(ds.events, source.events)
+
+
+def test_a_string_declaring_gigabytes_is_refused_by_the_capped_reader(export, tmp_path):
+    """HDF5 sizes a variable-length string's buffer by the length its element declares before reading it: an element
+    of var's channel names patched to declare 4 GB makes the library ask for that much. The parse runs in a capped
+    child process, so the request fails there and becomes a refusal; the reading process does not grow."""
+    path = tmp_path / "strings.h5ad"
+    path.write_bytes(export[1])
+    with h5py.File(path, "r") as f:
+        names = f["var/channel"]
+        offset, size = names.id.get_offset(), names.id.get_storage_size()
+        assert offset is not None and size == 16 * names.shape[0], "contiguous: 4-byte length, 12-byte heap id"
+    blob = bytearray(path.read_bytes())
+    for element in range(size // 16):
+        blob[offset + 16 * element:offset + 16 * element + 4] = (0xFFFFFF00).to_bytes(4, "little")
+    path.write_bytes(bytes(blob))
+    first, _ = _read_in_child(path)
+    assert first.startswith("refused 'strings.h5ad' "), first
+    parse = ("import sys; from pathlib import Path; from cytoauto_core.io.h5ad_reader import read_contained; "
+             "from cytoauto_core.io.h5ad_worker import capped\n"
+             "status = lambda k: next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(k)) // 1024\n"
+             "open('/proc/self/clear_refs', 'w').write('5'); before = status('VmRSS:')\n"
+             "try:\n    with capped(64 << 20):\n        read_contained(Path(sys.argv[1]), 'strings.h5ad')\n"
+             "except Exception as exc:\n    print(type(exc).__name__)\n"
+             "print(status('VmHWM:') - before)")
+    out = subprocess.run([sys.executable, "-c", parse, str(path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}).stdout.split()
+    assert out[0] == "CytoInputError" and int(out[1]) < 64, f"the capped parse itself: {out} (uncapped: 4.1 GB)"

@@ -10,6 +10,12 @@ FLOOR_BYTES for small files) in memory, so a few megabytes cannot ask for gigaby
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +33,11 @@ FLOOR_BYTES = 64 << 20  # small files may always use this much (a 400,000-cell �
 BLOCK_BYTES = 32 << 20  # rows of a matrix read at a time
 STRINGS_PER_BLOCK = 4096
 STRING_OVERHEAD = 56  # bytes of a Python str object beyond its characters
+READ_LIMIT_S = 600  # a parse that takes longer is stopped: a 2 GB upload reads in seconds
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding cytoauto_core, for the worker's `-m`
 NUMERIC = "iuf"
 NO_SAMPLE = "no sample"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,16 +77,51 @@ class _Frame:
 
 
 def read_h5ad(path: Path, display_name: str | None = None) -> Dataset:
-    """Load an AnnData file (cells × markers) as a dataset, keeping its obs columns; any problem is one sentence."""
+    """Load an AnnData file (cells × markers) as a dataset, keeping its obs columns; any problem is one sentence.
+    The file is parsed in a child process whose memory is capped (h5ad_worker), then its dataset is read back."""
     path = Path(path)
     name = display_name or path.name
+    allowed = max(FLOOR_BYTES, EXPANSION * path.stat().st_size)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory(prefix="h5ad-") as out:
+        try:
+            done = subprocess.run([sys.executable, "-m", "cytoauto_core.io.h5ad_worker", str(path), name, out,
+                                   str(allowed)], cwd=PACKAGE_ROOT, env=env, capture_output=True, text=True,
+                                  timeout=READ_LIMIT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file (reading it took over "
+                                 f"{READ_LIMIT_S // 60} minutes).") from exc
+        result = Path(out) / "result.json"
+        if done.returncode != 0 or not result.exists():
+            log.warning("h5ad worker for %s ended with %s: %s", name, done.returncode, done.stderr[-2000:])
+            raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file (its HDF5 structure is "
+                                 f"damaged).")
+        return _dataset_from(Path(out), json.loads(result.read_text()))
+
+
+def _dataset_from(folder: Path, result: dict) -> Dataset:
+    """The dataset the worker wrote to `folder` (or its refusal, raised)."""
+    if "refused" in result:
+        raise CytoInputError(result["refused"])
+    spill = result["spillover"]
+    return Dataset(events=np.load(folder / "events.npy", allow_pickle=False),
+                   channels=[Channel(**c) for c in result["channels"]], samples=result["samples"],
+                   sample_ids=np.load(folder / "sample_ids.npy", allow_pickle=False),
+                   annotations=pd.read_parquet(folder / "annotations.parquet"),
+                   spillover=None if spill is None else Spillover(spill["channels"], np.asarray(spill["matrix"])),
+                   metadata=result["metadata"], warnings=result["warnings"], name=result["name"])
+
+
+def read_contained(path: Path, name: str) -> Dataset:
+    """Parse the file in this process (h5ad_worker calls it under a memory cap); any problem is one sentence."""
     try:
         with open_contained(path, name) as (f, arrays):
             return _read(f, arrays, _Budget(name, path.stat().st_size))
     except CytoInputError:
         raise
     except MemoryError as exc:
-        raise CytoInputError(f"'{name}' needs more memory than this computer has; it was not read.") from exc
+        raise CytoInputError(f"'{name}' asks for more memory than a file of its size may use; it was not "
+                             f"read.") from exc
     except Exception as exc:  # h5py raises many error types on damaged files; the user needs one sentence
         raise CytoInputError(f"'{name}' could not be read as an AnnData .h5ad file ({first_line(exc)}).") from exc
 
