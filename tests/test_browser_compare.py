@@ -44,6 +44,7 @@ def test_compare_conditions_and_download_the_study_report(tmp_path):
         wait_for_app(page)
         upload_files(page, files)
         page.get_by_role("button", name="Load files").click()
+        page.get_by_test_id("stSidebar").get_by_text("6 sample(s)").wait_for()  # the load reruns into the study
         wait_for_app(page)
         metrics = page.get_by_test_id("stMetric").all_inner_texts()
         assert any("Samples" in m and "6" in m for m in metrics), metrics
