@@ -19,7 +19,7 @@ ShouldStop = Callable[[], bool]
 Work = Callable[[Progress, ShouldStop], Any]
 
 ESTIMATE_FROM_FRACTION = 0.1  # before a tenth is done the pace says little (start-up, imports, a slow first stage)
-ESTIMATE_FROM_SECONDS = 10.0
+ESTIMATE_FROM_SECONDS = 3.0  # and a few seconds: a map of 20,000 cells takes 8-20 s, and its estimate should show
 RECENT_PROGRESS = 0.05  # the recent pace: how long the last half of the progress (at least this much) took, until now
 ESTIMATE_CAP = 1.5  # never more than this many times what the whole run's average pace says is left
 HISTORY_MAX = 256  # progress reports kept for the pace (thinned out, first and last kept, when full)
@@ -76,7 +76,7 @@ class Job:
         return (self.finished or now or time.time()) - self.started
 
     def seconds_left(self, now: float | None = None) -> float | None:
-        """Remaining time at the recent pace, counted down since the last report; None until a tenth is done after ten
+        """Remaining time at the recent pace, counted down since the last report; None until a tenth is done after a few
         seconds, and while a report is overdue at that pace (a stall: nothing honest can be said until the next).
 
         The recent pace is the time the last half of the progress (at least RECENT_PROGRESS) took, so a slow start (a
