@@ -18,7 +18,7 @@ import pandas as pd
 
 from .dataset import Dataset, make_unique
 from .errors import CytoInputError, first_line, quoted
-from .io import concat_datasets, read_file
+from .io import combine_files, read_each
 from .io.csv_reader import SNIFF_BYTES, check_table_head
 from .storage import atomic_write_json, read_json
 from .workspace import Workspace
@@ -204,10 +204,8 @@ def _capped(name: str) -> str:
 def read_study(paths: Sequence[Path], names: Sequence[str]) -> tuple[Dataset, dict[str, dict[str, str]]]:
     """The files as io.read_files reads them (one dataset, one sample per file or data set), and each sample's
     descriptive keywords, which the dataset keeps for its first file only."""
-    if not paths:
-        raise CytoInputError("No file was given.")
-    parts = [read_file(Path(p), n) for p, n in zip(paths, names)]
-    dataset = concat_datasets(parts, parts[0].name if len(parts) == 1 else f"{len(parts)} files")
+    parts = read_each(paths, names)
+    dataset = combine_files(parts)
     owners = [part.metadata for part in parts for _ in part.samples]
     return dataset, {sample: descriptive(keywords) for sample, keywords in zip(dataset.samples, owners)}
 

@@ -1,10 +1,7 @@
 """Label page: lasso or box cells on the map or a biaxial plot and name them; every action is saved at once."""
 import json
-import tempfile
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from cytoauto_core.selection import cells_in_selection
 from ui import maps, state, suggest_panel
 from ui.plots import heatmap_figure, scatter_figure
 from ui.text import literal
+from ui.upload import saved_upload
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
@@ -268,20 +266,13 @@ def population_table(labels: np.ndarray) -> None:
 labelling()
 
 
-@contextmanager
-def _saved(upload) -> Iterator[Path]:
-    """The uploaded workspace as a temporary file under its own name (FlowKit's messages name it); deleted after."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / (Path(upload.name).name or "workspace.wsp")
-        path.write_bytes(upload.getvalue())
-        yield path
 
 
 def _wsp_gates(upload) -> WorkspaceGates:
     """The uploaded workspace's gates for this dataset, read once per upload."""
     cache = st.session_state.setdefault(f"wsp-{key}", {})
     if upload.file_id not in cache:
-        with _saved(upload) as path:
+        with saved_upload(upload) as path:
             listed = dataset_gates(path, dataset)
         cache.clear()
         cache[upload.file_id] = listed
@@ -369,7 +360,7 @@ with from_flowjo:
             gate_seed = c2.number_input("Gate sampling seed", 0, 2**31 - 1, 0)
             if st.button("Import gates", disabled=not chosen):
                 try:
-                    with _saved(wsp) as wsp_path:
+                    with saved_upload(wsp) as wsp_path:
                         gated = dataset_gate_labels(wsp_path, dataset, chosen)
                 except CytoInputError as exc:
                     st.error(literal(exc))

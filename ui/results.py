@@ -2,10 +2,7 @@
 and Results pages show of it: the models' held-out scores and the calls against uploaded reference labels."""
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from cytoauto_core.train_command import label_columns
 from ui import state
 from ui.plots import heatmap_figure
 from ui.text import literal
+from ui.upload import saved_upload
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -189,7 +187,7 @@ def reference_from_workspace(key: str, dataset: Dataset) -> np.ndarray | None:
     held = st.session_state.setdefault(f"reference-gates-{key}", {})  # this upload's gates, the last gating
     try:
         if held.get("file_id") != upload.file_id:
-            with _saved(upload) as path:
+            with saved_upload(upload) as path:
                 listed = dataset_gates(path, dataset)
             held.clear()
             held.update(file_id=upload.file_id, listed=listed)
@@ -199,7 +197,7 @@ def reference_from_workspace(key: str, dataset: Dataset) -> np.ndarray | None:
         if not chosen:
             return None
         if held.get("chosen") != chosen:
-            with st.spinner("Applying the gates…"), _saved(upload) as path:
+            with st.spinner("Applying the gates…"), saved_upload(upload) as path:
                 held.update(names=gate_names(dataset_gate_labels(path, dataset, chosen)), chosen=chosen)
         return held["names"]
     except CytoInputError as exc:
@@ -239,10 +237,3 @@ def _read_once(upload) -> pd.DataFrame:
     return held[1]
 
 
-@contextmanager
-def _saved(upload) -> Iterator[Path]:
-    """An uploaded workspace as a temporary file under its own name (FlowKit's messages name it); deleted after."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / (Path(upload.name).name or "workspace.wsp")
-        path.write_bytes(upload.getvalue())
-        yield path

@@ -4,8 +4,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +45,16 @@ def store_uploads(ws: Workspace, uploads: list[tuple[str, BinaryIO]],
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def saved_upload(upload: UploadedFile) -> Iterator[Path]:
+    """An upload (a FlowJo workspace) as a temporary file under its own name, for readers that take a path and
+    name it in their messages (FlowKit); deleted after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(upload.name).name or "workspace.wsp")
+        path.write_bytes(upload.getvalue())
+        yield path
 
 
 def distinct_uploads(files: Sequence[UploadedFile]) -> tuple[list[UploadedFile], list[str]]:

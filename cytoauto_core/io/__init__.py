@@ -12,7 +12,8 @@ from .fcs_writer import write_fcs
 from .h5ad import HDF5_MAGIC, write_h5ad
 from .h5ad_reader import read_h5ad
 
-__all__ = ["concat_datasets", "read_csv", "read_fcs", "read_file", "read_files", "read_h5ad", "write_fcs", "write_h5ad"]
+__all__ = ["combine_files", "concat_datasets", "read_csv", "read_each", "read_fcs", "read_file", "read_files", "read_h5ad",
+           "write_fcs", "write_h5ad"]
 
 FCS_SUFFIXES = {".fcs", ".lmd"}
 H5AD_SUFFIX = ".h5ad"
@@ -42,8 +43,17 @@ def read_file(path: Path, display_name: str | None = None) -> Dataset:
 
 def read_files(paths: Sequence[Path], display_names: Sequence[str] | None = None) -> Dataset:
     """Load several files as the samples of one dataset, keeping the channels they all share."""
+    return combine_files(read_each(paths, display_names))
+
+
+def read_each(paths: Sequence[Path], display_names: Sequence[str] | None = None) -> list[Dataset]:
+    """Each file as its own dataset (named `display_names`, else the file name), for combine_files."""
     if not paths:
         raise CytoInputError("No file was given.")
     names = list(display_names) if display_names is not None else [Path(p).name for p in paths]
-    parts = [read_file(Path(p), n) for p, n in zip(paths, names)]
-    return concat_datasets(parts, parts[0].name if len(parts) == 1 else f"{len(parts)} files")
+    return [read_file(Path(p), n) for p, n in zip(paths, names)]
+
+
+def combine_files(parts: Sequence[Dataset]) -> Dataset:
+    """The files read by read_each as one dataset: named after the file, or 'N files'."""
+    return concat_datasets(list(parts), parts[0].name if len(parts) == 1 else f"{len(parts)} files")

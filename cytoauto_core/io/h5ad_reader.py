@@ -50,7 +50,7 @@ class _Budget:
 
     @property
     def limit(self) -> int:
-        return max(FLOOR_BYTES, EXPANSION * self.file_bytes)
+        return allowance(self.file_bytes)
 
     def spend(self, nbytes: int, what: str) -> None:
         self.spent += int(nbytes)
@@ -76,12 +76,17 @@ class _Frame:
     skipped: list[str] = field(default_factory=list)
 
 
+def allowance(file_bytes: int) -> int:
+    """The memory a file of `file_bytes` bytes may make the reader allocate."""
+    return max(FLOOR_BYTES, EXPANSION * file_bytes)
+
+
 def read_h5ad(path: Path, display_name: str | None = None) -> Dataset:
     """Load an AnnData file (cells × markers) as a dataset, keeping its obs columns; any problem is one sentence.
     The file is parsed in a child process whose memory is capped (h5ad_worker), then its dataset is read back."""
     path = Path(path)
     name = display_name or path.name
-    allowed = max(FLOOR_BYTES, EXPANSION * path.stat().st_size)
+    allowed = allowance(path.stat().st_size)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory(prefix="h5ad-") as out:
         try:
