@@ -100,3 +100,17 @@ def attempt_read(path, reader=None) -> tuple[dict, object]:
     except Exception as exc:
         return {"status": "traceback", "message": type(exc).__name__ + ": " + str(exc)[:300],
                 "where": traceback.format_exc().strip().splitlines()[-3][:300]}, None
+
+
+def pending_jobs(argv: list[str]):
+    """A worker's side of the protocol: (index, job) of every job from the one the supervisor restarts at, each
+    announced with `S <i>` before it is read (answer with report)."""
+    jobs = json.load(open(argv[1]))
+    for i in range(int(argv[2]), len(jobs)):
+        print("S", i, flush=True)
+        yield i, jobs[i]
+
+
+def report(i: int, out: dict) -> None:
+    """A worker's answer for job `i`: `R <i> <json>`."""
+    print("R", i, json.dumps(out), flush=True)

@@ -30,7 +30,7 @@ from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import make_demo
 from cytoauto_core.export import LabelledCells, write_labelled_h5ad
 from cytoauto_core.io import read_file
-from cytoauto_core.io.h5ad_reader import EXPANSION, FLOOR_BYTES
+from cytoauto_core.io.h5ad_reader import allowance
 from cytoauto_core.transforms import default_spec
 from fuzzing import CONTROL, run_jobs
 
@@ -336,14 +336,14 @@ def _virtual(f, folder):
 # ---------------------------------------------------------------- the worker and the verdict
 
 WORKER = r'''
-import json, sys, warnings
+import sys, warnings
 from pathlib import Path
 import numpy as np
 warnings.filterwarnings("ignore")
 from cytoauto_core.io import read_file
-from cytoauto_core.io.h5ad_reader import EXPANSION, FLOOR_BYTES, read_contained
+from cytoauto_core.io.h5ad_reader import allowance, read_contained
 from cytoauto_core.io.h5ad_worker import capped
-from tests.fuzzing import attempt_read
+from tests.fuzzing import attempt_read, pending_jobs, report
 
 def rss(field):
     for line in open("/proc/self/status"):
@@ -403,12 +403,8 @@ def differences(got, want, keys):
         diff += [(int(r), k) for r in bad[:200]]
     return diff
 
-jobs = json.load(open(sys.argv[1]))
 originals = {}
-for i, job in enumerate(jobs):
-    if i < int(sys.argv[2]):
-        continue
-    print("S", i, flush=True)
+for i, job in pending_jobs(sys.argv):
     src = job["original"]
     if src not in originals:
         o = read_file(src)
@@ -417,7 +413,7 @@ for i, job in enumerate(jobs):
     measured = reset_peak()
     before = rss("VmRSS:")
     path = Path(job["path"])
-    with capped(max(FLOOR_BYTES, EXPANSION * path.stat().st_size)):  # as read_h5ad's worker process is
+    with capped(allowance(path.stat().st_size)):  # as read_h5ad's worker process is
         out, ds = attempt_read(path, lambda p: read_contained(p, p.name))
     if ds is not None:
         got = cells(ds)
@@ -431,14 +427,14 @@ for i, job in enumerate(jobs):
         if seen is not None and sorted(seen) == sorted(got) and all(len(v) == ds.n_cells for v in seen.values()):
             out["oracle_diff"] = differences(got, seen, sorted(got))
     out.setdefault("peak_extra", rss("VmHWM:") - before if measured else None)
-    print("R", i, json.dumps(out), flush=True)
+    report(i, out)
 '''
 
 
 def allowed_peak(size: int) -> int:
     """The reader's stated bound: what a file may ask for (EXPANSION × its size, at least FLOOR_BYTES), read once
     into the events and once in transit, plus the interpreter's own working memory."""
-    return 2 * max(FLOOR_BYTES, EXPANSION * size) + 64 * MiB
+    return 2 * allowance(size) + 64 * MiB
 
 
 def verdict(case: Case, fname: str, result: dict) -> str:

@@ -250,17 +250,13 @@ def csv_cases(text: str, rng: np.random.Generator) -> list[Case]:
 # ---------------------------------------------------------------- the worker and its supervisor
 
 WORKER = r'''
-import json, sys
+import sys
 import numpy as np
 from cytoauto_core.io import read_file
-from tests.fuzzing import attempt_read
+from tests.fuzzing import attempt_read, pending_jobs, report
 
-jobs = json.load(open(sys.argv[1]))
 originals = {}
-for i, job in enumerate(jobs):
-    if i < int(sys.argv[2]):
-        continue
-    print("S", i, flush=True)
+for i, job in pending_jobs(sys.argv):
     src = job["original"]
     if src not in originals:
         o = read_file(src)
@@ -279,7 +275,7 @@ for i, job in enumerate(jobs):
             out["cols"] = sorted(set(diff[:, 1].tolist()))
         if e.shape[0] < events.shape[0] and e.shape[1] == events.shape[1] and e.shape[0] > 0:
             out["prefix"] = bool(np.array_equal(e, events[:e.shape[0]]))
-    print("R", i, json.dumps(out), flush=True)
+    report(i, out)
 '''
 
 
