@@ -1,5 +1,6 @@
 """Command line without the app.
 
+`python -m cytoauto_core ingest FILES...` imports a study into the workspace, one file in memory at a time;
 `python -m cytoauto_core train --labels LABELS.csv --out BUNDLE FILES...` trains and saves a model as the Train page
 does; `python -m cytoauto_core apply --model BUNDLE --out DIR FILES...` labels files with a saved model.
 """
@@ -17,6 +18,7 @@ from .models.novelty import DEFAULT_REJECTION
 FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "h5ad": ("h5ad",), "both": ("csv", "fcs"),
                   "all": ("csv", "fcs", "h5ad")}
 TRAIN_EXIT = "exit status: 0 trained and saved, 1 the files or labels cannot be trained on, 2 unusable arguments"
+INGEST_EXIT = "exit status: 0 every file imported, 1 some files skipped or none usable, 2 unusable arguments"
 APPLY_EXIT = "exit status: 0 every file labelled, 1 some files failed, 2 unusable arguments"
 
 
@@ -25,6 +27,14 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m cytoauto_core", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = root.add_subparsers(dest="command", required=True)
+    ingest = commands.add_parser(
+        "ingest", help="import files on this server into the workspace as one dataset, as the Data page's import does",
+        description="Store the files as one dataset (one sample per file; the channels all files share), reading one "
+                    "file at a time, so a study of any size goes in with the memory of its largest file. The Data "
+                    "page lists it afterwards.", epilog=INGEST_EXIT)
+    ingest.add_argument("--workspace", help="workspace folder (default: $CYTOAUTO_WORKSPACE, else ./workspace)")
+    ingest.add_argument("--name", help="the dataset's name in the app (default: the file's name, or 'N files')")
+    ingest.add_argument("files", nargs="+", help="FCS, CSV or .h5ad files or glob patterns (quote patterns)")
     train = commands.add_parser(
         "train", help="train a model on labelled cells and save its bundle, as the Train page does",
         description="Compare models on the labels, fit the applied one on all of them, save its bundle in --out and "
@@ -82,7 +92,27 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command and return its exit status (see each command's --help)."""
     args = parser().parse_args(argv)
-    return train_main(args) if args.command == "train" else apply_main(args)
+    return {"train": train_main, "apply": apply_main, "ingest": ingest_main}[args.command](args)
+
+
+def ingest_main(args: argparse.Namespace) -> int:
+    """0 when every file was imported, 1 when some were skipped or none could be used."""
+    from .ingest import ingest
+    from .train_command import stage_printer
+    from .workspace import Workspace
+
+    workspace = Workspace(Path(args.workspace) if args.workspace else None)
+    try:
+        report = ingest(args.files, workspace, args.name, progress=stage_printer())
+    except CytoInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for row in report.files:
+        print(f"{row.status}\t{row.path}\t{f'{row.cells} cells' if row.status == 'ok' else row.reason}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"dataset {report.key}: {report.n_cells:,} cells in {report.seconds:.1f} s, workspace {workspace.root}")
+    return 1 if report.skipped else 0
 
 
 def apply_main(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .chunks import iter_rows
+
 CHANNEL_KINDS = ("marker", "scatter", "time", "other")
 HASH_CHUNK_ROWS = 65_536
 UNASSIGNED = "unassigned"  # a cell no population is confident enough for (population id -1)
@@ -103,8 +105,8 @@ class Dataset:
     def content_hash(self) -> str:
         """A hash of the events, channel names and annotations: the workspace key."""
         h = hashlib.blake2b(digest_size=16)
-        for start in range(0, self.n_cells, HASH_CHUNK_ROWS):  # row chunks: no full copy of a strided view
-            h.update(np.ascontiguousarray(self.events[start:start + HASH_CHUNK_ROWS]).data)
+        for _, rows in iter_rows(self.events, HASH_CHUNK_ROWS):  # row chunks: no full copy, no resident mapping
+            h.update(np.ascontiguousarray(rows).data)
         h.update("\x1f".join(self.channel_names).encode())
         h.update(np.ascontiguousarray(self.sample_ids, dtype=np.int32).tobytes())
         for col in self.annotations.columns:

@@ -1,7 +1,7 @@
 """The on-disk workspace: datasets keyed by content hash, with their settings, labels, embeddings and models.
 
 Layout: ROOT/datasets/<hash>/{events.npy, sample_ids.npy, annotations.parquet, dataset.json,
-settings.json, labels/, arrays/}, ROOT/models/<bundle>/, ROOT/uploads/ (transient).
+settings.json, labels/, arrays/}, ROOT/models/<bundle>/, ROOT/uploads/ and ROOT/ingest/ (transient).
 Events are memory-mapped on load, so opening a million-cell dataset copies nothing.
 
 add_dataset writes each file atomically and dataset.json last, so a folder with a dataset.json holds a complete
@@ -75,7 +75,7 @@ class Workspace:
                 continue
         if removed:
             log.warning("Removed %d file(s) left by interrupted writes or uploads under %s.", len(removed), self.root)
-        folders = self._remove_unfinished_datasets()
+        folders = self._remove_unfinished_datasets() + _remove_stale_folders(self.root / "ingest", cutoff)
         if folders:
             log.warning("Removed %d dataset folder(s) that interrupted loads left without dataset.json under %s.",
                         len(folders), self.root)
@@ -135,17 +135,22 @@ class Workspace:
             annotations.columns = [str(c) for c in annotations.columns]
             with atomic_file(folder / "annotations.parquet") as handle:
                 annotations.to_parquet(handle, index=False)
-            spill = dataset.spillover
-            atomic_write_json(folder / "dataset.json", {  # last: its presence means every file above is complete
-                "name": dataset.name,
-                "n_cells": dataset.n_cells,
-                "channels": [asdict(c) for c in dataset.channels],
-                "samples": dataset.samples,
-                "spillover": None if spill is None else {"channels": spill.channels, "matrix": spill.matrix.tolist()},
-                "metadata": dataset.metadata,
-                "warnings": dataset.warnings,
-                "created": time.time(),
-            })
+            _describe(folder, dataset.channels, dataset.samples, dataset.spillover, dataset.metadata, dataset.warnings,
+                      dataset.name, dataset.n_cells)
+        return key
+
+    def adopt_folder(self, folder: Path, channels: list[Channel], samples: list[str], spillover: Spillover | None,
+                     metadata: dict[str, str], warnings: list[str], name: str) -> str:
+        """Store a dataset whose events.npy, sample_ids.npy and annotations.parquet were written in `folder` (a
+        folder on this workspace's disk, see ingest): describe it, hash it and move it under its key."""
+        n_cells = int(np.load(folder / "sample_ids.npy", mmap_mode="r").shape[0])
+        _describe(folder, channels, samples, spillover, metadata, warnings, name, n_cells)
+        key = _load_folder(folder).content_hash()
+        target = self.dataset_dir(key)
+        with directory_lock(self.root / "datasets", exclusive=False):
+            if self._record(target) is None:
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(folder, target)
         return key
 
     def has_dataset(self, key: object) -> bool:
@@ -155,22 +160,10 @@ class Workspace:
     def load_dataset(self, key: str) -> Dataset:
         """Open a stored dataset; events are memory-mapped read-only. KeyError when absent, CytoInputError when damaged."""
         folder = self.dataset_dir(key)
-        info = read_json(folder / "dataset.json")
-        if info is None:
+        if not (folder / "dataset.json").exists():
             raise KeyError(key)
         try:
-            spill = info["spillover"]
-            return Dataset(
-                events=np.load(folder / "events.npy", mmap_mode="r"),
-                channels=[Channel(**c) for c in info["channels"]],
-                samples=info["samples"],
-                sample_ids=np.load(folder / "sample_ids.npy"),
-                annotations=pd.read_parquet(folder / "annotations.parquet"),
-                spillover=None if spill is None else Spillover(spill["channels"], np.asarray(spill["matrix"])),
-                metadata=info["metadata"],
-                warnings=info["warnings"],
-                name=info["name"],
-            )
+            return _load_folder(folder)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CytoInputError(f"The stored dataset {key[:12]}… is damaged and cannot be opened.") from exc
 
@@ -242,6 +235,51 @@ class Workspace:
 
     def labels_dir(self, key: str) -> Path:
         return self.dataset_dir(key) / "labels"
+
+
+def _remove_stale_folders(parent: Path, cutoff: float) -> list[Path]:
+    """Delete the folders in `parent` (imports a kill interrupted) unchanged since `cutoff`."""
+    removed = []
+    for folder in parent.iterdir() if parent.is_dir() else []:
+        if folder.is_dir() and not folder.is_symlink() and _last_change(folder) < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _describe(folder: Path, channels: list[Channel], samples: list[str], spill: Spillover | None,
+              metadata: dict[str, str], warnings: list[str], name: str, n_cells: int) -> None:
+    """Write dataset.json, last: its presence means every file of the dataset is complete."""
+    atomic_write_json(folder / "dataset.json", {
+        "name": name,
+        "n_cells": n_cells,
+        "channels": [asdict(c) for c in channels],
+        "samples": samples,
+        "spillover": None if spill is None else {"channels": spill.channels, "matrix": spill.matrix.tolist()},
+        "metadata": metadata,
+        "warnings": warnings,
+        "created": time.time(),
+    })
+
+
+def _load_folder(folder: Path) -> Dataset:
+    """The dataset stored in `folder`, events memory-mapped read-only (OSError, ValueError, KeyError, TypeError when
+    damaged)."""
+    info = read_json(folder / "dataset.json")
+    if info is None:
+        raise KeyError(str(folder))
+    spill = info["spillover"]
+    return Dataset(
+        events=np.load(folder / "events.npy", mmap_mode="r"),
+        channels=[Channel(**c) for c in info["channels"]],
+        samples=info["samples"],
+        sample_ids=np.load(folder / "sample_ids.npy"),
+        annotations=pd.read_parquet(folder / "annotations.parquet"),
+        spillover=None if spill is None else Spillover(spill["channels"], np.asarray(spill["matrix"])),
+        metadata=info["metadata"],
+        warnings=info["warnings"],
+        name=info["name"],
+    )
 
 
 def _unfinished(folder: Path) -> bool:

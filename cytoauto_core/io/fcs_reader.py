@@ -77,6 +77,37 @@ def read_fcs(path: Path, display_name: str | None = None) -> Dataset:
     return _combine_data_sets(parts, name)
 
 
+def read_fcs_layout(path: Path, display_name: str | None = None) -> tuple[list[str], list[str]]:
+    """The channel names and annotation columns read_fcs gives for the file, from its HEADER and TEXT only (no
+    events): how a study is matched across files before any is read whole."""
+    path = Path(path)
+    name = display_name or path.name
+    try:
+        with open(path, "rb") as fh:
+            data_sets = _read_data_sets(fh, path.stat().st_size, name)
+    except OSError as exc:
+        raise CytoInputError(f"'{name}' could not be opened ({exc.strerror or exc}).") from exc
+    layouts = [_layout(ds.text, name) for ds in data_sets]
+    first = set(layouts[0][0])
+    loaded = [layout for layout in layouts if first & set(layout[0])]
+    common = set.intersection(*(set(names) for names, _ in loaded))
+    columns = list(dict.fromkeys(c for _, cols in loaded for c in cols))
+    return [n for n in layouts[0][0] if n in common], columns
+
+
+def _layout(t: dict[str, str], name: str) -> tuple[list[str], list[str]]:
+    """One data set's channel names and annotation columns as _read_part turns its TEXT into them."""
+    n_par = _int(t.get("$PAR", ""))
+    if n_par is None or n_par <= 0 or n_par > len(t):
+        raise CytoInputError(f"'{name}' declares no usable channel count ($PAR).")
+    channels = make_channels([t.get(f"$P{i}N", "") for i in range(1, n_par + 1)],
+                             [t.get(f"$P{i}S") for i in range(1, n_par + 1)])
+    names = [c.name for c in channels]
+    if POPULATIONS_KEYWORD in t and POPULATION_CHANNEL in names:
+        return [n for n in names if n != POPULATION_CHANNEL], ["population"]
+    return names, []
+
+
 def _read_data_sets(fh: BinaryIO, size: int, name: str) -> list[_DataSet]:
     """Follow $NEXTDATA from the first data set, refusing loops and offsets outside the file."""
     out: list[_DataSet] = []
