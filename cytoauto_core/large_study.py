@@ -6,6 +6,7 @@ to every cell chunk by chunk. Exact per-cell results (clusters, map positions, l
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,17 @@ from .passes import MapPlacer, assign_clusters, place_cells, stratified_rows, su
 from .stats import channel_stats
 from .training import TrainingOutcome, TrainingRequest, train_and_apply
 from .transforms import TransformSpec, transform_features
+from .workspace import Workspace
 
 if TYPE_CHECKING:
     from distributed import Client
 
 SUMMARY_CELLS = 200_000  # statistics, histograms and previews: enough for every quantile a plot shows
+# a study larger than this is explored, labelled and trained on through its working sample ($CYTOAUTO_WORKING_CELLS)
+WORKING_CELLS = int(os.environ.get("CYTOAUTO_WORKING_CELLS", "1000000"))
+WORKING_SEED = 0
+SAMPLE_OF = "CYTOAUTO_WORKING_SAMPLE_OF"  # metadata of a working sample: the key of the study it was drawn from
+ROWS_ARRAY = "study_rows"  # a working sample's stored array: each of its cells' row in the study
 
 
 @dataclass
@@ -40,6 +47,54 @@ class Summary:
     @property
     def description(self) -> str:
         return f"statistics of {self.rows.size:,} cells drawn across samples (seed {self.seed})"
+
+
+@dataclass
+class WorkingSample:
+    """A stored stratified subsample of a large study that the app's pages work on (its own dataset in the workspace),
+    with each of its cells' row in the study."""
+
+    key: str
+    study_key: str
+    rows: np.ndarray
+    seed: int
+
+    def sentence(self, study: Dataset) -> str:
+        return (f"This study has {study.n_cells:,} cells in {len(study.samples)} samples. The pages show a working "
+                f"sample of {self.rows.size:,} cells drawn across all samples (seed {self.seed}); the whole-study "
+                "results (every cell labelled, counts, exports) cover every cell.")
+
+
+def is_large(dataset: Dataset) -> bool:
+    """Whether the app should work on `dataset` through a working sample."""
+    return dataset.n_cells > WORKING_CELLS and SAMPLE_OF not in dataset.metadata
+
+
+def working_sample(workspace: Workspace, key: str, dataset: Dataset, max_cells: int = WORKING_CELLS,
+                   seed: int = WORKING_SEED) -> WorkingSample:
+    """The study's working sample: made and stored once (read chunk by chunk), found again by the study's settings."""
+    settings = workspace.load_settings(key) or {}
+    known = settings.get("working_sample")
+    if known and known.get("max_cells") == max_cells and known.get("seed") == seed \
+            and workspace.has_dataset(known.get("key")):
+        stored = workspace.load_array(known["key"], ROWS_ARRAY)
+        if stored is not None:
+            return WorkingSample(known["key"], key, np.asarray(stored[0]), seed)
+    rows = stratified_rows(dataset, max_cells, seed)
+    part = subset(dataset, rows)
+    part.metadata = {**dataset.metadata, SAMPLE_OF: key}
+    part.name = f"{dataset.name} (working sample)"
+    sample_key = workspace.add_dataset(part)
+    workspace.save_array(sample_key, ROWS_ARRAY, rows.astype(np.int64), {"study": key, "seed": seed})
+    workspace.save_settings(key, {**(workspace.load_settings(key) or {}),
+                                  "working_sample": {"key": sample_key, "max_cells": max_cells, "seed": seed}})
+    return WorkingSample(sample_key, key, rows, seed)
+
+
+def study_of(workspace: Workspace, dataset: Dataset) -> str | None:
+    """The key of the study a working sample was drawn from (None for any other dataset, or when it is gone)."""
+    key = dataset.metadata.get(SAMPLE_OF)
+    return key if workspace.has_dataset(key) else None
 
 
 def _sub_features(dataset: Dataset, spec: TransformSpec, max_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -184,3 +184,23 @@ def test_a_cluster_started_outside_the_project(stored, tmp_path):
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+def test_a_large_study_gets_one_stored_working_sample(stored, monkeypatch):
+    from cytoauto_core import large_study
+
+    folder, ds, _, _, _ = stored
+    workspace = Workspace(folder / "ws")
+    key = ds.content_hash()
+    assert not large_study.is_large(ds)
+    monkeypatch.setattr(large_study, "WORKING_CELLS", 10_000)
+    assert large_study.is_large(ds)
+    sample = large_study.working_sample(workspace, key, ds, max_cells=10_000)
+    part = workspace.load_dataset(sample.key)
+    assert 9_990 <= part.n_cells <= 10_000 and set(part.sample_ids) == set(range(6))
+    np.testing.assert_array_equal(part.events, np.asarray(ds.events)[sample.rows])
+    assert large_study.study_of(workspace, part) == key and not large_study.is_large(part)
+    again = large_study.working_sample(workspace, key, ds, max_cells=10_000)
+    assert again.key == sample.key and np.array_equal(again.rows, sample.rows)
+    assert sample.sentence(ds).startswith(f"This study has {ds.n_cells:,} cells in 6 samples. The pages show a "
+                                          f"working sample of {part.n_cells:,} cells drawn across all samples (seed 0)")
