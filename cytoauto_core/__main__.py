@@ -1,6 +1,8 @@
 """Command line without the app.
 
 `python -m cytoauto_core ingest FILES...` imports a study into the workspace, one file in memory at a time;
+`python -m cytoauto_core label-study --dataset KEY --model BUNDLE --out DIR` labels every cell of a stored study
+chunk by chunk (on a Dask cluster with --scheduler) and writes per-sample counts and FCS files;
 `python -m cytoauto_core train --labels LABELS.csv --out BUNDLE FILES...` trains and saves a model as the Train page
 does; `python -m cytoauto_core apply --model BUNDLE --out DIR FILES...` labels files with a saved model.
 """
@@ -19,6 +21,7 @@ FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "h5ad": ("h5ad",), "both": (
                   "all": ("csv", "fcs", "h5ad")}
 TRAIN_EXIT = "exit status: 0 trained and saved, 1 the files or labels cannot be trained on, 2 unusable arguments"
 INGEST_EXIT = "exit status: 0 every file imported, 1 some files skipped or none usable, 2 unusable arguments"
+STUDY_EXIT = "exit status: 0 labelled and written, 1 the dataset or model cannot be used, 2 unusable arguments"
 APPLY_EXIT = "exit status: 0 every file labelled, 1 some files failed, 2 unusable arguments"
 
 
@@ -35,6 +38,19 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--workspace", help="workspace folder (default: $CYTOAUTO_WORKSPACE, else ./workspace)")
     ingest.add_argument("--name", help="the dataset's name in the app (default: the file's name, or 'N files')")
     ingest.add_argument("files", nargs="+", help="FCS, CSV or .h5ad files or glob patterns (quote patterns)")
+    study = commands.add_parser(
+        "label-study", help="label every cell of a stored study with a saved model, chunk by chunk, maybe on Dask",
+        description="Apply a model bundle to every cell of a dataset in the workspace (e.g. one made by ingest) in "
+                    "row chunks, in this process or as tasks on a Dask cluster, and write abundance.csv (exact counts "
+                    "per sample) and one labelled FCS file per sample into --out. Memory holds a chunk and one sample, "
+                    "whatever the study's size; workers must see the workspace's files.", epilog=STUDY_EXIT)
+    study.add_argument("--workspace", help="workspace folder (default: $CYTOAUTO_WORKSPACE, else ./workspace)")
+    study.add_argument("--dataset", required=True, help="the dataset's key (ingest prints it; the app's URL holds it)")
+    study.add_argument("--model", required=True, help="model bundle folder (contains bundle.json)")
+    study.add_argument("--out", required=True, help="output folder for abundance.csv and <sample>_labelled.fcs")
+    study.add_argument("--threshold", type=float, default=0.5, help="confidence below which a cell is unassigned")
+    study.add_argument("--scheduler", help="address of an existing Dask scheduler (default: this process)")
+    study.add_argument("--no-fcs", action="store_true", help="write the counts only")
     train = commands.add_parser(
         "train", help="train a model on labelled cells and save its bundle, as the Train page does",
         description="Compare models on the labels, fit the applied one on all of them, save its bundle in --out and "
@@ -92,7 +108,59 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command and return its exit status (see each command's --help)."""
     args = parser().parse_args(argv)
-    return {"train": train_main, "apply": apply_main, "ingest": ingest_main}[args.command](args)
+    commands = {"train": train_main, "apply": apply_main, "ingest": ingest_main, "label-study": label_study_main}
+    return commands[args.command](args)
+
+
+def label_study_main(args: argparse.Namespace) -> int:
+    """0 when every cell was labelled and the files written, 1 when the dataset or model cannot be used."""
+    from contextlib import nullcontext
+
+    from .export import LabelledCells
+    from .passes import predict_cells
+    from .sample_exports import write_sample_exports
+    from .train_command import stage_printer
+    from .workspace import Workspace
+
+    if not 0.0 <= args.threshold <= 1.0:
+        print(f"error: the threshold must be between 0 and 1 (got {args.threshold}).", file=sys.stderr)
+        return 2
+    workspace = Workspace(Path(args.workspace) if args.workspace else None)
+    if not workspace.has_dataset(args.dataset):
+        print(f"error: the workspace {workspace.root} holds no dataset {args.dataset!r}.", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    try:
+        study = workspace.load_dataset(args.dataset)
+        with _client(args.scheduler) if args.scheduler else nullcontext() as client:
+            prediction = predict_cells(study, args.model, out / "per_cell", args.threshold, client=client,
+                                       progress=stage_printer())
+        prediction.counts.to_csv(out / "abundance.csv")
+        if not args.no_fcs:
+            cells = LabelledCells(prediction.population_id, _bundle_names(args.model), prediction.confidence,
+                                  novelty=prediction.novelty)
+            write_sample_exports(out, study, cells, ("fcs",), progress=stage_printer())
+    except (CytoInputError, BatchUsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{study.n_cells:,} cells of {len(study.samples)} samples labelled in {prediction.seconds:.1f} s; "
+          f"counts: {out / 'abundance.csv'}")
+    return 0
+
+
+def _client(address: str):
+    """A client of the Dask scheduler at `address`."""
+    from distributed import Client
+
+    return Client(address)
+
+
+def _bundle_names(directory: str) -> dict[int, str]:
+    """Population names by id of the bundle (loaded once per process: predict_cells has loaded it already)."""
+    from .batch import read_bundle_ref, worker_bundle
+
+    bundle = worker_bundle(read_bundle_ref(directory))
+    return {int(i): str(n) for i, n in zip(bundle.class_ids, bundle.class_names)}
 
 
 def ingest_main(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT
@@ -204,3 +205,21 @@ def test_a_large_study_gets_one_stored_working_sample(stored, monkeypatch):
     assert again.key == sample.key and np.array_equal(again.rows, sample.rows)
     assert sample.sentence(ds).startswith(f"This study has {ds.n_cells:,} cells in 6 samples. The pages show a "
                                           f"working sample of {part.n_cells:,} cells drawn across all samples (seed 0)")
+
+
+def test_command_line_labels_a_stored_study(stored, tmp_path):
+    folder, ds, _, bundle_dir, names = stored
+    run = subprocess.run([sys.executable, "-m", "cytoauto_core", "label-study", "--workspace", str(folder / "ws"),
+                          "--dataset", ds.content_hash(), "--model", str(bundle_dir), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    here = predict_cells(ds, bundle_dir, tmp_path / "here")
+    counts = pd.read_csv(tmp_path / "out" / "abundance.csv", index_col="sample")
+    assert counts.equals(here.counts) and int(counts.to_numpy().sum()) == ds.n_cells
+    written = sorted(p.name for p in (tmp_path / "out").glob("*_labelled.fcs"))
+    assert written == sorted(f"{s[:-4]}_labelled.fcs" for s in ds.samples)
+    assert run.stdout.startswith(f"{ds.n_cells:,} cells of 6 samples labelled in ")
+    missing = subprocess.run([sys.executable, "-m", "cytoauto_core", "label-study", "--workspace", str(folder / "ws"),
+                              "--dataset", "0" * 32, "--model", str(bundle_dir), "--out", str(tmp_path / "o2")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert missing.returncode == 1 and "holds no dataset" in missing.stderr
