@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 CHUNK_ROWS = 262_144  # 40 float32 channels: 40 MB per chunk
+SPARSE_SHARE = 64  # a chunk with fewer wanted rows than 1/64 of its rows is read row by row
 HEADER_BYTES = 256  # a fixed .npy header size, so the shape can be rewritten in place as rows are appended
 
 
@@ -55,17 +56,28 @@ def iter_rows(array: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple
 
 
 def gather_rows(array: np.ndarray, rows: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """array[rows] for sorted row numbers, reading only the chunks that hold them (a subsample of a big file)."""
+    """array[rows] for sorted row numbers, from the file when `array` maps one: a chunk read whole where many of its
+    rows are wanted, row by row where few are (a sparse subsample of a big file reads only its rows)."""
     rows = np.asarray(rows, dtype=np.int64)
-    if mapped_file(array) is None:
+    source = mapped_file(array)
+    if source is None:
         return np.asarray(array[rows])
     out = np.empty((rows.size,) + array.shape[1:], dtype=array.dtype)
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
     bounds = np.searchsorted(rows, np.arange(0, array.shape[0] + chunk_rows, chunk_rows))
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        if hi > lo:
+    fd = os.open(source[0], os.O_RDONLY)
+    try:
+        for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
             start = k * chunk_rows
-            block = read_rows(array, start, min(start + chunk_rows, array.shape[0]))
-            out[lo:hi] = block[rows[lo:hi] - start]
+            if hi - lo > chunk_rows // SPARSE_SHARE:
+                block = read_rows(array, start, min(start + chunk_rows, array.shape[0]))
+                out[lo:hi] = block[rows[lo:hi] - start]
+                continue
+            for i in range(lo, hi):
+                data = os.pread(fd, row_bytes, source[1] + int(rows[i]) * row_bytes)
+                out[i] = np.frombuffer(data, dtype=array.dtype).reshape(array.shape[1:])
+    finally:
+        os.close(fd)
     return out
 
 
@@ -91,7 +103,9 @@ class ArrayFile:
 
     @classmethod
     def create(cls, path: Path | str, shape: tuple[int, ...], dtype: np.dtype | str) -> "ArrayFile":
-        """A file of the full size (sparse until written) with its final header."""
+        """A file of the full size (sparse until written) with its final header; a file already there is replaced,
+        not overwritten, so whoever still maps it keeps reading the old one."""
+        Path(path).unlink(missing_ok=True)
         with open(path, "wb") as fh:
             fh.write(_header(shape, np.dtype(dtype)))
             fh.truncate(HEADER_BYTES + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)

@@ -76,24 +76,37 @@ def data_root() -> Path | None:
 
 
 def list_files(root: Path, pattern: str = "**/*") -> list[Path]:
-    """Readable cytometry files under `root` matching the glob `pattern` (relative to root), sorted; nothing outside."""
-    return [p for p in resolve_inputs([pattern], root) if p.suffix.lower() in READABLE_SUFFIXES]
+    """Readable cytometry files under `root` matching the glob `pattern` (relative to root), sorted; a pattern that
+    leaves the root is refused (CytoInputError), a match that resolves outside it (a link out) is left out."""
+    root = Path(root).resolve()
+    if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+        raise CytoInputError(f"{quoted(pattern)} is outside the data folder {root}; only files under it can be "
+                             "imported.")
+    found = []
+    for match in sorted(glob.glob(pattern, root_dir=root, recursive=True)):
+        path = (root / match).resolve()
+        if path.is_relative_to(root) and path.is_file() and path.suffix.lower() in READABLE_SUFFIXES:
+            found.append(path)
+    return list(dict.fromkeys(found))
 
 
 def resolve_inputs(inputs: Sequence[str | Path], root: Path | None) -> list[Path]:
-    """Files named by paths or globs (relative ones under `root`), sorted, repeats dropped; with a root, every file
-    must resolve (links followed) inside it, else CytoInputError names it."""
+    """Files named by paths or globs (relative ones under `root`, matched there), sorted, repeats dropped; with a
+    root, every file must resolve (links followed) inside it, else CytoInputError names it."""
     found: dict[Path, None] = {}
     for item in inputs:
         text = str(item)
         if root is not None and not os.path.isabs(text):
-            text = str(root / text)
-        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+            matches = [str(root / m) for m in sorted(glob.glob(text, root_dir=root, recursive=True))] \
+                if glob.has_magic(text) else [str(root / text)]
+        else:
+            matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
         for match in matches:
             path = Path(match).resolve()
             if root is not None and not path.is_relative_to(root):
-                raise CytoInputError(f"{quoted(str(item))} is outside the data folder {root}; only files under it "
-                                     "can be imported.")
+                shown = quoted(str(item) if match == text or not glob.has_magic(text) else os.path.relpath(match, root))
+                raise CytoInputError(f"{shown} is outside the data folder {root}; only files under it can be "
+                                     "imported.")
             if not path.is_dir():
                 found.setdefault(path, None)
     return list(found)

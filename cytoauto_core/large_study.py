@@ -70,9 +70,11 @@ def is_large(dataset: Dataset) -> bool:
     return dataset.n_cells > WORKING_CELLS and SAMPLE_OF not in dataset.metadata
 
 
-def working_sample(workspace: Workspace, key: str, dataset: Dataset, max_cells: int = WORKING_CELLS,
+def working_sample(workspace: Workspace, key: str, dataset: Dataset, max_cells: int | None = None,
                    seed: int = WORKING_SEED) -> WorkingSample:
-    """The study's working sample: made and stored once (read chunk by chunk), found again by the study's settings."""
+    """The study's working sample (at most max_cells, WORKING_CELLS by default): made and stored once (read chunk by
+    chunk), found again by the study's settings."""
+    max_cells = WORKING_CELLS if max_cells is None else max_cells
     settings = workspace.load_settings(key) or {}
     known = settings.get("working_sample")
     if known and known.get("max_cells") == max_cells and known.get("seed") == seed \

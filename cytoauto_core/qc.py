@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .chunks import gather_rows
 from .dataset import UNASSIGNED_ID, UNKNOWN_ID, Dataset
 from .export import LabelledCells
 from .transforms import TransformSpec, transform_events
@@ -104,7 +105,8 @@ def file_qc(dataset: Dataset, cells: LabelledCells, spec: TransformSpec, referen
     if reference.features != list(spec.features):
         qc.note = "the model's training-data reference does not match its features"
         return qc
-    events = _strided(dataset.events) if rows is None else dataset.events[_strided(np.asarray(rows))]
+    picked = _strided(np.arange(dataset.n_cells) if rows is None else np.asarray(rows))
+    events = gather_rows(dataset.events, picked)  # row by row from a stored study, nothing else made resident
     if len(events) == 0:
         qc.note = "no cells to measure drift on"
         return qc

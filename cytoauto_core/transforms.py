@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .chunks import gather_rows
 from .dataset import Channel, Dataset, Spillover
 from .errors import CytoInputError
 
@@ -123,7 +124,7 @@ def _named(channel: Channel) -> bool:
 def _sampled_rows(dataset: Dataset) -> np.ndarray:
     """Evenly spaced rows (at most about SCALE_SAMPLE) of the events, non-finite values as zero."""
     step = max(1, dataset.n_cells // SCALE_SAMPLE)
-    values = np.asarray(dataset.events[::step], dtype=np.float32)
+    values = gather_rows(dataset.events, np.arange(0, dataset.n_cells, step)).astype(np.float32, copy=False)
     return np.where(np.isfinite(values), values, 0.0)
 
 
@@ -179,7 +180,7 @@ def suggest_cofactors(dataset: Dataset, spec: TransformSpec, seed: int = 0) -> l
     if dataset.n_cells > SCALE_SAMPLE:
         rows = np.sort(np.random.default_rng(seed).choice(dataset.n_cells, SCALE_SAMPLE, replace=False))
     linear = TransformSpec(features=channels, linear=list(channels), compensate=spec.compensate, arcsinh=False)
-    values = transform_events(np.asarray(dataset.events[rows]), dataset.channel_names, linear, dataset.spillover)
+    values = transform_events(gather_rows(dataset.events, rows), dataset.channel_names, linear, dataset.spillover)
     out = []
     for j, name in enumerate(channels):
         negative = -values[:, j][values[:, j] < 0]

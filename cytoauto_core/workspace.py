@@ -273,7 +273,7 @@ def _load_folder(folder: Path) -> Dataset:
         events=np.load(folder / "events.npy", mmap_mode="r"),
         channels=[Channel(**c) for c in info["channels"]],
         samples=info["samples"],
-        sample_ids=np.load(folder / "sample_ids.npy"),
+        sample_ids=np.load(folder / "sample_ids.npy", mmap_mode="r"),
         annotations=pd.read_parquet(folder / "annotations.parquet"),
         spillover=None if spill is None else Spillover(spill["channels"], np.asarray(spill["matrix"])),
         metadata=info["metadata"],

@@ -88,7 +88,7 @@ def test_channels_are_matched_as_an_upload_matches_them(study, tmp_path):
 
 def test_paths_outside_the_data_root_are_refused(study, tmp_path, monkeypatch):
     folder, paths = study
-    root = tmp_path / "data"
+    root = tmp_path / "data[1]"  # glob characters in the folder's own name match nothing else
     root.mkdir()
     (root / "inside.fcs").symlink_to(paths[0])  # a link out of the root is outside too
     (root / "notes.txt.bak").write_text("x")
@@ -98,6 +98,9 @@ def test_paths_outside_the_data_root_are_refused(study, tmp_path, monkeypatch):
         with pytest.raises(CytoInputError, match="outside the data folder"):
             ingest([attempt], Workspace(tmp_path / "w"), root=data_root())
     assert list_files(root.resolve(), "**/*.bak") == []
+    assert list_files(root.resolve()) == []  # the link out of the root is left out of the listing
+    with pytest.raises(CytoInputError, match="outside the data folder"):
+        list_files(root.resolve(), "../*")
     os.remove(root / "inside.fcs")
     (root / "sub").mkdir()
     write_fcs(root / "sub" / "a.fcs", read_files(paths[:1]))
