@@ -1,4 +1,4 @@
-"""Data page: choose or upload a dataset, pick feature channels and the transform, see a summary."""
+"""Data page: choose, upload or import a dataset, pick feature channels and the transform, see a summary."""
 from functools import partial
 
 import pandas as pd
@@ -11,6 +11,7 @@ from cytoauto_core.transforms import (
 from cytoauto_core.workspace import DatasetRecord
 from ui import state
 from ui.cofactors import cofactor_panel
+from ui.server_import import server_import
 from ui.session_panel import session_panel
 from ui.text import literal
 from ui.upload import distinct_uploads, release_uploads, store_uploads, uploader_key
@@ -91,6 +92,7 @@ with st.expander("Upload FCS, CSV or AnnData files", expanded=len(records) <= 1)
         st.warning(f"Added more than once, loaded once: {literal(', '.join(repeated))}.")
     if files and st.button("Load files", type="primary"):
         _load(files)
+server_import(key)
 
 for warning in dataset.warnings:
     st.warning(literal(warning))

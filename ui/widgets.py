@@ -38,7 +38,7 @@ def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> 
     @st.fragment(run_every=1.0 if job.running else None)
     def _panel() -> None:
         if job.running:
-            st.progress(job.fraction, text=f"{job.title}: {job.message} · {progress_times(job)}")
+            st.progress(job.fraction, text=f"{job.title}: {literal(job.message)} · {progress_times(job)}")
             if job.cancel_requested is not None:
                 st.caption(f"Cancelling: the run stops at its next checkpoint (asked "
                            f"{duration(time.time() - job.cancel_requested)} ago).")
