@@ -17,7 +17,7 @@ from cytoauto_core.export import (abundance, csv_bytes, labelled_frame, legend_f
                                   write_labelled_h5ad, write_split_fcs)
 from cytoauto_core.models.novelty import REJECTION_LEVELS
 from cytoauto_core.reference import compare_with_reference
-from ui import maps, state, unknown_panel
+from ui import maps, state, study_panel, unknown_panel
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR, heatmap_figure, scatter_figure
 from ui.quality import bundle_meta, quality_table, show_quality
 from ui.results import (apply_bundle, load_result, reference_from_csv, reference_from_workspace, rejection_text,
@@ -92,6 +92,7 @@ forced = forced_notice(cells.population_id, names, store.labels(), {p.id: p.name
 if forced:
     st.warning(literal(forced))
     st.page_link("pages/label.py", label="Name more populations on the Label page", icon=":material/ads_click:")
+study_panel.panel(key, dataset, result, threshold, rejection)  # a study's working sample: every cell
 
 st.subheader("Populations on the map")
 rows = maps.drawn_rows(key, dataset.n_cells, "", None)

@@ -7,7 +7,7 @@ from cytoauto_core.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
 from cytoauto_core.models.vime import VIMEParams, network_weight_for
 from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
-from ui import state
+from ui import state, study_panel
 from ui.results import load_result, rejection_text, save_result, show_comparison
 from ui.text import literal
 from ui.widgets import job_panel
@@ -42,6 +42,7 @@ store = state.label_store(key, dataset)
 ws = state.workspace()
 
 st.title("Train")
+study_panel.train_note(dataset)
 counts = store.counts()
 labels = store.labels()
 usable = counts[counts["enough_for_training"]]

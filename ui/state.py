@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
+from cytoauto_core import large_study
 from cytoauto_core.clustering.store import ClusterStore
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import ensure_demo
@@ -23,6 +25,7 @@ from ui.text import literal
 QUERY_KEY = "dataset"
 NOT_IN_WORKSPACE = "The dataset in the link is not in your workspace; the demo is open instead."
 USERS_DIR = "users"
+_ANNOUNCED = "_working-sample-announced"  # the script run that already showed the working-sample sentence
 _job_thread = threading.local()  # in a background job's thread: the root of the workspace that started it
 _SESSION_STARTED = "_session_started"
 
@@ -146,17 +149,69 @@ def select_dataset(key: str) -> None:
 
 def current_dataset() -> tuple[str, Dataset]:
     """This session's dataset. Every page starts here, so this is also where a page makes sure it runs inside
-    app.py's navigation (see _route_through_app)."""
+    app.py's navigation (see _route_through_app).
+
+    A study larger than large_study.WORKING_CELLS is opened through its working sample (drawn and stored on first
+    open): the URL then names the sample, so a refresh and every page see the same cells, and the study is found
+    again from the sample (large_study.study_of). Nothing here reads the study's events."""
     _route_through_app()
     key = current_key()
     try:
-        return key, _load(key)
+        key, dataset = _open_working(key, _load(key))
     except CytoInputError as exc:  # a stored dataset damaged on disk: say so and open the demo instead
         if key == demo_key():
             raise
         st.warning(literal(exc))
         select_dataset(demo_key())
         return demo_key(), _load(demo_key())
+    _announce_working_sample(key, dataset)
+    return key, dataset
+
+
+def _open_working(key: str, dataset: Dataset) -> tuple[str, Dataset]:
+    """The dataset to work on: `dataset` itself, or, for a large study, its working sample (then selected)."""
+    if not large_study.is_large(dataset):
+        return key, dataset
+    sample = _working_sample(str(workspace().root), key, large_study.WORKING_CELLS)
+    select_dataset(sample.key)
+    return sample.key, _load(sample.key)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Drawing the study's working sample across all samples (once)…")
+def _working_sample(root: str, study_key: str, max_cells: int) -> large_study.WorkingSample:
+    """The study's working sample, made and stored on its first opening, found again after that."""
+    return large_study.working_sample(_workspace(root), study_key, _load_from(root, study_key), max_cells=max_cells)
+
+
+def working_sample_of(key: str, dataset: Dataset) -> tuple[large_study.WorkingSample, Dataset] | None:
+    """For a working sample: what it is (its study's rows are left on disk) and its study; None for any other
+    dataset."""
+    study_key = large_study.study_of(workspace(), dataset)
+    if study_key is None:
+        return None
+    try:
+        study = _load(study_key)
+    except CytoInputError:  # a damaged study: its sample is worked on as any dataset
+        return None
+    stored = workspace().load_array(key, large_study.ROWS_ARRAY)
+    rows = stored[0] if stored is not None else np.broadcast_to(np.int64(0), (dataset.n_cells,))
+    seed = int(stored[1].get("seed", large_study.WORKING_SEED)) if stored is not None else large_study.WORKING_SEED
+    return large_study.WorkingSample(key, study_key, rows, seed), study
+
+
+def _announce_working_sample(key: str, dataset: Dataset) -> None:
+    """Say once per page (app.py and the page both open the dataset in one run) that it is a study's working
+    sample."""
+    found = working_sample_of(key, dataset)
+    if found is None:
+        return
+    ctx = get_script_run_ctx()
+    this_run = None if ctx is None else ctx.cursors  # a new object at the start of every script run
+    if this_run is not None and st.session_state.get(_ANNOUNCED) is this_run:
+        return
+    st.session_state[_ANNOUNCED] = this_run
+    sample, study = found
+    st.info(sample.sentence(study))
 
 
 def _route_through_app() -> None:
