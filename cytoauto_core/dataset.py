@@ -108,10 +108,14 @@ class Dataset:
         for _, rows in iter_rows(self.events, HASH_CHUNK_ROWS):  # row chunks: no full copy, no resident mapping
             h.update(np.ascontiguousarray(rows).data)
         h.update("\x1f".join(self.channel_names).encode())
-        h.update(np.ascontiguousarray(self.sample_ids, dtype=np.int32).tobytes())
+        for _, ids in iter_rows(self.sample_ids, HASH_CHUNK_ROWS):
+            h.update(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
         for col in self.annotations.columns:
             h.update(str(col).encode())
-            h.update(pd.util.hash_pandas_object(self.annotations[col], index=False).to_numpy().tobytes())
+            values = self.annotations[col]
+            for start in range(0, len(values), HASH_CHUNK_ROWS):  # element-wise hashes: chunks give the same bytes
+                h.update(pd.util.hash_pandas_object(values.iloc[start:start + HASH_CHUNK_ROWS], index=False)
+                         .to_numpy().tobytes())
         return h.hexdigest()
 
 
