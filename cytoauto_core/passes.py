@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import pandas as pd
 
-from .chunks import CHUNK_ROWS, ArrayFile, gather_rows, mapped_file, read_rows, row_ranges
+from .chunks import CHUNK_ROWS, ArrayFile, gather_rows, iter_rows, mapped_file, read_rows, row_ranges
 from .clustering.flowsom import FlowSOM
 from .clustering.som import nearest_node
 from .dataset import NOT_CALLED, Dataset, Spillover
@@ -111,6 +111,15 @@ def per_sample_counts(values: np.ndarray, sample_ids: np.ndarray, n_samples: int
     column = np.searchsorted(np.asarray(codes, np.int64), np.asarray(values, np.int64))
     flat = np.asarray(sample_ids, np.int64) * len(codes) + column
     return np.bincount(flat, minlength=n_samples * len(codes)).reshape(n_samples, len(codes))
+
+
+def count_per_sample(values: np.ndarray, sample_ids: np.ndarray, n_samples: int, codes: Sequence[int]) -> np.ndarray:
+    """Cells per (sample, code) of a per-cell result on disk (a memory-mapped .npy such as assign_clusters writes),
+    read chunk by chunk with its sample ids: per_sample_counts of every chunk, summed (one chunk in memory)."""
+    total = np.zeros((n_samples, len(codes)), np.int64)
+    for start, chunk in iter_rows(values, CHUNK_ROWS):
+        total += per_sample_counts(chunk, read_rows(sample_ids, start, start + chunk.shape[0]), n_samples, codes)
+    return total
 
 
 # --- clustering ---------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from cytoauto_core.biaxial import default_axes
 from cytoauto_core.clustering import ClusteringParams, FlowSOM
 from cytoauto_core.clustering.profile import central_cells, cluster_medians, similarity_order
 from cytoauto_core.errors import CytoInputError
-from ui import maps, state
+from ui import maps, state, study_cluster
 from ui.plots import cluster_heatmap_figure, scatter_figure
 from ui.text import literal
 from ui.widgets import job_panel
@@ -27,6 +27,7 @@ with st.form("cluster"):
     n_clusters = c1.number_input("Clusters", 2, 100, 20, help="Over-cluster (e.g. 20–40), then merge what belongs together.")
     seed = c2.number_input("Seed", 0, 2**31 - 1, 0)
     submitted = st.form_submit_button("Cluster cells", type="primary")
+    whole_study = study_cluster.submit_button(dataset)  # a study's working sample: cluster every cell of the study
 if submitted:
     params = ClusteringParams(n_clusters=int(n_clusters), seed=int(seed))
     features = list(spec.features)
@@ -38,6 +39,7 @@ if submitted:
 
     state.job_manager().start(f"cluster-{key}", "Clustering", work)
 job_panel(state.job_manager().get(f"cluster-{key}"))
+study_cluster.panel(key, dataset, spec, int(n_clusters), int(seed), whole_study)
 
 current = clusters_store.current()
 if current is None:

@@ -9,7 +9,7 @@ from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import csv_bytes
 from cytoauto_core.report import (ModelSummary, abundance_bars, abundance_box, method_sentence, study_report,
                                   volcano)
-from ui import state
+from ui import state, study_panel
 from ui.quality import NO_BUNDLE, bundle_meta, quality_table, show_quality
 from ui.results import load_result
 from ui.text import literal
@@ -94,10 +94,15 @@ if not groupings:
     st.info("Fill in each sample's condition in the table above and save it to compare conditions.")
     st.stop()
 
+whole = study_panel.whole_study_summary(dataset, result)  # a working sample's exact counts of its whole study
 threshold = st.slider("Confidence threshold (cells below it are 'unassigned' and only count in the sample's total)",
-                      0.0, 1.0, float(result.meta.get("threshold", 0.5)), 0.05)
+                      0.0, 1.0, float((whole or result.meta).get("threshold", 0.5)), 0.05)
 cells = result.cells(threshold)
-counts = count_table(cells.population_id, cells.names, dataset.sample_ids, dataset.samples)
+counts, source = study_panel.compare_counts(dataset, result, threshold)
+if counts is None:
+    counts = count_table(cells.population_id, cells.names, dataset.sample_ids, dataset.samples)
+if source:
+    st.caption(source)
 
 st.subheader("Per-sample quality")
 meta = bundle_meta(result)

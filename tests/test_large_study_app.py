@@ -1,23 +1,31 @@
 """AppTests of a study larger than the working-sample size: every page opens on its stored working sample and says
-so, the Train page says where the model goes next, and the Results page labels every cell of the study in the
-background, with exact counts per sample and one FCS file per sample."""
+so, the Train page says where the model goes next, the Results page labels every cell of the study in the
+background, with exact counts per sample and one FCS file per sample, the Cluster page clusters every cell of the
+study with exact counts per cluster and sample, and the Compare page counts every cell once the study is labelled
+whole."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core import large_study
+from cytoauto_core import large_study, samples
+from cytoauto_core.abundance import count_table
+from cytoauto_core.clustering import ClusteringParams
 from cytoauto_core.demo import make_demo_study
 from cytoauto_core.ingest import ingest
 from cytoauto_core.io import write_fcs
 from cytoauto_core.labels import LabelStore
+from cytoauto_core.storage import atomic_write_json
 from cytoauto_core.workspace import Workspace
+from ui import study_cluster
 from ui.results import RESULT, StoredResult
-from ui.study_panel import TRAINED_ON_SAMPLE
+from ui.study_panel import SUMMARY, TRAINED_ON_SAMPLE
 
 APP = str(ROOT / "app.py")
 WORKING = 5_000  # the study holds about 14,000 cells
@@ -116,3 +124,110 @@ def test_a_large_study_opens_on_its_working_sample_and_is_labelled_whole(study):
     assert len(fcs) == 6 and all("_labelled.fcs" in label for label in fcs), fcs
     written = sorted((ws.dataset_dir(study_key) / "whole_study").glob("*/fcs/*_labelled.fcs"))
     assert len(written) == 6
+
+
+def test_the_cluster_page_clusters_every_cell_of_the_study(study, monkeypatch):
+    ws, study_key, dataset = study
+    # a fit subsample smaller than the study, as for a real large one (and a quicker test)
+    monkeypatch.setattr(study_cluster, "ClusteringParams", partial(ClusteringParams, max_fit_cells=4_000))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = study_key
+    at.run()
+    at.switch_page("pages/cluster.py").run()
+    assert not at.exception, at.exception
+    assert "Whole study" in [h.value for h in at.subheader]
+    next(n for n in at.number_input if n.label == "Clusters").set_value(6)
+    next(n for n in at.number_input if n.label == "Seed").set_value(3)
+    next(b for b in at.button if b.label == "Cluster every cell of the study").click().run()  # submits the form
+
+    def table(a: AppTest) -> pd.DataFrame | None:
+        return next((d.value for d in a.dataframe if "total" in d.value.columns), None)
+
+    _wait(at, lambda a: table(a) is not None, "the whole-study clustering")
+    cells = table(at)
+    assert list(cells.index) == dataset.samples and list(cells.columns) == [f"C{c}" for c in range(1, 7)] + ["total"]
+    folder = ws.dataset_dir(study_key) / "whole_study"
+    clusters = np.load(folder / "clusters_6_3.npy", mmap_mode="r")
+    assert clusters.shape == (dataset.n_cells,)
+    expected = np.zeros((6, 6), np.int64)
+    np.add.at(expected, (np.asarray(dataset.sample_ids), np.asarray(clusters)), 1)
+    assert (cells.drop(columns="total").to_numpy() == expected).all(), "exact counts of every cell"
+    assert (cells["total"].to_numpy() == np.bincount(dataset.sample_ids, minlength=6)).all()
+    assert (folder / "clusters_6_3.json").is_file()
+    said = " ".join(c.value for c in at.caption)
+    assert "6 clusters (seed 3) fitted on a stratified subsample of 4,000 cells across samples and every one of " \
+           f"the study's {dataset.n_cells:,} cells then assigned" in said
+    assert "Download the cells per cluster per sample (CSV)" in {e.proto.label for e in at.get("download_button")}
+
+    again = AppTest.from_file(APP, default_timeout=120)  # a reopened page shows the stored counts
+    again.query_params["dataset"] = study_key
+    again.run()
+    again.switch_page("pages/cluster.py").run()
+    assert not again.exception, again.exception
+    assert (table(again).to_numpy() == cells.to_numpy()).all()
+
+
+def _mean_percent(counts: np.ndarray, totals: np.ndarray, rows: list[int]) -> np.ndarray:
+    return (100 * counts[rows] / totals[rows, None]).mean(axis=0)
+
+
+def test_compare_counts_every_cell_of_the_study_once_it_is_labelled_whole(study):
+    ws, study_key, dataset = study
+    sample = large_study.working_sample(ws, study_key, dataset, max_cells=WORKING)  # the one the app opens
+    part = ws.load_dataset(sample.key)
+    truth = part.annotations["population"].astype(str).to_numpy()
+    names = sorted(set(truth) - {"unassigned"})
+    proba = np.full((part.n_cells, len(names)), 1 / len(names), np.float32)  # unassigned cells: below threshold
+    known = np.isin(truth, names)
+    proba[known] = np.eye(len(names), dtype=np.float32)[np.searchsorted(names, truth[known])]
+    bundle_hash = "b" * 64
+    ws.save_array(sample.key, RESULT, proba, {
+        "model": "LDA", "bundle_hash": bundle_hash, "bundle_dir": "gone", "class_ids": list(range(len(names))),
+        "class_names": names, "threshold": 0.5, "seed": 0, "n_labelled": 0, "metrics": {}, "seconds": 0.0})
+    conditions = ["ctrl"] * 3 + ["treated"] * 3
+    samples.save(ws, sample.key, samples.validate(samples.template(dataset.samples).assign(condition=conditions),
+                                                  dataset.samples))
+
+    def opened() -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params["dataset"] = study_key
+        at.run()
+        at.switch_page("pages/compare.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    def mean_percents(at: AppTest) -> np.ndarray:
+        da = next(d.value for d in at.dataframe if "mean % treated" in d.value.columns)
+        assert da["population"].tolist() == names
+        return da["mean % treated"].to_numpy(float)
+
+    at = opened()
+    said = " ".join(c.value for c in at.caption)
+    assert f"The counts below are the working sample's ({part.n_cells:,} cells drawn across samples) until " \
+           "**Whole study** labels every cell of the study with **LDA** on the **Results** page." in said
+    on_sample = count_table(np.where(known, np.searchsorted(names, truth), -1), dict(enumerate(names)),
+                            part.sample_ids, dataset.samples)
+    assert np.allclose(mean_percents(at), _mean_percent(on_sample.counts.to_numpy(), on_sample.totals.to_numpy(),
+                                                        [3, 4, 5]))
+
+    # a Whole study run of that model, as ui/study_panel.py stores it: its columns are unknown, unassigned, then names
+    study_truth = dataset.annotations["population"].astype(str).to_numpy()
+    whole = np.stack([np.zeros(6, np.int64)] + [np.bincount(dataset.sample_ids[study_truth == n], minlength=6)
+                                                for n in ["unassigned", *names]], axis=1)
+    atomic_write_json(ws.dataset_dir(study_key) / "whole_study" / bundle_hash / SUMMARY, {
+        "model": "LDA", "bundle_hash": bundle_hash, "threshold": 0.5, "rejection": 0.0,
+        "class_ids": list(range(len(names))), "class_names": names, "n_cells": dataset.n_cells, "seconds": 1.0,
+        "samples": dataset.samples, "populations": ["unknown", "unassigned", *names], "counts": whole.tolist()})
+    at = opened()
+    said = " ".join(c.value for c in at.caption)
+    assert f"Counts of every cell of the study (whole-study result of **LDA**): {dataset.n_cells:,} cells in 6 " \
+           "samples" in said
+    exact = _mean_percent(whole[:, 2:], whole.sum(axis=1), [3, 4, 5])
+    assert np.allclose(mean_percents(at), exact)
+    assert not np.allclose(exact, _mean_percent(on_sample.counts.to_numpy(), on_sample.totals.to_numpy(), [3, 4, 5]))
+
+    at.slider[0].set_value(0.7).run()  # counts made at another threshold: the working sample's, and why
+    said = " ".join(c.value for c in at.caption)
+    assert "the whole-study counts of **LDA** were made at confidence threshold 0.50, not 0.70" in said
+    assert np.allclose(mean_percents(at), _mean_percent(on_sample.counts.to_numpy(), on_sample.totals.to_numpy(),
+                                                        [3, 4, 5]))

@@ -23,7 +23,8 @@ from cytoauto_core.io import write_fcs
 from cytoauto_core.jobs import JobCancelled
 from cytoauto_core.large_study import cluster_study, map_study, summarise, train_study
 from cytoauto_core.models.bundle import load_bundle, predict_dataset
-from cytoauto_core.passes import MapPlacer, assign_clusters, place_cells, predict_cells, stratified_rows
+from cytoauto_core.passes import (MapPlacer, assign_clusters, count_per_sample, place_cells, predict_cells,
+                                  stratified_rows)
 from cytoauto_core.training import TrainingRequest
 from cytoauto_core.transforms import default_spec, transform_features
 from cytoauto_core.workspace import Workspace
@@ -73,6 +74,21 @@ def test_chunked_reads_and_writes_round_trip(tmp_path):
     for start in reversed(range(0, len(x), 4_000)):  # any order, as workers finish
         out.write_rows(start, x[start:start + 4_000, :2])
     np.testing.assert_array_equal(out.open(), x[:, :2])
+
+
+def test_counts_per_sample_of_a_stored_result_are_summed_chunk_by_chunk(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 3 * CHUNK + 17  # several chunks, the last one short
+    values, ids = rng.integers(0, 7, n).astype(np.int16), np.sort(rng.integers(0, 5, n)).astype(np.int32)
+    np.save(tmp_path / "values.npy", values)
+    np.save(tmp_path / "ids.npy", ids)
+    counts = count_per_sample(np.load(tmp_path / "values.npy", mmap_mode="r"),
+                              np.load(tmp_path / "ids.npy", mmap_mode="r"), 6, range(7))
+    assert counts.shape == (6, 7) and counts.sum() == n and not counts[5].any(), "a sample without cells counts 0"
+    expected = np.zeros((6, 7), np.int64)
+    np.add.at(expected, (ids, values), 1)
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(count_per_sample(values, ids, 6, range(7)), expected)  # in memory as well
 
 
 def test_cluster_assignment_is_flowsom_predict_on_every_cell(stored, tmp_path):

@@ -1,6 +1,7 @@
 """The Results page's "Whole study" section for a working sample: the applied model on every cell of the study, as a
 background job streamed chunk by chunk (passes.predict_cells, on a Dask cluster when $CYTOAUTO_DASK_SCHEDULER names
-one), its exact counts per sample, and one labelled FCS file per sample (sample_exports)."""
+one), its exact counts per sample (also what the Compare page counts: compare_counts), and one labelled FCS file per
+sample (sample_exports)."""
 from __future__ import annotations
 
 import os
@@ -12,11 +13,13 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core import large_study
-from cytoauto_core.dataset import Dataset
+from cytoauto_core.abundance import CountTable
+from cytoauto_core.dataset import NOT_CALLED, Dataset
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.export import LabelledCells, csv_bytes
 from cytoauto_core.passes import predict_cells
 from cytoauto_core.sample_exports import LEGEND_NAME, write_sample_exports
+from cytoauto_core.samples import SAMPLE
 from cytoauto_core.storage import atomic_write_json, read_json
 from ui import state
 from ui.results import SHIPPED_MODELS, StoredResult, rejection_text
@@ -78,7 +81,7 @@ def panel(key: str, dataset: Dataset, result: StoredResult, threshold: float, re
         st.caption("The applied model's bundle is no longer in the workspace, so it cannot be applied to the whole "
                    "study: train again on the **Train** page.")
         return
-    scheduler = os.environ.get(SCHEDULER_ENV, "").strip() or None
+    scheduler = scheduler_address()
     where = f"on the Dask cluster at {literal(scheduler)}" if scheduler else "in the background on this server"
     st.caption(f"The model **{literal(meta['model'])}** (bundle {literal(meta['bundle_hash'][:12])}) labels every one "
                f"of the study's {study.n_cells:,} cells in {len(study.samples)} samples, chunk by chunk {where}, at "
@@ -131,6 +134,53 @@ def panel(key: str, dataset: Dataset, result: StoredResult, threshold: float, re
     _downloads(out)
 
 
+def whole_study_summary(dataset: Dataset, result: StoredResult | None) -> dict | None:
+    """The finished Whole study run of the model behind `result` (its summary.json) when `dataset` is a study's
+    working sample; None otherwise or before such a run."""
+    study_key = large_study.study_of(state.workspace(), dataset)
+    if study_key is None or result is None or not result.meta.get("bundle_hash"):
+        return None
+    return read_json(folder_of(study_key, result.meta["bundle_hash"]) / SUMMARY)
+
+
+def compare_counts(dataset: Dataset, result: StoredResult, threshold: float) -> tuple[CountTable | None, str | None]:
+    """For the Compare page: the exact counts of every cell of the study when `dataset` is a working sample whose
+    model has a Whole study run at `threshold`, with the sentence saying so; else (None, the sentence saying the
+    counts are the working sample's), or (None, None) for any other dataset."""
+    if large_study.study_of(state.workspace(), dataset) is None:
+        return None, None
+    summary = whole_study_summary(dataset, result)
+    model = literal(result.meta.get("model", "the model"))
+    sample_counts = f"The counts below are the working sample's ({dataset.n_cells:,} cells drawn across samples)"
+    if summary is None:
+        return None, (f"{sample_counts} until **Whole study** labels every cell of the study with **{model}** on the "
+                      "**Results** page.")
+    if abs(summary["threshold"] - threshold) > 1e-6:
+        return None, (f"{sample_counts}: the whole-study counts of **{model}** were made at confidence threshold "
+                      f"{summary['threshold']:.2f}, not {threshold:.2f}; set it back, or label every cell again on the "
+                      "**Results** page at this threshold.")
+    table = study_count_table(summary, dataset.samples)
+    if table is None:
+        return None, f"{sample_counts}: the whole-study result of **{model}** names other samples."
+    return table, (f"Counts of every cell of the study (whole-study result of **{model}**): "
+                   f"{int(table.totals.sum()):,} cells in {len(table.totals)} samples, at confidence threshold "
+                   f"{summary['threshold']:.2f} and unknown cells {rejection_text(summary['rejection'])}.")
+
+
+def study_count_table(summary: dict, samples: list[str]) -> CountTable | None:
+    """A Whole study run's counts as the Compare page counts (named populations; totals of all cells, unassigned and
+    unknown included), or None when it names other samples than `samples`."""
+    if list(summary["samples"]) != list(samples):
+        return None
+    names = {int(i): str(n) for i, n in zip(summary["class_ids"], summary["class_names"])}
+    codes = sorted(set(names) | set(NOT_CALLED))  # predict_cells' columns, in this order
+    wide = np.asarray(summary["counts"], np.int64).reshape(len(samples), len(codes))
+    named = [k for k, code in enumerate(codes) if code in names]
+    index = pd.Index(samples, name=SAMPLE)
+    return CountTable(pd.DataFrame(wide[:, named], index=index, columns=[names[codes[k]] for k in named]),
+                      pd.Series(wide.sum(axis=1), index=index, name="total"))
+
+
 def _refused(other) -> bool:
     """Whether the other whole-study job is running (the buttons were drawn before it started): one writes what the
     other reads, so they never run together."""
@@ -145,7 +195,7 @@ def _predict_work(study: Dataset, bundle: Path, folder: Path, threshold: float, 
     """The background job labelling every cell: earlier results of this bundle are removed first (unlinked, so a
     reader still holding them keeps its copy), the summary is written last."""
     def work(progress, should_stop) -> float:
-        client = _connect(scheduler, progress) if scheduler else None
+        client = connect_scheduler(scheduler, progress) if scheduler else None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / SUMMARY).unlink(missing_ok=True)
@@ -164,7 +214,12 @@ def _predict_work(study: Dataset, bundle: Path, folder: Path, threshold: float, 
     return work
 
 
-def _connect(scheduler: str, progress):
+def scheduler_address() -> str | None:
+    """The Dask scheduler the whole-study passes run on ($CYTOAUTO_DASK_SCHEDULER), or None to run them here."""
+    return os.environ.get(SCHEDULER_ENV, "").strip() or None
+
+
+def connect_scheduler(scheduler: str, progress):
     """A client of the Dask scheduler at `scheduler`, or one sentence saying it cannot be reached."""
     from distributed import Client
 
