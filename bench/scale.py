@@ -12,7 +12,8 @@ through /proc/self/clear_refs), so it includes everything the step brought into 
 cells of the demo's 14 named populations (an unassigned or unknown call counts as wrong).
 --workers 1,2 then repeats the cluster assignment and the apply pass on an embedded Dask cluster of that many worker
 processes and checks that they give the same labels.
-Run: nice .venv/bin/python bench/scale.py --cells 1000000 [--workers 1,2] [--keep]
+Run: nice .venv/bin/python bench/scale.py --cells 1000000 [--workers 1,2] [--keep] [--model LDA --map pca (quick)]
+tests/test_scale_bench.py runs it at 40,000 cells (LDA, PCA) in CI.
 """
 from __future__ import annotations
 
@@ -51,13 +52,13 @@ def step(name: str, cells: int):
     print(f"  {name:<34} {seconds:8.1f} s  peak RSS {_status('VmHWM') / 1e9:5.2f} GB", flush=True)
 
 
-def make_files(total: int, per_file: int) -> list[Path]:
+def make_files(total: int, per_file: int, out: Path) -> list[Path]:
     """The study's FCS files (written once): demo files, condition A with fewer Pre_B_cells."""
     from cytoauto_core.dataset import Dataset
     from cytoauto_core.demo import make_demo
     from cytoauto_core.io import write_fcs
 
-    folder = OUT / f"files_{per_file}"
+    folder = out / f"files_{per_file}"
     folder.mkdir(parents=True, exist_ok=True)
     n_files = total // per_file
     paths = []
@@ -121,7 +122,7 @@ def macro_f1(population_id: np.ndarray, truth, names: dict[int, str]) -> float:
     return float(np.mean(np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)))
 
 
-def journey(paths: list[Path], work: Path, total: int) -> dict:
+def journey(paths: list[Path], work: Path, total: int, model: str = "VIME", method: str = "umap") -> dict:
     """Every step once, in this process; returns what the Dask comparison and the summary need."""
     from cytoauto_core.abundance import CountTable
     from cytoauto_core.clustering.flowsom import ClusteringParams
@@ -145,15 +146,15 @@ def journey(paths: list[Path], work: Path, total: int) -> dict:
         spec = default_spec(ds)
         summary = summarise(ds, spec, SEED)
     with step("cluster (FlowSOM, every cell)", total):
-        model, clusters = cluster_study(ds, spec, ClusteringParams(seed=SEED), work / "clusters.npy")
-    with step("map (UMAP, every cell placed)", total):
-        coords, _ = map_study(ds, spec, EmbeddingParams(method="umap", seed=SEED), model, work / "map.npy")
+        clustering, clusters = cluster_study(ds, spec, ClusteringParams(seed=SEED), work / "clusters.npy")
+    with step(f"map ({method.upper()}, every cell placed)", total):
+        coords, _ = map_study(ds, spec, EmbeddingParams(method=method, seed=SEED), clustering, work / "map.npy")
     with step("10 labels per population", total):
         truth = ds.annotations["population"]
         rows, ids, names = pick_labels(truth, LABELS_PER_POPULATION, SEED)
-    with step("train (VIME)", total):
-        outcome = train_study(ds, spec, rows, ids, names, TrainingRequest(compare=[], seed=SEED), work / "models",
-                              lambda f, m: None, lambda: False)
+    with step(f"train ({model})", total):
+        outcome = train_study(ds, spec, rows, ids, names, TrainingRequest(compare=[], apply=model, seed=SEED),
+                              work / "models", lambda f, m: None, lambda: False)
     with step("apply + counts (every cell)", total):
         prediction = predict_cells(ds, outcome.bundle_dir, work / "prediction")
     with step("differential abundance", total):
@@ -167,7 +168,7 @@ def journey(paths: list[Path], work: Path, total: int) -> dict:
                               coords=coords)
         written = write_sample_exports(work / "export", ds, cells, ("fcs",))
     shrunk = da.set_index("population").loc[SHRUNK]
-    return {"dataset": ds, "spec": spec, "model": model, "clusters": clusters, "bundle": outcome.bundle_dir,
+    return {"dataset": ds, "spec": spec, "clustering": clustering, "clusters": clusters, "bundle": outcome.bundle_dir,
             "population_id": prediction.population_id, "macro_f1": macro_f1(prediction.population_id, truth, names),
             "summary": summary, "files": len(written), "shrunk_log2fc": float(shrunk["log2_fold_change"]),
             "shrunk_p": float(shrunk["p_adjusted"]), "samples": len(ds.samples)}
@@ -181,7 +182,7 @@ def on_dask(result: dict, work: Path, workers: int) -> None:
     ds, total = result["dataset"], result["dataset"].n_cells
     with dask_client(None, workers) as client:
         with step(f"cluster assignment, {workers} Dask worker(s)", total):
-            clusters = assign_clusters(ds, result["spec"], result["model"], work / f"clusters_dask{workers}.npy", client)
+            clusters = assign_clusters(ds, result["spec"], result["clustering"], work / f"clusters_dask{workers}.npy", client)
         with step(f"apply + counts, {workers} Dask worker(s)", total):
             prediction = predict_cells(ds, result["bundle"], work / f"prediction_dask{workers}", client=client)
     same = np.array_equal(clusters, result["clusters"]) and np.array_equal(prediction.population_id,
@@ -196,16 +197,19 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=1_000_000)
     ap.add_argument("--file-cells", type=int, default=500_000)
     ap.add_argument("--workers", default="", help="comma-separated Dask worker counts to compare, e.g. 1,2")
-    ap.add_argument("--keep", action="store_true", help="keep the workspace and outputs under bench/out/scale")
+    ap.add_argument("--keep", action="store_true", help="keep the workspace and outputs under --out")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for the generated files and the run")
+    ap.add_argument("--model", default="VIME", help="the model trained (VIME; LDA for a quick run)")
+    ap.add_argument("--map", default="umap", choices=["umap", "tsne", "pca"], help="the map fitted")
     args = ap.parse_args()
     started = time.perf_counter()
-    paths = make_files(args.cells, args.file_cells)
+    paths = make_files(args.cells, args.file_cells, args.out)
     total_cells = args.cells
     print(f"{len(paths)} files, generated/checked in {time.perf_counter() - started:.0f} s")
-    work = OUT / f"run_{args.cells}"
+    work = args.out / f"run_{args.cells}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    result = journey(paths, work, total_cells)
+    result = journey(paths, work, total_cells, args.model, args.map)
     journey_seconds = sum(r["seconds"] for r in ROWS)
     n = result["dataset"].n_cells
     print("| step | seconds | µs per cell | peak RSS (GB) |\n|---|---:|---:|---:|")
@@ -214,7 +218,7 @@ def main() -> None:
     print(f"| **journey** | **{journey_seconds:.0f}** | {1e6 * journey_seconds / n:.2f} | "
           f"**{max(r['peak_gb'] for r in ROWS):.2f}** (max) |")
     print(f"{n:,} cells in {result['samples']} samples ({len(paths)} files), {result['files']} FCS files written; "
-          f"macro-F1 {result['macro_f1']:.3f} (10 labels per population, seed {SEED}); {SHRUNK} B vs A: log2 fold "
+          f"macro-F1 {result['macro_f1']:.3f} ({args.model}, 10 labels per population, seed {SEED}); {SHRUNK} B vs A: log2 fold "
           f"change {result['shrunk_log2fc']:.2f}, adjusted p {result['shrunk_p']:.2g}")
     for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
         ROWS.clear()
