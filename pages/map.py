@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from cytoauto_core.embeddings import EmbeddingParams
-from ui import maps, state
+from ui import maps, state, study_map
 from ui.plots import scatter_figure
 from ui.results import load_result
 from ui.text import literal
@@ -67,3 +67,4 @@ method = meta["method"].upper()
 fig = scatter_figure(coords, rows, values, categories=categories, colors=colors, title=method, axis=(f"{method} 1", f"{method} 2"),
                      hover=maps.hover_values(dataset, x, spec.features, rows))
 st.plotly_chart(fig, key=f"map-{name}")
+study_map.panel(key, dataset, name, coords, meta)

@@ -1,12 +1,14 @@
 """AppTests of a study larger than the working-sample size: every page opens on its stored working sample and says
 so, the Train page says where the model goes next, the Results page labels every cell of the study in the
 background, with exact counts per sample and one FCS file per sample, the Cluster page clusters every cell of the
-study with exact counts per cluster and sample, and the Compare page counts every cell once the study is labelled
+study with exact counts per cluster and sample, the Map page places every cell of the study on a map of the working
+sample (which the per-sample FCS files then carry), and the Compare page counts every cell once the study is labelled
 whole."""
 from __future__ import annotations
 
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,11 +21,11 @@ from cytoauto_core.abundance import count_table
 from cytoauto_core.clustering import ClusteringParams
 from cytoauto_core.demo import make_demo_study
 from cytoauto_core.ingest import ingest
-from cytoauto_core.io import write_fcs
+from cytoauto_core.io import read_file, write_fcs
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.storage import atomic_write_json
 from cytoauto_core.workspace import Workspace
-from ui import study_cluster
+from ui import study_cluster, study_panel
 from ui.results import RESULT, StoredResult
 from ui.study_panel import SUMMARY, TRAINED_ON_SAMPLE
 
@@ -231,3 +233,44 @@ def test_compare_counts_every_cell_of_the_study_once_it_is_labelled_whole(study)
     assert "the whole-study counts of **LDA** were made at confidence threshold 0.50, not 0.70" in said
     assert np.allclose(mean_percents(at), _mean_percent(on_sample.counts.to_numpy(), on_sample.totals.to_numpy(),
                                                         [3, 4, 5]))
+
+
+def test_the_map_page_places_every_cell_of_the_study_on_the_working_sample_map(study):
+    ws, study_key, dataset = study
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = study_key
+    at.run()
+    sample_key = at.query_params["dataset"]
+    at.switch_page("pages/map.py").run()
+    assert not at.exception, at.exception
+    next(s for s in at.selectbox if s.label == "Method").set_value("pca")
+    next(b for b in at.button if b.label == "Compute map").click().run()
+
+    def placing(a: AppTest) -> bool:
+        return any(b.label == "Place every cell of the study on this map" for b in a.button)
+
+    _wait(at, placing, "the PCA map")
+    next(b for b in at.button if b.label == "Place every cell of the study on this map").click().run()
+    sentence = f"Every one of the study's {dataset.n_cells:,} cells has a position on this map"
+    _wait(at, lambda a: any(sentence in c.value for c in a.caption), "the whole-study placement")
+
+    [name] = [n for n in ws.list_arrays(sample_key, "embedding-")]
+    coords = np.asarray(ws.load_array(sample_key, name)[0])
+    folder = ws.dataset_dir(study_key) / "whole_study"
+    placed = np.load(folder / f"map_{name.removeprefix('embedding-')}.npy", mmap_mode="r")
+    assert placed.shape == (dataset.n_cells, 2) and np.isfinite(placed).all(), "one finite row per study cell"
+    rows = np.asarray(ws.load_array(sample_key, large_study.ROWS_ARRAY)[0])
+    assert (placed[rows] == coords.astype(np.float32)).all(), "the working sample's cells keep their map positions"
+    assert (folder / f"map_{name.removeprefix('embedding-')}.json").is_file()
+
+    # the Results page's per-sample FCS export takes map_x/map_y from it
+    labelled = folder / ("c" * 64)
+    labelled.mkdir()
+    np.save(labelled / "population_id.npy", np.zeros(dataset.n_cells, np.int16))
+    np.save(labelled / "confidence.npy", np.ones(dataset.n_cells, np.float32))
+    summary = {"class_ids": [0], "class_names": ["cells"]}
+    map_file = folder / f"map_{name.removeprefix('embedding-')}.npy"
+    study_panel._export_work(dataset, labelled, summary, {}, map_file)(lambda f, m: None, lambda: False)
+    first = read_file(labelled / "fcs" / f"{Path(dataset.samples[0]).stem}_labelled.fcs")
+    mine = np.flatnonzero(np.asarray(dataset.sample_ids) == 0)
+    assert np.allclose(first.events[:, first.channel_index(["map_x", "map_y"])], placed[mine])

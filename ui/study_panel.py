@@ -127,9 +127,14 @@ def panel(key: str, dataset: Dataset, result: StoredResult, threshold: float, re
                        mime="text/csv", key="whole-study-counts-csv")
 
     out = folder / FCS_FOLDER
+    placed = whole_study_map(study_key)
+    if placed is not None:
+        st.caption(f"The FCS files also get map_x/map_y: every cell's position on the most recent map the **Map** "
+                   f"page placed the whole study on ({literal(str(placed[1].get('description')))}).")
     if st.button("Write per-sample FCS files", disabled=busy, key="whole-study-fcs") and not _refused(predicting):
         colors = {p.id: p.color for p in state.label_store(key, dataset).populations()}
-        exporting = jobs.start(export_key, "Writing per-sample FCS files", _export_work(study, folder, summary, colors))
+        exporting = jobs.start(export_key, "Writing per-sample FCS files",
+                               _export_work(study, folder, summary, colors, None if placed is None else placed[0]))
     job_panel(exporting)
     _downloads(out)
 
@@ -230,8 +235,22 @@ def connect_scheduler(scheduler: str, progress):
         raise CytoInputError(f"The Dask scheduler at {scheduler} (${SCHEDULER_ENV}) cannot be reached: {exc}") from exc
 
 
-def _export_work(study: Dataset, folder: Path, summary: dict, colors: dict[int, str]):
-    """The background job writing one labelled FCS file per sample from the memory-mapped per-cell results."""
+def whole_study_map_folder(study_key: str) -> Path:
+    """Where the study's whole-study map positions are kept (ui/study_map.py writes them)."""
+    return state.workspace().dataset_dir(study_key) / "whole_study"
+
+
+def whole_study_map(study_key: str) -> tuple[Path, dict] | None:
+    """The most recently finished whole-study map positions (map_<key>.npy, n_cells × 2) and their JSON, or None."""
+    folder = whole_study_map_folder(study_key)
+    found = [(path.with_suffix(".npy"), summary) for path in sorted(folder.glob("map_*.json"))
+             if (summary := read_json(path)) is not None and path.with_suffix(".npy").is_file()]
+    return max(found, key=lambda f: f[1].get("finished", 0), default=None)
+
+
+def _export_work(study: Dataset, folder: Path, summary: dict, colors: dict[int, str], coords: Path | None = None):
+    """The background job writing one labelled FCS file per sample from the memory-mapped per-cell results (and the
+    map positions at `coords`, when given, as map_x/map_y)."""
     def work(progress, should_stop) -> int:
         out = folder / FCS_FOLDER
         (out / EXPORTED).unlink(missing_ok=True)
@@ -239,7 +258,8 @@ def _export_work(study: Dataset, folder: Path, summary: dict, colors: dict[int, 
         cells = LabelledCells(np.load(folder / "population_id.npy", mmap_mode="r"),
                               {int(i): str(n) for i, n in zip(summary["class_ids"], summary["class_names"])},
                               np.load(folder / "confidence.npy", mmap_mode="r"),
-                              novelty=np.load(novelty, mmap_mode="r") if novelty.is_file() else None)
+                              novelty=np.load(novelty, mmap_mode="r") if novelty.is_file() else None,
+                              coords=np.load(coords, mmap_mode="r") if coords is not None else None)
         written = write_sample_exports(out, study, cells, ("fcs",), progress=progress, should_stop=should_stop,
                                        colors=colors)
         atomic_write_json(out / EXPORTED, {"files": [p.name for p in written]})
