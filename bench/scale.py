@@ -5,7 +5,7 @@ Inputs (generated once into bench/out/scale/, gitignored): --cells cells in demo
 files, condition 'A', Pre_B_cells keep a quarter of their cells, so the differential abundance has a known answer).
 Steps, each in this one process: ingest (python -m cytoauto_core ingest's function) → open and statistics of a
 200,000-cell stratified subsample → FlowSOM (fitted on 200,000 cells, every cell assigned) → UMAP (fitted on 50,000,
-every cell placed) → 10 labels per population (seed 0, from the ground truth) → train VIME on them plus 50,000
+every cell placed) → 10 labels per population (--seed, default 0, from the ground truth) → train VIME on them plus 50,000
 unlabelled cells (no comparison models) → apply to every cell, with exact counts per sample → differential
 abundance B vs A → FCS export per sample. Peak RSS is the process's high-water mark of each step (reset between steps
 through /proc/self/clear_refs), so it includes everything the step brought into memory. Accuracy: macro-F1 over the
@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out" / "scale"
-LABELS_PER_POPULATION, SEED, SHRUNK, SHRINK_TO = 10, 0, "Pre_B_cells", 0.25
+LABELS_PER_POPULATION, SHRUNK, SHRINK_TO = 10, "Pre_B_cells", 0.25
 ROWS: list[dict] = []
 
 
@@ -122,7 +122,7 @@ def macro_f1(population_id: np.ndarray, truth, names: dict[int, str]) -> float:
     return float(np.mean(np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)))
 
 
-def journey(paths: list[Path], work: Path, total: int, model: str = "VIME", method: str = "umap") -> dict:
+def journey(paths: list[Path], work: Path, total: int, model: str, method: str, seed: int) -> dict:
     """Every step once, in this process; returns what the Dask comparison and the summary need."""
     from cytoauto_core.abundance import CountTable
     from cytoauto_core.clustering.flowsom import ClusteringParams
@@ -144,16 +144,16 @@ def journey(paths: list[Path], work: Path, total: int, model: str = "VIME", meth
     with step("open + statistics (subsample)", total):
         ds = workspace.load_dataset(report.key)
         spec = default_spec(ds)
-        summary = summarise(ds, spec, SEED)
+        summary = summarise(ds, spec, seed)
     with step("cluster (FlowSOM, every cell)", total):
-        clustering, clusters = cluster_study(ds, spec, ClusteringParams(seed=SEED), work / "clusters.npy")
+        clustering, clusters = cluster_study(ds, spec, ClusteringParams(seed=seed), work / "clusters.npy")
     with step(f"map ({method.upper()}, every cell placed)", total):
-        coords, _ = map_study(ds, spec, EmbeddingParams(method=method, seed=SEED), clustering, work / "map.npy")
+        coords, _ = map_study(ds, spec, EmbeddingParams(method=method, seed=seed), clustering, work / "map.npy")
     with step("10 labels per population", total):
         truth = ds.annotations["population"]
-        rows, ids, names = pick_labels(truth, LABELS_PER_POPULATION, SEED)
+        rows, ids, names = pick_labels(truth, LABELS_PER_POPULATION, seed)
     with step(f"train ({model})", total):
-        outcome = train_study(ds, spec, rows, ids, names, TrainingRequest(compare=[], apply=model, seed=SEED),
+        outcome = train_study(ds, spec, rows, ids, names, TrainingRequest(compare=[], apply=model, seed=seed),
                               work / "models", lambda f, m: None, lambda: False)
     with step("apply + counts (every cell)", total):
         prediction = predict_cells(ds, outcome.bundle_dir, work / "prediction")
@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="folder for the generated files and the run")
     ap.add_argument("--model", default="VIME", help="the model trained (VIME; LDA for a quick run)")
     ap.add_argument("--map", default="umap", choices=["umap", "tsne", "pca"], help="the map fitted")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the labelled cells, subsamples, map and model")
     args = ap.parse_args()
     started = time.perf_counter()
     paths = make_files(args.cells, args.file_cells, args.out)
@@ -209,7 +210,7 @@ def main() -> None:
     work = args.out / f"run_{args.cells}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    result = journey(paths, work, total_cells, args.model, args.map)
+    result = journey(paths, work, total_cells, args.model, args.map, args.seed)
     journey_seconds = sum(r["seconds"] for r in ROWS)
     n = result["dataset"].n_cells
     print("| step | seconds | µs per cell | peak RSS (GB) |\n|---|---:|---:|---:|")
@@ -218,7 +219,7 @@ def main() -> None:
     print(f"| **journey** | **{journey_seconds:.0f}** | {1e6 * journey_seconds / n:.2f} | "
           f"**{max(r['peak_gb'] for r in ROWS):.2f}** (max) |")
     print(f"{n:,} cells in {result['samples']} samples ({len(paths)} files), {result['files']} FCS files written; "
-          f"macro-F1 {result['macro_f1']:.3f} ({args.model}, 10 labels per population, seed {SEED}); {SHRUNK} B vs A: log2 fold "
+          f"macro-F1 {result['macro_f1']:.3f} ({args.model}, 10 labels per population, seed {args.seed}); {SHRUNK} B vs A: log2 fold "
           f"change {result['shrunk_log2fc']:.2f}, adjusted p {result['shrunk_p']:.2g}")
     for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
         ROWS.clear()
