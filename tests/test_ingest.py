@@ -145,3 +145,40 @@ def test_command_line_ingest(study, tmp_path):
     assert [(r.name, r.n_cells) for r in records] == [("my study", read_files(paths).n_cells)]
     assert lines[-1].startswith(f"dataset {records[0].key}: ")
     assert "importing demo_A1.fcs (1 of 4)" in run.stderr
+
+
+FUZZ_SEED = 32
+FUZZ_SOURCES = ["flowkit_2d_01.fcs", "flowio_B01 KC-A-W---91-US.fcs", "flowio_data1.fcs", "flowio_G11.fcs",
+                "flowkit_test_comp_example.fcs", "flowio_coulter_multidataset.lmd"]
+
+
+def test_fuzzed_fcs_layouts_are_what_the_reader_reads_or_a_refusal(tmp_path):
+    """Seeded byte flips in the HEADER and TEXT of real files: the layout ingest matches channels by is refused in one
+    sentence or names exactly the channels and annotation columns read_fcs gives; ingest skips or imports the file."""
+    from cytoauto_core.io.fcs_reader import read_fcs, read_fcs_layout
+
+    rng = np.random.default_rng(FUZZ_SEED)
+    outcomes = {"refused": 0, "same": 0}
+    for source in FUZZ_SOURCES:
+        blob = (CORPUS / source).read_bytes()
+        text_end = int(blob[18:26]) + 1  # the HEADER's end of the TEXT segment
+        for k in range(50):
+            mutated = bytearray(blob)
+            for position in rng.integers(0, text_end, rng.integers(1, 5)):
+                mutated[position] = int(rng.integers(0, 256))
+            path = tmp_path / f"{k}_{source}"
+            path.write_bytes(bytes(mutated))
+            try:
+                layout = read_fcs_layout(path)
+            except CytoInputError as exc:
+                assert "\n" not in str(exc) and str(exc).startswith(f"'{path.name}'"), str(exc)
+                outcomes["refused"] += 1
+                continue
+            try:
+                read = read_fcs(path)
+            except CytoInputError:
+                outcomes["refused"] += 1  # events that do not add up: ingest skips the file with that sentence
+                continue
+            assert layout == (read.channel_names, [str(c) for c in read.annotations.columns]), source
+            outcomes["same"] += 1
+    assert outcomes["refused"] > 20 and outcomes["same"] > 100, outcomes
