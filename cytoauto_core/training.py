@@ -13,12 +13,15 @@ import pandas as pd
 from .dataset import Dataset
 from .errors import CytoInputError
 from .labels import MIN_LABELS_FOR_TRAINING
+from .marker_table import MarkerTable, match_markers
 from .models import Progress, ShouldStop, check_stop
 from .models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
 from .models.bundle import ModelBundle, Prediction, predict_dataset, save_bundle
 from .models.evaluation import evaluate_models
 from .models.novelty import DEFAULT_REJECTION, fit_novelty
 from .qc import reference_from
+from .table_annotation import feature_columns
+from .table_training import TableBlendModel, table_population_ids
 from .transforms import TransformSpec
 
 MODEL_NAMES = ("VIME", "Logistic regression", "XGBoost", "LDA")
@@ -40,6 +43,7 @@ class TrainingRequest:
     rejection: float = DEFAULT_REJECTION  # expected share of known cells called unknown (0: no unknown detection)
     max_unlabeled: int = 50_000
     folds: int = 3
+    table: MarkerTable | None = None  # a marker table trained on beside the clicks (table_training)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class TrainingOutcome:
     n_labelled: int
     seconds: float
     weights: str = ""  # how the applied model weighs its parts (VIME), in words; empty for a single model
+    provenance: list[str] = field(default_factory=list)  # with a marker table: what came from it, what from clicks
 
 
 def build_model(name: str, seed: int, vime: dict | None = None):
@@ -86,8 +91,10 @@ def train_and_apply(
     started = time.perf_counter()
     cells = trainable_cells(labels)
     y = labels[cells].astype(np.int64)
-    if np.unique(y).size < 2:
-        raise CytoInputError(f"Training needs at least two populations with {MIN_LABELS_FOR_TRAINING} or more labelled cells each.")
+    table_ids = [] if request.table is None else table_population_ids(request.table, names)
+    if np.unique(np.concatenate([y, [i for i in table_ids if i >= 0]])).size < 2:
+        raise CytoInputError(f"Training needs at least two populations with {MIN_LABELS_FOR_TRAINING} or more labelled "
+                             f"cells each, or a marker table naming two populations of the label set.")
     unlabelled = np.flatnonzero(labels < 0)
     rng = np.random.default_rng(request.seed)
     if unlabelled.size > request.max_unlabeled:
@@ -95,21 +102,31 @@ def train_and_apply(
     x_l, x_u = x[cells], x[unlabelled]
 
     compare = list(dict.fromkeys([m for m in request.compare if m in MODEL_NAMES] + [request.apply]))
-    models = {name: build_model(name, request.seed, request.vime) for name in compare}
     share = 0.6 if "VIME" in compare else 0.1  # of the progress bar: scoring VIME costs one fit per held-out split
-    scores = evaluate_models(models, x_l, y, x_u, seed=request.seed, folds=request.folds,
-                             progress=lambda f, m: progress(share * f, f"scoring {m}"), should_stop=should_stop)
+    if np.unique(y).size >= 2:
+        models = {name: build_model(name, request.seed, request.vime) for name in compare}
+        scores = evaluate_models(models, x_l, y, x_u, seed=request.seed, folds=request.folds,
+                                 progress=lambda f, m: progress(share * f, f"scoring {m}"), should_stop=should_stop)
+    else:
+        scores, share = pd.DataFrame(), 0.0
 
     check_stop(should_stop)
     model = build_model(request.apply, request.seed, request.vime)
+    if request.table is not None:
+        columns = feature_columns(request.table, match_markers(request.table, dataset).pairs, list(spec.features))
+        model = TableBlendModel(request.table, columns, table_ids, model, request.seed)
     model.fit(x_l, y, x_u, progress=lambda f, m: progress(share + (0.9 - share) * f, f"final {request.apply}: {m}"),
               should_stop=should_stop)
+    x_known, y_known = x_l, y
+    if request.table is not None:  # unknown cells are those unlike the populations as the table and clicks named them
+        x_known = np.concatenate([x_l, x_u])
+        y_known = np.concatenate([y, model.classes_[model.predict_proba(x_u).argmax(axis=1)]])
     bundle = ModelBundle(
         classifier=model, spec=spec, class_ids=[int(c) for c in model.classes_],
         class_names=[names[int(c)] for c in model.classes_], name=f"{request.apply} on {dataset.name}",
         params={**model.params_dict(), **reference_from(x, spec.features, dataset.sample_ids).to_params()},
         metrics={k: v for k, v in scores.to_dict(orient="index").items()},
-        seed=request.seed, novelty=fit_novelty(x_l, y, request.rejection, request.seed),
+        seed=request.seed, novelty=fit_novelty(x_known, y_known, request.rejection, request.seed),
     )
     progress(0.92, "saving the model bundle")
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -124,4 +141,4 @@ def train_and_apply(
                                  progress=lambda f, m: progress(0.95 + 0.05 * f, m), should_stop=should_stop,
                                  rejection=request.rejection)
     return TrainingOutcome(scores, final, bundle_hash, prediction, int(cells.size), time.perf_counter() - started,
-                           getattr(model, "weights_text", lambda: "")())
+                           getattr(model, "weights_text", lambda: "")(), getattr(model, "provenance", []))

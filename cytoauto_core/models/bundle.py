@@ -30,9 +30,10 @@ MAX_BUNDLE_BYTES = 512 << 20  # a booster at that ceiling plus the network's wei
 
 def _model_types() -> dict:
     """Classifier classes by `kind`; VIME is imported lazily because it pulls in TensorFlow only to train."""
+    from ..table_training import TableBlendModel
     from .vime import VIMEClassifier
 
-    return {c.kind: c for c in (VIMEClassifier, LogisticRegressionModel, LDAModel, XGBoostModel)}
+    return {c.kind: c for c in (VIMEClassifier, LogisticRegressionModel, LDAModel, XGBoostModel, TableBlendModel)}
 
 
 def current_versions() -> dict[str, str]:

@@ -1,0 +1,194 @@
+"""Train from a marker table and clicked cells together: the table names every population, the clicks correct it.
+
+The applied model blends, per cell, the clicked-cell model (VIME) with the table's annotator (taught by the table's
+clearest cells and by every clicked cell, which win over the table): probabilities ∝ p_clicks · p_table ** TABLE_WEIGHT.
+A population with no clicked cell takes the table's probability alone. Where the clicked cells of a population
+contradict its table row (their median near the other level of one of its markers), that marker is set blank for it and
+the user is told. Chosen on every dev-suite set with a table (bench/marker_table.py).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .archive import read_npz
+from .marker_table import EXPRESSED, MarkerTable
+from .metrics import name_key
+from .models import Progress, ShouldStop, check_stop, report
+from .table_annotation import MarkerLevels, TableAnnotator, TableDiscriminant
+from .transforms import Scaler
+
+TABLE_WEIGHT = 0.3  # exponent of the table's probabilities in the blend (0.2–1 tried on five sets; 0.3 best on average)
+MIN_CLICKS_TO_CONTRADICT = 3  # a population's clicked cells can contradict its row from this many on
+CONTRADICTED_AT = 0.2  # a marker is contradicted when the clicked cells' median sits this near the other level
+# (0: at it, 1: at the row's own level); a dim marker between the two levels is not a contradiction
+FLOOR = 1e-6
+
+
+@dataclass
+class Contradiction:
+    """Clicked cells of a population on the other side of one of its table markers."""
+
+    population: str
+    marker: str
+    expressed: bool  # what the table says
+    clicked: int
+    against: int  # clicked cells on the other side
+
+    @property
+    def sentence(self) -> str:
+        said, seen = ("+", "−") if self.expressed else ("−", "+")
+        return (f"The {self.clicked} cells you labelled {self.population} are mostly {self.marker}{seen} "
+                f"({self.against} of {self.clicked}), but the marker table says {self.marker}{said}; your labels win, "
+                f"so {self.marker} no longer decides {self.population}.")
+
+
+def find_contradictions(annotator: TableAnnotator, x_clicked: np.ndarray, rows: np.ndarray) -> list[Contradiction]:
+    """Markers of each clicked population's row that most of its clicked cells contradict (`rows`: each clicked
+    cell's table row, -1 for a population the table lacks); the annotator's levels must be found."""
+    found = []
+    for p in np.unique(rows[rows >= 0]):
+        members = x_clicked[rows == p]
+        if len(members) < MIN_CLICKS_TO_CONTRADICT:
+            continue
+        lv = annotator.levels
+        for k in np.flatnonzero(annotator.values[p]):
+            v = members[:, annotator.columns[k]]
+            position = (np.median(v) - lv.low[k]) / max(lv.high[k] - lv.low[k], 1e-6)  # 0: negative level, 1: positive
+            expressed = bool(annotator.values[p, k] == EXPRESSED)
+            if (position < CONTRADICTED_AT) if expressed else (position > 1 - CONTRADICTED_AT):
+                against = int(np.sum((v > lv.threshold[k]) != expressed))
+                found.append(Contradiction(annotator.populations[p], annotator.markers[k], expressed, len(members),
+                                           against))
+    return found
+
+
+class TableBlendModel:
+    """A marker table's annotator blended with a clicked-cell model, behind the fit/predict_proba contract.
+
+    `population_ids` is each table row's class id (its label id; -1 to leave a row out). Clicked classes the table
+    lacks are learnt from their clicks alone."""
+
+    kind = "table_blend"
+
+    def __init__(self, table: MarkerTable, columns: list[int], population_ids: list[int], base=None, seed: int = 0,
+                 weight: float = TABLE_WEIGHT) -> None:
+        self.table, self.columns, self.population_ids = table, list(columns), [int(i) for i in population_ids]
+        self.base, self.seed, self.weight = base, seed, weight
+        self.classes_ = np.empty(0, np.int64)
+        self.annotator: TableAnnotator | None = None
+        self.contradictions: list[Contradiction] = []
+        self.provenance: list[str] = []
+
+    def fit(self, x_labeled: np.ndarray, y: np.ndarray, x_unlabeled: np.ndarray | None = None,
+            progress: Progress | None = None, should_stop: ShouldStop | None = None) -> "TableBlendModel":
+        """Find the table's levels on every cell, check the clicks against the rows, teach the annotator with the
+        table's clearest cells and the clicks, and fit the clicked-cell model when two or more classes are clicked."""
+        y = np.asarray(y, np.int64)
+        x_all = x_labeled if x_unlabeled is None or not len(x_unlabeled) else np.concatenate([x_unlabeled, x_labeled])
+        keep = [i for i, c in enumerate(self.population_ids) if c >= 0]
+        table = MarkerTable([self.table.populations[i] for i in keep], self.table.markers, self.table.values[keep])
+        row_ids = np.array([self.population_ids[i] for i in keep], np.int64)
+        self.classes_ = np.union1d(row_ids, np.unique(y))
+        outputs = {c: i for i, c in enumerate(row_ids)}
+        for c in self.classes_:
+            outputs.setdefault(int(c), len(outputs))
+        self.annotator = TableAnnotator(table, self.columns, self.seed)
+        report(progress, 0.02, "marker table: finding each marker's levels")
+        self.annotator.fit_levels(np.asarray(x_all[:: max(1, len(x_all) // 200_000)], np.float32))
+        index = np.array([outputs[int(c)] for c in y], np.int64)
+        rows = np.where(index < len(row_ids), index, -1)
+        self.contradictions = find_contradictions(self.annotator, np.asarray(x_labeled, np.float32), rows)
+        values = self.annotator.values.copy()
+        for c in self.contradictions:
+            values[table.populations.index(c.population), self.annotator.markers.index(c.marker)] = 0
+        self.annotator.set_values(values)
+        check_stop(should_stop)
+        self.annotator.fit(x_all, lambda f, m: report(progress, 0.05 + 0.15 * f, f"marker table: {m}"), should_stop,
+                           extra=(np.asarray(x_labeled, np.float32), index), outputs=len(outputs))
+        self._order = np.array([outputs[int(c)] for c in self.classes_], np.int64)
+        clicked = np.unique(y)
+        if self.base is not None and clicked.size >= 2:
+            self.base.fit(x_labeled, y, x_unlabeled, progress=lambda f, m: report(progress, 0.2 + 0.8 * f, m),
+                          should_stop=should_stop)
+        else:
+            self.base = None
+        self.provenance = self._provenance(table, row_ids, y)
+        report(progress, 1.0, "marker table and clicks: done")
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n × classes, float32): the clicked-cell model's, where it knows the class, times the
+        table annotator's to the power `weight`; a class it does not know takes the annotator's share alone."""
+        q = np.maximum(self.annotator.predict_proba(x)[:, self._order], FLOOR)
+        if self.base is None:
+            return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+        known = np.isin(self.classes_, self.base.classes_)
+        p = np.empty_like(q)
+        p[:, known] = self.base.predict_proba(x)[:, np.searchsorted(self.base.classes_, self.classes_[known])]
+        p[:, known] *= 1.0 - q[:, ~known].sum(axis=1, keepdims=True) / q.sum(axis=1, keepdims=True)
+        p[:, ~known] = q[:, ~known] / q.sum(axis=1, keepdims=True)
+        blended = np.log(np.maximum(p, FLOOR)) + self.weight * np.log(q)
+        blended = np.exp(blended - blended.max(axis=1, keepdims=True))
+        return (blended / blended.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _provenance(self, table: MarkerTable, row_ids: np.ndarray, y: np.ndarray) -> list[str]:
+        """What came from the table and what from clicks, in sentences."""
+        clicked = np.unique(y)
+        from_table = [p for p, c in zip(table.populations, row_ids) if c not in clicked]
+        both = [p for p, c in zip(table.populations, row_ids) if c in clicked]
+        lines = [f"From the marker table: {len(table.populations)} populations named by {len(self.annotator.markers)} "
+                 f"markers; {len(from_table)} of them from the table alone"
+                 + (f" ({', '.join(from_table[:6])}{', …' if len(from_table) > 6 else ''})." if from_table else ".")]
+        extra = len(clicked) - len(both)
+        lines.append(f"From your clicks: {len(y):,} labelled cells in {len(clicked)} populations"
+                     + (f" ({len(both)} also in the table, {extra} the table lacks)." if len(clicked) else "."))
+        return lines + [c.sentence for c in self.contradictions]
+
+    def params_dict(self) -> dict:
+        return {"seed": self.seed, "weight": self.weight, "table": self.table.to_dict(), "columns": self.columns,
+                "population_ids": self.population_ids}
+
+    def save_state(self, directory: str) -> dict:
+        """The annotator's levels and discriminant in table.npz, the clicked-cell model's own files beside them."""
+        d = self.annotator.discriminant
+        np.savez(os.path.join(directory, "table.npz"), coef=d.coef_, intercept=d.intercept_, classes=d.classes_,
+                 order=self._order, classes_out=self.classes_)
+        base = None if self.base is None else {"kind": self.base.kind, "config": self.base.save_state(directory)}
+        return {"params": self.params_dict(), "scaler": d.scaler.to_dict(), "outputs": self.annotator.outputs,
+                "levels": self.annotator.levels.to_dict(), "values": self.annotator.values.tolist(), "base": base}
+
+    @classmethod
+    def load_state(cls, directory: str, config: dict) -> "TableBlendModel":
+        """Rebuild from table.npz and the JSON config (bounded reads, no pickle)."""
+        from .models.bundle import _model_types
+
+        p = config["params"]
+        model = cls(MarkerTable.from_dict(p["table"]), p["columns"], p["population_ids"], None, int(p["seed"]),
+                    float(p["weight"]))
+        z = read_npz(os.path.join(directory, "table.npz"))
+        keep = [i for i, c in enumerate(model.population_ids) if c >= 0]
+        table = MarkerTable([model.table.populations[i] for i in keep], model.table.markers, model.table.values[keep])
+        model.annotator = TableAnnotator(table, model.columns, model.seed)
+        model.annotator.set_values(np.asarray(config["values"], np.int8))
+        lv = config["levels"]
+        model.annotator.levels = MarkerLevels(lv["markers"], lv["columns"], *(np.asarray(lv[k], np.float64)
+                                                                          for k in ("low", "high", "low_sd", "high_sd")))
+        model.annotator.outputs = int(config["outputs"])
+        d = TableDiscriminant(model.seed)
+        d.coef_, d.intercept_, d.classes_ = z["coef"], z["intercept"], z["classes"]
+        d.scaler = Scaler.from_dict(config["scaler"])
+        model.annotator.discriminant = d
+        model._order, model.classes_ = z["order"], z["classes_out"]
+        if config["base"] is not None:
+            model.base = _model_types()[config["base"]["kind"]].load_state(directory, config["base"]["config"])
+        return model
+
+
+def table_population_ids(table: MarkerTable, names: dict[int, str]) -> list[int]:
+    """Each table row's label id: the population of the same name (metrics.name_key), -1 where there is none."""
+    by_key = {name_key(n): i for i, n in names.items()}
+    return [by_key.get(name_key(p), -1) for p in table.populations]
+
