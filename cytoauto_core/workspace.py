@@ -23,6 +23,7 @@ import pandas as pd
 
 from .dataset import Channel, Dataset, Spillover
 from .errors import CytoInputError
+from .marker_table import MarkerTable
 from .storage import (atomic_file, atomic_save_npy, atomic_write_json, directory_lock, is_temp_file, read_json,
                       remove_stale_temp_files)
 
@@ -31,6 +32,7 @@ ENV_VAR = "CYTOAUTO_WORKSPACE"
 STALE_S = 3600.0  # temp files and uploads untouched this long belong to a write or upload that was killed
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
+MARKER_TABLE = "marker_table.json"  # the table the Train page trains with beside the clicked labels
 _WRITTEN_FIRST = {"events.npy", "sample_ids.npy", "annotations.parquet"}  # what add_dataset writes before dataset.json
 
 
@@ -235,6 +237,22 @@ class Workspace:
 
     def labels_dir(self, key: str) -> Path:
         return self.dataset_dir(key) / "labels"
+
+    def save_marker_table(self, key: str, table: MarkerTable | None) -> None:
+        """Make `table` dataset `key`'s marker table (the Train page then trains with it); None removes it."""
+        path = self.dataset_dir(key) / MARKER_TABLE
+        if table is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_json(path, table.to_dict())
+
+    def load_marker_table(self, key: str) -> MarkerTable | None:
+        """Dataset `key`'s marker table, None when it has none; CytoInputError (one sentence) when it is damaged."""
+        try:
+            stored = read_json(self.dataset_dir(key) / MARKER_TABLE)
+        except (OSError, ValueError):
+            stored = ""  # unreadable JSON: from_dict refuses it as it refuses a damaged table
+        return None if stored is None else MarkerTable.from_dict(stored)
 
 
 def _remove_stale_folders(parent: Path, cutoff: float) -> list[Path]:

@@ -15,7 +15,7 @@ from cytoauto_core.io.flowjo import WorkspaceGates
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, Assignment, read_label_file
 from cytoauto_core.selection import cells_in_selection
-from ui import maps, state, suggest_panel
+from ui import maps, marker_table_panel, state, suggest_panel
 from ui.plots import heatmap_figure, scatter_figure
 from ui.text import literal
 from ui.upload import saved_upload
@@ -30,6 +30,7 @@ CREATED = "label-created"  # (population id, cells selected then) of the populat
 CLEARS = f"clears-{key}"  # times 'Clear selection' was pressed: part of the plot's key, so a press starts a new plot
 PREVIEW_CELLS = 20_000  # median preview per population: a seeded subsample keeps it instant on 1M cells
 LABELS, DENSITY = "labels", "density (pseudocolour)"
+TABS = ("Label cells", "Marker table")  # only the open tab's content runs
 FORMATS = {"PNG": "png", "SVG": "svg"}
 
 st.title("Label")
@@ -263,11 +264,6 @@ def population_table(labels: np.ndarray) -> None:
                         config=_config("medians"))
 
 
-labelling()
-
-
-
-
 def _wsp_gates(upload) -> WorkspaceGates:
     """The uploaded workspace's gates for this dataset, read once per upload."""
     cache = st.session_state.setdefault(f"wsp-{key}", {})
@@ -296,87 +292,101 @@ def _imported(changed: int, total: int, source: str) -> str:
     return f"Labelled {changed:,} cells from {source}.{already}"
 
 
-st.subheader("Import and export labels")
-from_csv, from_annotation, from_flowjo, export = st.tabs(["Labels CSV", "Annotation column", "FlowJo workspace",
-                                                         "Download"])
-with from_csv:
-    upload = st.file_uploader("Import labels CSV", type=["csv"], key=f"labels-up-{key}",
-                              help="Any CSV with one row per labelled cell: choose its cell-index and population columns.")
-    if upload is not None:
-        try:
-            frame = read_label_file(upload, upload.name)
-        except CytoInputError as exc:
-            frame = None
-            st.error(literal(exc))
-        if frame is not None:
-            columns = list(frame.columns)
-            c1, c2, c3 = st.columns(3)
-            cell_column = c1.selectbox("Cell index column", columns,
-                                       index=columns.index("cell_index") if "cell_index" in columns else 0)
-            pop_column = c2.selectbox("Population column", columns, index=columns.index("population")
-                                      if "population" in columns else min(1, len(columns) - 1))
-            base = c3.radio("First cell is", [0, 1], horizontal=True,
-                            format_func=lambda b: f"{b} ({'Python, this app' if b == 0 else 'R, FlowJo'})")
-            if st.button("Import file"):
-                try:
-                    n = store.import_frame(frame, cell_column, pop_column, first_index=base)
-                except CytoInputError as exc:
-                    st.error(literal(exc))
-                else:
-                    st.session_state["csv-done"] = f"Imported labels for {n:,} cells from '{upload.name}'."
-                    st.rerun()
-    if "csv-done" in st.session_state:
-        st.success(literal(st.session_state.pop("csv-done")))
-with from_annotation:
-    columns = list(dataset.annotations.columns)
-    if columns:
-        column = st.selectbox("Annotation column", columns)
-        per_pop = st.number_input("Cells per population (0 = all)", 0, 100_000, 10,
-                                  help="Sample a few cells per population to simulate a few clicks.")
-        seed = st.number_input("Sampling seed", 0, 2**31 - 1, 0)
-        if st.button("Import from annotation"):
-            values = dataset.annotations[column].to_numpy()
-            n = store.import_annotation(values, per_pop or None, int(seed))
-            st.session_state["annotation-done"] = _imported(n, _to_import(values, per_pop), f"'{column}' (seed {seed})")
-            st.rerun()
-        if "annotation-done" in st.session_state:
-            st.success(literal(st.session_state.pop("annotation-done")))
-    else:
-        st.caption("This dataset has no annotation column to import from.")
-with from_flowjo:
-    wsp = st.file_uploader("FlowJo workspace (.wsp) describing this dataset's FCS files", type=["wsp"],
-                           key=f"wsp-up-{key}")
-    if wsp is not None:
-        try:
-            listed = _wsp_gates(wsp)
-        except CytoInputError as exc:
-            st.error(literal(exc))
+def import_and_export() -> None:
+    """Labels from a CSV, an annotation column or a FlowJo workspace's gates, and the labels as a CSV."""
+    st.subheader("Import and export labels")
+    from_csv, from_annotation, from_flowjo, export = st.tabs(["Labels CSV", "Annotation column", "FlowJo workspace",
+                                                             "Download"])
+    with from_csv:
+        upload = st.file_uploader("Import labels CSV", type=["csv"], key=f"labels-up-{key}",
+                                  help="Any CSV with one row per labelled cell: choose its cell-index and "
+                                       "population columns.")
+        if upload is not None:
+            try:
+                frame = read_label_file(upload, upload.name)
+            except CytoInputError as exc:
+                frame = None
+                st.error(literal(exc))
+            if frame is not None:
+                columns = list(frame.columns)
+                c1, c2, c3 = st.columns(3)
+                cell_column = c1.selectbox("Cell index column", columns,
+                                           index=columns.index("cell_index") if "cell_index" in columns else 0)
+                pop_column = c2.selectbox("Population column", columns, index=columns.index("population")
+                                          if "population" in columns else min(1, len(columns) - 1))
+                base = c3.radio("First cell is", [0, 1], horizontal=True,
+                                format_func=lambda b: f"{b} ({'Python, this app' if b == 0 else 'R, FlowJo'})")
+                if st.button("Import file"):
+                    try:
+                        n = store.import_frame(frame, cell_column, pop_column, first_index=base)
+                    except CytoInputError as exc:
+                        st.error(literal(exc))
+                    else:
+                        st.session_state["csv-done"] = f"Imported labels for {n:,} cells from '{upload.name}'."
+                        st.rerun()
+        if "csv-done" in st.session_state:
+            st.success(literal(st.session_state.pop("csv-done")))
+    with from_annotation:
+        columns = list(dataset.annotations.columns)
+        if columns:
+            column = st.selectbox("Annotation column", columns)
+            per_pop = st.number_input("Cells per population (0 = all)", 0, 100_000, 10,
+                                      help="Sample a few cells per population to simulate a few clicks.")
+            seed = st.number_input("Sampling seed", 0, 2**31 - 1, 0)
+            if st.button("Import from annotation"):
+                values = dataset.annotations[column].to_numpy()
+                n = store.import_annotation(values, per_pop or None, int(seed))
+                st.session_state["annotation-done"] = _imported(n, _to_import(values, per_pop),
+                                                                f"'{column}' (seed {seed})")
+                st.rerun()
+            if "annotation-done" in st.session_state:
+                st.success(literal(st.session_state.pop("annotation-done")))
         else:
-            chosen = st.multiselect("Gates that become populations", listed.gates, default=listed.leaves,
-                                    help="The leaf gates by default. A cell in two chosen gates stays unlabelled.")
-            c1, c2 = st.columns(2)
-            per_gate = c1.number_input("Cells per gate (0 = all)", 0, 10_000_000, 0,
-                                       help="Label only this many randomly chosen cells of each gate.")
-            gate_seed = c2.number_input("Gate sampling seed", 0, 2**31 - 1, 0)
-            if st.button("Import gates", disabled=not chosen):
-                try:
-                    with saved_upload(wsp) as wsp_path:
-                        gated = dataset_gate_labels(wsp_path, dataset, chosen)
-                except CytoInputError as exc:
-                    st.error(literal(exc))
-                else:
-                    values = gate_names(gated)
-                    n = store.import_annotation(values, per_gate or None, int(gate_seed))
-                    counts = ", ".join(f"{min(c, per_gate) if per_gate else c:,} {name}"
-                                       for name, c in sorted(gated.counts().items(), key=lambda kv: -kv[1]))
-                    st.session_state["wsp-done"] = (
-                        _imported(n, _to_import(values, per_gate),
-                                  f"{len(chosen)} gates of '{wsp.name}' ({counts or 'no cells'})")
-                        + (f" {gated.overlaps:,} cells lie in two or more chosen gates and stay unlabelled."
-                           if gated.overlaps else " No cell lies in two chosen gates."))
-                    st.rerun()
-            if "wsp-done" in st.session_state:
-                st.success(literal(st.session_state.pop("wsp-done")))
-with export:
-    st.download_button("Download labels (CSV)", store.to_frame().to_csv(index=False),
-                       file_name=f"{dataset.name}_labels.csv", mime="text/csv")
+            st.caption("This dataset has no annotation column to import from.")
+    with from_flowjo:
+        wsp = st.file_uploader("FlowJo workspace (.wsp) describing this dataset's FCS files", type=["wsp"],
+                               key=f"wsp-up-{key}")
+        if wsp is not None:
+            try:
+                listed = _wsp_gates(wsp)
+            except CytoInputError as exc:
+                st.error(literal(exc))
+            else:
+                chosen = st.multiselect("Gates that become populations", listed.gates, default=listed.leaves,
+                                        help="The leaf gates by default. A cell in two chosen gates stays unlabelled.")
+                c1, c2 = st.columns(2)
+                per_gate = c1.number_input("Cells per gate (0 = all)", 0, 10_000_000, 0,
+                                           help="Label only this many randomly chosen cells of each gate.")
+                gate_seed = c2.number_input("Gate sampling seed", 0, 2**31 - 1, 0)
+                if st.button("Import gates", disabled=not chosen):
+                    try:
+                        with saved_upload(wsp) as wsp_path:
+                            gated = dataset_gate_labels(wsp_path, dataset, chosen)
+                    except CytoInputError as exc:
+                        st.error(literal(exc))
+                    else:
+                        values = gate_names(gated)
+                        n = store.import_annotation(values, per_gate or None, int(gate_seed))
+                        counts = ", ".join(f"{min(c, per_gate) if per_gate else c:,} {name}"
+                                           for name, c in sorted(gated.counts().items(), key=lambda kv: -kv[1]))
+                        st.session_state["wsp-done"] = (
+                            _imported(n, _to_import(values, per_gate),
+                                      f"{len(chosen)} gates of '{wsp.name}' ({counts or 'no cells'})")
+                            + (f" {gated.overlaps:,} cells lie in two or more chosen gates and stay unlabelled."
+                               if gated.overlaps else " No cell lies in two chosen gates."))
+                        st.rerun()
+                if "wsp-done" in st.session_state:
+                    st.success(literal(st.session_state.pop("wsp-done")))
+    with export:
+        st.download_button("Download labels (CSV)", store.to_frame().to_csv(index=False),
+                           file_name=f"{dataset.name}_labels.csv", mime="text/csv")
+
+
+by_hand, from_table = st.tabs(TABS, key="label-tab", on_change="rerun")
+if from_table.open:
+    with from_table:
+        marker_table_panel.panel(key, dataset, x, spec, store)
+else:
+    with by_hand:
+        labelling()
+        import_and_export()

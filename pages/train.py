@@ -1,12 +1,17 @@
 """Train page: compare VIME with baselines on the user's labels, then label every cell in the background."""
+import pandas as pd
 import streamlit as st
 
+from cytoauto_core.errors import CytoInputError
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.marker_table import MarkerTable
+from cytoauto_core.metrics import name_key
 from cytoauto_core.models.evaluation import held_out_fits, held_out_text
 from cytoauto_core.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
 from cytoauto_core.models.vime import VIMEParams, network_weight_for
 from cytoauto_core.recommendation import recommend_model
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
+from cytoauto_core.workspace import Workspace
 from ui import state, study_panel
 from ui.results import load_result, rejection_text, save_result, show_comparison
 from ui.text import literal
@@ -36,6 +41,33 @@ SCORING_COST = ("For VIME each of these fits takes about as long as that one: on
                 "2-core machine, scoring it took 76 s of the 119 s of training with 10 labels for each of 14 "
                 "populations (3 fits), and 18 s of 45 s with 1,317 labels for each of 3 (1 fit).")
 
+
+def marker_table(ws: Workspace, key: str, counts: pd.DataFrame) -> MarkerTable | None:
+    """The dataset's marker table if it has one and the user trains with it (a checkbox, on by default), said above
+    the Train button with how many of its populations have clicked cells; None otherwise."""
+    try:
+        table = ws.load_marker_table(key)
+    except CytoInputError as exc:
+        st.warning(literal(exc))
+        return None
+    if table is None:
+        return None
+    yours = {name_key(n): cells for n, cells in zip(counts["name"], counts["cells"])}
+    clicked = sum(yours.get(name_key(p), 0) > 0 for p in table.populations)
+    st.markdown(f"**Marker table:** {len(table.populations)} populations; {clicked} "
+                f"{'has' if clicked == 1 else 'have'} clicked cells.")
+    missing = [p for p in table.populations if name_key(p) not in yours]
+    if missing:
+        st.warning(literal(f"The marker table's {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among "
+                           "your populations any more, so it is not used: press Use the table's populations on the "
+                           "Label page's Marker table tab to add them again."))
+        return None
+    use = st.checkbox("Use the marker table", value=True,
+                      help="Train with the table beside your clicks: it names the cells of its populations, and "
+                           "your clicked cells refine that call. Without it, only your clicks train the model.")
+    return table if use else None
+
+
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
 store = state.label_store(key, dataset)
@@ -50,19 +82,21 @@ st.markdown(f"**{int(counts['cells'].sum()):,} labelled cells** in {len(counts)}
             f"{len(usable)} have at least {MIN_LABELS_FOR_TRAINING} labels and take part.")
 if not counts.empty:
     st.dataframe(counts[["name", "cells", "enough_for_training"]], hide_index=True)
-if len(usable) < 2:
+table = marker_table(ws, key, counts)
+if len(usable) < 2 and table is None:
     st.info(f"Label at least two populations with {MIN_LABELS_FOR_TRAINING} or more cells each on the **Label** page.")
     st.stop()
 
-recommended = recommend_model(usable["cells"].tolist())
-st.markdown(f"**Recommended: {recommended.model}.** {recommended.reason}")
-fits = held_out_fits(int(usable["cells"].min()), TrainingRequest.folds)
+recommended = recommend_model(usable["cells"].tolist()) if len(usable) else None  # no clicks: the table trains
+if recommended is not None:
+    st.markdown(f"**Recommended: {recommended.model}.** {recommended.reason}")
 with st.form("train"):
     compare = st.multiselect(
         "Models to score beside the applied one", MODEL_NAMES, default=list(DEFAULT_COMPARISON),
         help="Each is scored on labelled cells it did not see, as the applied model is.")
     c1, c2, c3, c4 = st.columns(4)
-    apply_model = c1.selectbox("Model to apply to every cell", MODEL_NAMES, index=MODEL_NAMES.index(recommended.model))
+    apply_model = c1.selectbox("Model to apply to every cell", MODEL_NAMES,
+                               index=MODEL_NAMES.index(recommended.model if recommended else "VIME"))
     threshold = c2.slider("Confidence threshold (below: unassigned)", 0.0, 1.0, 0.5, 0.05)
     rejection = c3.selectbox(
         "Unknown cells", REJECTION_LEVELS, index=REJECTION_LEVELS.index(DEFAULT_REJECTION), format_func=rejection_text,
@@ -85,13 +119,15 @@ with st.form("train"):
             "entropy_weight": v2.number_input("entropy weight", 0.0, 5.0, d.entropy_weight, 0.05),
         }
     go = st.form_submit_button("Train and apply", type="primary")
-st.caption(f"The applied model is scored on your held-out labels too, by {held_out_text(fits)}: it is fitted {fits} "
-           f"more time{'s' if fits > 1 else ''} than the one fit on all labels. {SCORING_COST}")
+if len(usable) >= 2:
+    fits = held_out_fits(int(usable["cells"].min()), TrainingRequest.folds)
+    st.caption(f"The applied model is scored on your held-out labels too, by {held_out_text(fits)}: it is fitted "
+               f"{fits} more time{'s' if fits > 1 else ''} than the one fit on all labels. {SCORING_COST}")
 
 job_key = f"train-{key}"
 if go:
     request = TrainingRequest(compare=compare, apply=apply_model, vime=vime, seed=int(seed), threshold=threshold,
-                              rejection=rejection)
+                              rejection=rejection, table=table)
     names = dict(zip(counts["id"], counts["name"]))
     snapshot = labels.copy()
 
@@ -100,7 +136,8 @@ if go:
         save_result(key, outcome.prediction, model=request.apply, bundle_hash=outcome.bundle_hash,
                     bundle_dir=outcome.bundle_dir.name, threshold=request.threshold, rejection=request.rejection,
                     seed=request.seed, n_labelled=outcome.n_labelled, metrics=outcome.scores.to_dict(orient="index"),
-                    seconds=outcome.seconds, vime=request.vime, weights=outcome.weights)
+                    seconds=outcome.seconds, vime=request.vime, weights=outcome.weights,
+                    provenance=outcome.provenance)
         return outcome.seconds
 
     state.job_manager().start(job_key, "Training", work)
@@ -117,8 +154,14 @@ if result is not None:
                    f"{literal(result.meta['bundle_hash'][:12])}), applied on the **Results** page; train here to compare "
                    "models on your labels.")
     else:
-        st.subheader("Model comparison on your labels")
-        show_comparison(result.meta)
+        for sentence in result.meta.get("provenance", []):
+            st.info(literal(sentence))
+        if result.meta["metrics"]:
+            st.subheader("Model comparison on your labels")
+            show_comparison(result.meta)
+        else:  # trained on a marker table with clicks in fewer than two populations: nothing to hold out
+            st.caption(f"No model was scored on held-out labels: that needs two populations with "
+                       f"{MIN_LABELS_FOR_TRAINING} or more clicked cells each.")
         st.caption(literal(f"Seed {result.meta['seed']} · applied model: {result.meta['model']} (bundle "
                            f"{result.meta['bundle_hash'][:12]})"))
         if result.meta.get("weights"):
