@@ -24,6 +24,7 @@ CONFIDENT_CAP = 2_000  # at most this many cells per population teach it
 MIN_CONFIDENT = 20  # ... and at least this many where the table calls that many
 RELEVEL_CONFIDENCE = 0.9  # cells the table names at least this clearly set each marker's levels the second time
 UNASSIGNED_BELOW = 0.5  # a cell whose best population has a lower probability stays unassigned
+CLICK_REPEAT = 100  # a clicked cell counts at most this many times among the teaching cells
 CHUNK = 65_536
 UNASSIGNED = -1
 
@@ -146,7 +147,7 @@ class TableAnnotator:
         teach = confident_cells(log_p)
         cells, calls = sample[teach], log_p[teach].argmax(axis=1)
         if extra is not None and len(extra[0]):
-            cells, calls = np.concatenate([cells, extra[0]]), np.concatenate([calls, extra[1]])
+            cells, calls = with_clicks(cells, calls, np.asarray(extra[0], np.float32), np.asarray(extra[1]))
         self.outputs = max(outputs or 0, len(self.populations))
         check_stop(should_stop)
         report(0.8, "learning every marker from the clearest cells")
@@ -185,6 +186,27 @@ class TableAnnotator:
         informative = np.flatnonzero(self.values[population])
         above = np.asarray(x[:, [self.columns[k] for k in informative]]) > self.levels.threshold[informative]
         return above == (self.values[population, informative] == EXPRESSED)
+
+
+def with_clicks(cells: np.ndarray, calls: np.ndarray, clicked: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The teaching cells with the clicks winning: a table-named cell nearer to a clicked cell of another population
+    than that population's clicks are to each other takes the click's population, and each population's clicks are
+    repeated to weigh as much as the table's cells of it (at most CLICK_REPEAT times)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    scale = np.maximum(cells.std(axis=0), 1e-6)
+    near = NearestNeighbors(n_neighbors=min(2, len(clicked))).fit(clicked / scale)
+    spacing, nearest = near.kneighbors(clicked / scale)
+    reach = np.zeros(int(labels.max()) + 1)
+    for c in np.unique(labels):  # how far apart a population's clicks lie: the reach of its claim
+        mine = labels == c
+        reach[c] = np.median(spacing[mine, -1]) if mine.sum() > 1 else 0.0
+    distance, index = (a[:, 0] for a in near.kneighbors(cells / scale, n_neighbors=1))
+    claimed = labels[index]
+    calls = np.where(distance < reach[claimed], claimed, calls)
+    counts = np.bincount(calls, minlength=reach.size)
+    repeat = np.array([int(np.clip(counts[c] / max((labels == c).sum(), 1), 1, CLICK_REPEAT)) for c in labels])
+    return np.concatenate([cells, np.repeat(clicked, repeat, axis=0)]), np.concatenate([calls, np.repeat(labels, repeat)])
 
 
 def confident_cells(log_p: np.ndarray) -> np.ndarray:

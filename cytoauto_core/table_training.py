@@ -143,7 +143,7 @@ class TableBlendModel:
                  f"markers; {len(from_table)} of them from the table alone"
                  + (f" ({', '.join(from_table[:6])}{', …' if len(from_table) > 6 else ''})." if from_table else ".")]
         extra = len(clicked) - len(both)
-        lines.append(f"From your clicks: {len(y):,} labelled cells in {len(clicked)} populations"
+        lines.append(f"From your clicks: {len(y):,} labelled cells in {_count(len(clicked), 'population')}"
                      + (f" ({len(both)} also in the table, {extra} the table lacks)." if len(clicked) else "."))
         return lines + [c.sentence for c in self.contradictions]
 
@@ -185,6 +185,10 @@ class TableBlendModel:
         if config["base"] is not None:
             model.base = _model_types()[config["base"]["kind"]].load_state(directory, config["base"]["config"])
         return model
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def table_population_ids(table: MarkerTable, names: dict[int, str]) -> list[int]:

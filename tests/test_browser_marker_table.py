@@ -110,4 +110,5 @@ def test_name_cells_from_the_levine_table_use_its_populations_correct_one_and_tr
     assert set(names) == set(counts) - {"unassigned"}, names
     predicted = names[np.asarray(proba)[:, :len(names)].argmax(axis=1)]
     table_said = np.asarray(calls)[cells] == populations.index(CORRECTED)
-    assert (predicted[cells] == CORRECTED).mean() >= table_said.mean(), "the clicks do not make the call worse"
+    assert table_said.mean() < 1 and (predicted[cells] == CORRECTED).mean() >= 0.9, \
+        f"the clicks win over the table: {(predicted[cells] == CORRECTED).mean():.2f} (the table alone {table_said.mean():.2f})"
