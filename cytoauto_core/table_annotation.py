@@ -23,6 +23,7 @@ CONFIDENT_SHARE = 0.5  # of the cells the table calls a population, the most con
 CONFIDENT_CAP = 2_000  # at most this many cells per population teach it
 MIN_CONFIDENT = 20  # ... and at least this many where the table calls that many
 RELEVEL_CONFIDENCE = 0.9  # cells the table names at least this clearly set each marker's levels the second time
+KEEP_SEPARATION = 0.5  # ... unless that brings the two levels closer than this share of the modes' distance
 UNASSIGNED_BELOW = 0.5  # a cell whose best population has a lower probability stays unassigned
 CLICK_REPEAT = 100  # a clicked cell counts at most this many times among the teaching cells
 CHUNK = 65_536
@@ -121,8 +122,9 @@ class TableAnnotator:
             v = np.asarray(x[:, j], np.float64)
             pos = v[clear & (self.values[calls, k] == EXPRESSED)]
             neg = v[clear & (self.values[calls, k] == NOT_EXPRESSED)]
-            if pos.size < MIN_CONFIDENT or neg.size < MIN_CONFIDENT or np.median(pos) <= np.median(neg):
-                continue
+            if pos.size < MIN_CONFIDENT or neg.size < MIN_CONFIDENT or \
+                    np.median(pos) - np.median(neg) < KEEP_SEPARATION * (lv.high[k] - lv.low[k]):
+                continue  # levels that collapse say the table's calls mix the marker's two sides: keep the modes
             (lv.low[k], lv.high[k]), (lv.low_sd[k], lv.high_sd[k]) = (np.median(neg), np.median(pos)), \
                 (max(_robust_sd(neg), 1e-3), max(_robust_sd(pos), 1e-3))
         return self
