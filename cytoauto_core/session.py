@@ -28,6 +28,7 @@ from .clustering.store import ClusterStore
 from .dataset import Dataset
 from .errors import CytoInputError
 from .labels import UNLABELLED, LabelStore
+from .marker_table import MarkerTable
 from .models.bundle import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILE_BYTES, load_bundle
 from .transforms import TransformSpec
 from .workspace import Workspace
@@ -85,6 +86,7 @@ def export_session(ws: Workspace, key: str, dataset: Dataset, bundle_folder: Pat
             "description": clustering.description, "features": clustering.features,
         },
         "bundle": None if bundle_folder is None else bundle_folder.name,
+        "marker_table": None if (table := ws.load_marker_table(key)) is None else table.to_dict(),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
@@ -115,6 +117,7 @@ def import_session(ws: Workspace, source: BinaryIO | Path, file_name: str) -> Se
         populations = _check_populations(manifest["populations"], labels, file_name)
         names = _check_clustering(manifest["clustering"], clusters, file_name)
         bundle = _store_bundle(ws, manifest["bundle"], staging / BUNDLE, file_name) if manifest["bundle"] else None
+        table = _check_marker_table(manifest.get("marker_table"), file_name)  # absent from sessions before tables
     for name, array in arrays.items():
         meta = dict(manifest["arrays"][name])
         if name == RESULT and bundle is not None:
@@ -125,8 +128,20 @@ def import_session(ws: Workspace, source: BinaryIO | Path, file_name: str) -> Se
                                                 [str(f) for f in manifest["clustering"]["features"]])
     labelled = _restore_labels(LabelStore(ws.labels_dir(key), n_cells), populations, labels)
     ws.save_settings(key, manifest["settings"])
+    ws.save_marker_table(key, table)
     return SessionSummary(key, str(manifest["dataset"].get("name", "")), len(populations), labelled, len(arrays),
                           clusters is not None, bundle)
+
+
+def _check_marker_table(stored: object, file_name: str) -> MarkerTable | None:
+    """The session's marker table, checked as a read one is, or None; a damaged one is refused in one sentence."""
+    if stored is None:
+        return None
+    try:
+        return MarkerTable.from_dict(stored if isinstance(stored, dict) else {})
+    except CytoInputError as exc:
+        raise CytoInputError(f"The session file '{file_name}' holds a damaged marker table, so nothing was "
+                             f"restored.") from exc
 
 
 def _write_npy(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from cytoauto_core.demo import ensure_demo
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.io import read_file
 from cytoauto_core.labels import LabelStore
+from cytoauto_core.marker_table import read_marker_table
 from cytoauto_core.models.bundle import load_bundle
 from cytoauto_core.session import cluster_store, export_session, import_session
 from cytoauto_core.transforms import default_spec, transform_features
@@ -23,6 +24,7 @@ from cytoauto_core.workspace import Workspace
 
 FCS = LEVINE / "Levine_32dim_10k.fcs"
 SHIPPED_BUNDLE = ROOT / "models" / "demo_bone_marrow_vime"
+TABLE = LEVINE / "knowledge_table" / "levine32_expected_expression.csv"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,7 @@ def exported(tmp_path_factory):
     clusters = cluster_store(ws, key, dataset.n_cells)
     clusters.save(FlowSOM(ClusteringParams(n_clusters=8, grid=5, epochs=2, seed=0)).fit_predict(x), spec.features)
     clusters.rename([0], "T cells")
+    ws.save_marker_table(key, read_marker_table(TABLE.read_bytes(), TABLE.name))
     data = export_session(ws, key, dataset, SHIPPED_BUNDLE)
     return ws, key, data
 
@@ -74,6 +77,7 @@ def test_a_session_restores_labels_settings_maps_clustering_and_model(exported, 
     assert summary.bundle == SHIPPED_BUNDLE.name
     assert fresh.load_array(key, "result-proba")[1]["bundle_dir"] == summary.bundle
     assert load_bundle(str(fresh.models_dir / summary.bundle)).class_names, "the model bundle arrives verified"
+    assert fresh.load_marker_table(key).to_dict() == first.load_marker_table(key).to_dict(), "the marker table travels too"
 
 
 def test_importing_again_replaces_instead_of_adding(exported, tmp_path):
@@ -128,6 +132,18 @@ def test_a_damaged_session_is_refused_before_anything_is_written(exported, tmp_p
         import_session(fresh, io.BytesIO(_rewrite(data, damage)), "bad.zip")
     assert fresh.load_settings(key) is None and not LabelStore(fresh.labels_dir(key), 10_000).populations()
     assert not list(fresh.models_dir.iterdir()), "no bundle and no staging folder is left behind"
+
+
+def test_a_session_with_a_damaged_marker_table_is_refused(exported, tmp_path):
+    _, key, data = exported
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("session.json"))
+    manifest["marker_table"]["values"][0][0] = 7
+    fresh = Workspace(tmp_path / "damaged-table")
+    fresh.add_dataset(read_file(FCS))
+    with pytest.raises(CytoInputError, match=r"^The session file 'bad.zip' holds a damaged marker table, so nothing"):
+        import_session(fresh, io.BytesIO(_rewrite(data, {"session.json": json.dumps(manifest).encode()})), "bad.zip")
+    assert fresh.load_marker_table(key) is None and fresh.load_settings(key) is None
 
 
 def test_not_a_zip_is_one_sentence(tmp_path):
