@@ -5,7 +5,7 @@ Tables: bench/marker_tables/<set>.csv (their sources in that folder's README) an
 ../shared/data/levine32/knowledge_table/. Labels are drawn as in bench/devsuite.py (same seeds and pools); scores are
 macro-F1 over the test rows' populations (an unassigned call counts as wrong). Every model sees the same cells: the
 labelled ones and the unlabelled pool; the table alone sees the pool and the labelled cells without their labels.
---flip also runs the table with one marker of one row flipped (the row's first informative marker, per set), plus
+--flip also runs the table with one marker of one row flipped (the largest population's first +1 marker), plus
 5 clicks: whether the contradiction check flags it, and the macro-F1 of the other populations beside the true table.
 scyan runs in its own benchmark-only virtualenv (bench/scyan_setup.md), one thread, when that exists.
 
@@ -100,11 +100,11 @@ def run_case(name: str, seed: int, flip: bool) -> list[dict]:
 
 
 def flipped(ds, table, columns, populations, seed: int, add) -> list[dict]:
-    """Table + 5 clicks with the row of the largest population's first informative marker flipped."""
+    """Table + 5 clicks with the largest population's first expressed marker flipped to not expressed."""
     ids = {p: i for i, p in enumerate(populations)}
     counts = {name_key(p): int(np.sum(ds.y == p)) for p in populations}
     row = max(range(len(table.populations)), key=lambda i: counts.get(name_key(table.populations[i]), 0))
-    marker = int(np.flatnonzero((table.values[row] != 0) & (np.array(columns) >= 0))[0])
+    marker = int(np.flatnonzero((table.values[row] == 1) & (np.array(columns) >= 0))[0])
     values = table.values.copy()
     values[row, marker] *= -1
     wrong = MarkerTable(table.populations, table.markers, values)

@@ -24,6 +24,7 @@ TABLE_WEIGHT = 0.3  # exponent of the table's probabilities in the blend (0.2–
 MIN_CLICKS_TO_CONTRADICT = 3  # a population's clicked cells can contradict its row from this many on
 CONTRADICTED_AT = 0.2  # a marker is contradicted when the clicked cells' median sits this near the other level
 # (0: at it, 1: at the row's own level); a dim marker between the two levels is not a contradiction
+CONTRADICTED_SHARE = 0.75  # ... and at least this share of them lies on the other side of the marker's threshold
 FLOOR = 1e-6
 
 
@@ -58,8 +59,9 @@ def find_contradictions(annotator: TableAnnotator, x_clicked: np.ndarray, rows: 
             v = members[:, annotator.columns[k]]
             position = (np.median(v) - lv.low[k]) / max(lv.high[k] - lv.low[k], 1e-6)  # 0: negative level, 1: positive
             expressed = bool(annotator.values[p, k] == EXPRESSED)
-            if (position < CONTRADICTED_AT) if expressed else (position > 1 - CONTRADICTED_AT):
-                against = int(np.sum((v > lv.threshold[k]) != expressed))
+            against = int(np.sum((v > lv.threshold[k]) != expressed))
+            near_other = (position < CONTRADICTED_AT) if expressed else (position > 1 - CONTRADICTED_AT)
+            if near_other and against >= CONTRADICTED_SHARE * len(v):
                 found.append(Contradiction(annotator.populations[p], annotator.markers[k], expressed, len(members),
                                            against))
     return found
