@@ -17,7 +17,8 @@ from .marker_table import EXPRESSED, NOT_EXPRESSED, MarkerTable
 from .models import Progress, ShouldStop, check_stop
 from .models.baselines import LinearModel
 
-LEVEL_CELLS = 50_000  # cells each marker's two levels are found on (seeded subsample)
+LEVEL_CELLS = 50_000
+LEVEL_SD_FLOOR = 0.3  # a level's spread is at least this share of the marker's (0.1–0.5 tried on five sets: 0.3 best on average)
 FIT_CELLS = 200_000  # cells the likelihoods and the discriminant are fitted on (seeded subsample)
 CONFIDENT_SHARE = 0.5  # of the cells the table calls a population, the most confident share teaches the discriminant
 CONFIDENT_CAP = 2_000  # at most this many cells per population teach it
@@ -28,6 +29,9 @@ UNASSIGNED_BELOW = 0.5  # a cell whose best population has a lower probability s
 CLICK_REPEAT = 100  # a clicked cell counts at most this many times among the teaching cells
 CHUNK = 65_536
 UNASSIGNED = -1
+
+
+LEVEL_FIELDS = ("low", "high", "low_sd", "high_sd", "named_low", "named_high")
 
 
 @dataclass
@@ -41,6 +45,14 @@ class MarkerLevels:
     high: np.ndarray
     low_sd: np.ndarray
     high_sd: np.ndarray
+    # the medians of the cells the table names clearly on each side (the levels where it has too few): what clicked
+    # cells are compared with, since they are the table's own idea of a marker's two sides in this data
+    named_low: np.ndarray | None = None
+    named_high: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.named_low = self.low.copy() if self.named_low is None else np.asarray(self.named_low, np.float64)
+        self.named_high = self.high.copy() if self.named_high is None else np.asarray(self.named_high, np.float64)
 
     @property
     def threshold(self) -> np.ndarray:
@@ -48,7 +60,7 @@ class MarkerLevels:
 
     def to_dict(self) -> dict:
         return {"markers": self.markers, "columns": self.columns,
-                **{k: getattr(self, k).round(5).tolist() for k in ("low", "high", "low_sd", "high_sd")}}
+                **{k: getattr(self, k).round(5).tolist() for k in LEVEL_FIELDS}}
 
 
 def find_levels(x: np.ndarray, markers: list[str], columns: list[int], seed: int) -> MarkerLevels:
@@ -60,7 +72,8 @@ def find_levels(x: np.ndarray, markers: list[str], columns: list[int], seed: int
     found = np.zeros((4, len(columns)))
     for k, j in enumerate(columns):
         values = np.asarray(x[rows, j], np.float64).reshape(-1, 1)
-        gmm = GaussianMixture(2, random_state=seed).fit(values)
+        floor = (LEVEL_SD_FLOOR * values.std()) ** 2 + 1e-6  # a spike of exact zeros (mass cytometry) is no level
+        gmm = GaussianMixture(2, random_state=seed, reg_covar=floor).fit(values)
         order = np.argsort(gmm.means_[:, 0])
         means, sds = gmm.means_[order, 0], np.sqrt(gmm.covariances_.reshape(-1)[order])
         found[:, k] = means[0], means[1], max(sds[0], 1e-3), max(sds[1], 1e-3)
@@ -122,8 +135,10 @@ class TableAnnotator:
             v = np.asarray(x[:, j], np.float64)
             pos = v[clear & (self.values[calls, k] == EXPRESSED)]
             neg = v[clear & (self.values[calls, k] == NOT_EXPRESSED)]
-            if pos.size < MIN_CONFIDENT or neg.size < MIN_CONFIDENT or \
-                    np.median(pos) - np.median(neg) < KEEP_SEPARATION * (lv.high[k] - lv.low[k]):
+            if pos.size < MIN_CONFIDENT or neg.size < MIN_CONFIDENT:
+                continue
+            lv.named_low[k], lv.named_high[k] = np.median(neg), np.median(pos)
+            if np.median(pos) - np.median(neg) < KEEP_SEPARATION * (lv.high[k] - lv.low[k]):
                 continue  # levels that collapse say the table's calls mix the marker's two sides: keep the modes
             (lv.low[k], lv.high[k]), (lv.low_sd[k], lv.high_sd[k]) = (np.median(neg), np.median(pos)), \
                 (max(_robust_sd(neg), 1e-3), max(_robust_sd(pos), 1e-3))

@@ -3,7 +3,7 @@
 The applied model blends, per cell, the clicked-cell model (VIME) with the table's annotator (taught by the table's
 clearest cells and by every clicked cell, which win over the table): probabilities ∝ p_clicks · p_table ** TABLE_WEIGHT.
 A population with no clicked cell takes the table's probability alone. Where the clicked cells of a population
-contradict its table row (their median near the other level of one of its markers), that marker is set blank for it and
+contradict its table row (their median near what the table names the other side of one of its markers), that marker is set blank for it and
 the user is told. Chosen on every dev-suite set with a table (bench/marker_table.py).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .archive import read_npz
 from .marker_table import EXPRESSED, MarkerTable
 from .metrics import name_key
 from .models import Progress, ShouldStop, check_stop, report
-from .table_annotation import MarkerLevels, TableAnnotator, TableDiscriminant
+from .table_annotation import LEVEL_FIELDS, MarkerLevels, TableAnnotator, TableDiscriminant
 from .transforms import Scaler
 
 TABLE_WEIGHT = 0.3  # exponent of the table's probabilities in the blend (0.2–1 tried on five sets; 0.3 best on average)
@@ -47,23 +47,27 @@ class Contradiction:
 
 
 def find_contradictions(annotator: TableAnnotator, x_clicked: np.ndarray, rows: np.ndarray) -> list[Contradiction]:
-    """Markers of each clicked population's row that most of its clicked cells contradict (`rows`: each clicked
-    cell's table row, -1 for a population the table lacks); the annotator's levels must be found."""
+    """For each clicked population, the marker of its row its clicked cells contradict most clearly, if any (`rows`:
+    each clicked cell's table row, -1 for a population the table lacks); the annotator's levels must be found. One per
+    population: a wrong marker also misplaces what the table names on its other markers' sides."""
     found = []
+    lv = annotator.levels
     for p in np.unique(rows[rows >= 0]):
         members = x_clicked[rows == p]
         if len(members) < MIN_CLICKS_TO_CONTRADICT:
             continue
-        lv = annotator.levels
+        worst: tuple[float, Contradiction] | None = None
         for k in np.flatnonzero(annotator.values[p]):
             v = members[:, annotator.columns[k]]
-            position = (np.median(v) - lv.low[k]) / max(lv.high[k] - lv.low[k], 1e-6)  # 0: negative level, 1: positive
+            position = (np.median(v) - lv.named_low[k]) / max(lv.named_high[k] - lv.named_low[k], 1e-6)  # 0: −, 1: +
             expressed = bool(annotator.values[p, k] == EXPRESSED)
             against = int(np.sum((v > lv.threshold[k]) != expressed))
-            near_other = (position < CONTRADICTED_AT) if expressed else (position > 1 - CONTRADICTED_AT)
-            if near_other and against >= CONTRADICTED_SHARE * len(v):
-                found.append(Contradiction(annotator.populations[p], annotator.markers[k], expressed, len(members),
-                                           against))
+            beyond = -position if expressed else position - 1  # how far past the row's own side; > −CONTRADICTED_AT
+            if beyond > -CONTRADICTED_AT and against >= CONTRADICTED_SHARE * len(v) and (worst is None or beyond > worst[0]):
+                worst = beyond, Contradiction(annotator.populations[p], annotator.markers[k], expressed, len(members),
+                                              against)
+        if worst is not None:
+            found.append(worst[1])
     return found
 
 
@@ -176,8 +180,8 @@ class TableBlendModel:
         model.annotator = TableAnnotator(table, model.columns, model.seed)
         model.annotator.set_values(np.asarray(config["values"], np.int8))
         lv = config["levels"]
-        model.annotator.levels = MarkerLevels(lv["markers"], lv["columns"], *(np.asarray(lv[k], np.float64)
-                                                                          for k in ("low", "high", "low_sd", "high_sd")))
+        model.annotator.levels = MarkerLevels(lv["markers"], lv["columns"],
+                                              *(np.asarray(lv[k], np.float64) for k in LEVEL_FIELDS))
         model.annotator.outputs = int(config["outputs"])
         d = TableDiscriminant(model.seed)
         d.coef_, d.intercept_, d.classes_ = z["coef"], z["intercept"], z["classes"]
