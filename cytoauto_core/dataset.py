@@ -167,3 +167,15 @@ def make_unique(names: list[str]) -> list[str]:
         taken.add(candidate)
         out.append(candidate)
     return out
+
+
+def event_ids(sample_ids: np.ndarray) -> np.ndarray:
+    """Each cell's row in its own sample's file (0-based): the id that joins an export back to the original."""
+    ids = np.asarray(sample_ids)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]) if len(ids) else np.empty(0, np.int64)
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    out = np.empty(len(ids), np.int64)
+    out[order] = np.arange(len(ids)) - run_start
+    return out

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .contracts import Progress, ShouldStop
+
 METHODS = ("pca", "tsne", "umap")
 PLACEMENTS = ("knn", "transform")
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -21,9 +23,6 @@ _TSNE_CALLBACK_EVERY = 25
 # Below this many fitted cells openTSNE uses Barnes-Hut, where two threads measured 10x slower
 # than one on a busy 2-core machine (thread synchronisation dominates tiny iterations).
 _TSNE_PARALLEL_FROM = 10_000
-
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
 
 
 class EmbeddingCancelled(Exception):

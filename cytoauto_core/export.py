@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Dataset, make_unique
+from .dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID, Dataset, event_ids, make_unique
 from .errors import CytoInputError
 from .storage import atomic_file
 from .transforms import TransformSpec, transform_features
@@ -83,18 +83,6 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer)
     return buffer.getvalue()
-
-
-def event_ids(sample_ids: np.ndarray) -> np.ndarray:
-    """Each cell's row in its own sample's file (0-based): the id that joins an export back to the original."""
-    ids = np.asarray(sample_ids)
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]) if len(ids) else np.empty(0, np.int64)
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
-    out = np.empty(len(ids), np.int64)
-    out[order] = np.arange(len(ids)) - run_start
-    return out
 
 
 def write_labelled_fcs(path: Path, dataset: Dataset, cells: LabelledCells, event_id: np.ndarray | None = None) -> None:

@@ -23,11 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .chunks import RowAppender
+from .contracts import Progress, ShouldStop
 from .dataset import Dataset, make_unique
 from .errors import CytoInputError, quoted
 from .io import read_file
 from .io.fcs_reader import read_fcs_layout
-from .jobs import JobCancelled, Progress, ShouldStop
+from .jobs import JobCancelled
 from .samples import descriptive, save_keywords
 from .workspace import Workspace
 

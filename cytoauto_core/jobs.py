@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import warmup
+from .contracts import Progress, ShouldStop
 from .errors import CytoInputError
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
 Work = Callable[[Progress, ShouldStop], Any]
 
 ESTIMATE_FROM_FRACTION = 0.1  # before a tenth is done the pace says little (start-up, imports, a slow first stage)

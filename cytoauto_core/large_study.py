@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from .clustering.flowsom import ClusteringParams, FlowSOM
+from .contracts import Progress, ShouldStop
 from .dataset import Dataset
 from .embeddings import EmbeddingParams, embed
-from .jobs import Progress, ShouldStop
 from .passes import MapPlacer, assign_clusters, place_cells, stratified_rows, subset
 from .stats import channel_stats
 from .training import TrainingOutcome, TrainingRequest, train_and_apply

@@ -21,10 +21,11 @@ import pandas as pd
 from .chunks import CHUNK_ROWS, ArrayFile, gather_rows, iter_rows, mapped_file, read_rows, row_ranges
 from .clustering.flowsom import FlowSOM
 from .clustering.som import nearest_node
+from .contracts import Progress, ShouldStop
 from .dataset import NOT_CALLED, Dataset, Spillover
 from .embeddings import stratified_subsample
 from .errors import CytoInputError
-from .jobs import JobCancelled, Progress, ShouldStop
+from .jobs import JobCancelled
 from .transforms import TransformSpec, transform_events
 
 if TYPE_CHECKING:

@@ -21,9 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .dataset import NOT_A_POPULATION, Dataset
+from .dataset import NOT_A_POPULATION, Dataset, event_ids
 from .errors import CytoInputError, quoted
-from .export import event_ids
 from .io import read_files
 from .labels import MIN_LABELS_FOR_TRAINING
 from .models.novelty import DEFAULT_REJECTION

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from cytoauto_core.export import LabelledCells, event_ids, write_labelled_fcs
+from cytoauto_core.dataset import event_ids
+from cytoauto_core.export import LabelledCells, write_labelled_fcs
 from cytoauto_core.io import fcs_writer, read_file
 
 EXPORTS = sorted([*SHARED.rglob("*.fcs"), *SHARED.rglob("*.lmd")])

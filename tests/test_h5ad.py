@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from conftest import CORPUS
-from cytoauto_core.dataset import UNASSIGNED
+from cytoauto_core.dataset import UNASSIGNED, event_ids
 from cytoauto_core.demo import make_demo
 from cytoauto_core.errors import CytoInputError
-from cytoauto_core.export import LabelledCells, event_ids, write_labelled_h5ad
+from cytoauto_core.export import LabelledCells, write_labelled_h5ad
 from cytoauto_core.io import read_file, read_files
 from cytoauto_core.io.h5ad import UNASSIGNED_COLOR
 from cytoauto_core.transforms import default_spec, transform_features

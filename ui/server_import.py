@@ -10,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core import ingest
-from cytoauto_core.jobs import Job, Progress, ShouldStop
+from cytoauto_core.contracts import Progress, ShouldStop
+from cytoauto_core.jobs import Job
 from ui import state
 from ui.text import literal
 from ui.widgets import duration, job_panel, show_error

@@ -13,10 +13,11 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_r
 
 from cytoauto_core import large_study
 from cytoauto_core.clustering.store import ClusterStore
+from cytoauto_core.contracts import Progress, ShouldStop
 from cytoauto_core.dataset import Dataset
 from cytoauto_core.demo import ensure_demo
 from cytoauto_core.errors import CytoInputError
-from cytoauto_core.jobs import Job, JobManager, Progress, ShouldStop, Work
+from cytoauto_core.jobs import Job, JobManager, Work
 from cytoauto_core.labels import LabelStore
 from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
 from cytoauto_core.workspace import Workspace, default_root

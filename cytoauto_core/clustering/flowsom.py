@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contracts import Progress, ShouldStop
 from ..embeddings import subsample
-from ..jobs import Progress, ShouldStop
 from .metacluster import consensus_metaclusters
 from .som import nearest_node, train_som
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..jobs import Progress, ShouldStop
+from ..contracts import Progress, ShouldStop
 _CHUNK = 65_536
 START_RATE, END_RATE = 0.05, 0.01  # FlowSOM's learning rate, decreasing linearly over training
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Dataset
-from ..export import event_ids
+from ..dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Dataset, event_ids
 from ..transforms import TransformSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

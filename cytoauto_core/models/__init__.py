@@ -1,12 +1,11 @@
 """Cell classifiers sharing one contract (fit with progress/cancel, predict_proba, classes_), bundles and scoring."""
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
+from ..contracts import Progress, ShouldStop
 
 
 class TrainingCancelled(Exception):
