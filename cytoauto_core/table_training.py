@@ -1,10 +1,11 @@
 """Train from a marker table and clicked cells together: the table names every population, the clicks correct it.
 
 The applied model blends, per cell, the clicked-cell model (VIME) with the table's annotator (taught by the table's
-clearest cells and by every clicked cell, which win over the table): probabilities ∝ p_clicks · p_table ** TABLE_WEIGHT.
-A population with no clicked cell takes the table's probability alone. Where the clicked cells of a population
-contradict its table row (their median near what the table names the other side of one of its markers), that marker is set blank for it and
-the user is told. Chosen on every dev-suite set with a table (bench/marker_table.py).
+clearest cells and by every clicked cell, which win over the table): probabilities ∝ p_clicks · p_table ** weight,
+the weight growing with how well the table alone agrees with the clicks. A population with no clicked cell takes the
+table's probability alone. Where the clicked cells of a population contradict its table row (their median near what
+the table names the other side of one of its markers), that marker is set blank for it and the user is told. Chosen
+on every dev-suite set with a table (bench/marker_table.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from .models import Progress, ShouldStop, check_stop, report
 from .table_annotation import LEVEL_FIELDS, MarkerLevels, TableAnnotator, TableDiscriminant
 from .transforms import Scaler
 
-TABLE_WEIGHT = 0.3  # exponent of the table's probabilities in the blend (0.2–1 tried on five sets; 0.3 best on average)
+TABLE_WEIGHT = 0.3  # exponent of the table's probabilities in the blend where it agrees with every click (0.1–1 tried)
+# the table counts only as far as its own call agrees with the clicked cells beyond this share (linearly up to all of
+# them): on five sets at 10 clicks per population a fixed weight cost up to 0.02 where the table is weaker than clicks
+TRUSTED_FROM = 0.8
 MIN_CLICKS_TO_CONTRADICT = 3  # a population's clicked cells can contradict its row from this many on
 CONTRADICTED_AT = 0.2  # a marker is contradicted when the clicked cells' median sits this near the other level
 # (0: at it, 1: at the row's own level); a dim marker between the two levels is not a contradiction
@@ -86,6 +90,8 @@ class TableBlendModel:
         self.classes_ = np.empty(0, np.int64)
         self.annotator: TableAnnotator | None = None
         self.contradictions: list[Contradiction] = []
+        self.agreement = 1.0  # share of the clicked cells (of populations in the table) the table alone names so
+        self.weight_ = weight  # the weight used: `weight` scaled by the agreement
         self.provenance: list[str] = []
 
     def fit(self, x_labeled: np.ndarray, y: np.ndarray, x_unlabeled: np.ndarray | None = None,
@@ -112,6 +118,8 @@ class TableBlendModel:
             values[table.populations.index(c.population), self.annotator.markers.index(c.marker)] = 0
         self.annotator.set_values(values)
         check_stop(should_stop)
+        self.agreement = self._agreement(x_all, np.asarray(x_labeled, np.float32), rows)
+        self.weight_ = self.weight * float(np.clip((self.agreement - TRUSTED_FROM) / (1 - TRUSTED_FROM), 0, 1))
         self.annotator.fit(x_all, lambda f, m: report(progress, 0.05 + 0.15 * f, f"marker table: {m}"), should_stop,
                            extra=(np.asarray(x_labeled, np.float32), index), outputs=len(outputs))
         self._order = np.array([outputs[int(c)] for c in self.classes_], np.int64)
@@ -136,9 +144,20 @@ class TableBlendModel:
         p[:, known] = self.base.predict_proba(x)[:, np.searchsorted(self.base.classes_, self.classes_[known])]
         p[:, known] *= 1.0 - q[:, ~known].sum(axis=1, keepdims=True) / q.sum(axis=1, keepdims=True)
         p[:, ~known] = q[:, ~known] / q.sum(axis=1, keepdims=True)
-        blended = np.log(np.maximum(p, FLOOR)) + self.weight * np.log(q)
+        blended = np.log(np.maximum(p, FLOOR)) + self.weight_ * np.log(q)
         blended = np.exp(blended - blended.max(axis=1, keepdims=True))
         return (blended / blended.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _agreement(self, x_all: np.ndarray, x_clicked: np.ndarray, rows: np.ndarray) -> float:
+        """How many clicked cells of the table's populations the table alone (no clicks) names as they were named."""
+        known = rows >= 0
+        if not known.any():
+            return 1.0
+        plain = TableAnnotator(self.annotator.table, self.columns, self.seed)
+        plain.levels, plain.values, plain.populations = self.annotator.levels, self.annotator.values, \
+            self.annotator.populations
+        plain.fit(x_all)
+        return float(np.mean(plain.predict_proba(x_clicked[known]).argmax(axis=1) == rows[known]))
 
     def _provenance(self, table: MarkerTable, row_ids: np.ndarray, y: np.ndarray) -> list[str]:
         """What came from the table and what from clicks, in sentences."""
@@ -151,10 +170,16 @@ class TableBlendModel:
         extra = len(clicked) - len(both)
         lines.append(f"From your clicks: {len(y):,} labelled cells in {_count(len(clicked), 'population')}"
                      + (f" ({len(both)} also in the table, {extra} the table lacks)." if len(clicked) else "."))
+        if self.base is not None:
+            lines.append(f"The table alone names {100 * self.agreement:.0f} % of your clicked cells as you did, so it "
+                         + ("counts fully beside your clicks." if self.weight_ >= self.weight else
+                            "does not change the call of the populations you clicked." if self.weight_ == 0 else
+                            "counts partly beside your clicks."))
         return lines + [c.sentence for c in self.contradictions]
 
     def params_dict(self) -> dict:
-        return {"seed": self.seed, "weight": self.weight, "table": self.table.to_dict(), "columns": self.columns,
+        return {"seed": self.seed, "weight": self.weight, "weight_used": self.weight_, "agreement": self.agreement,
+                "table": self.table.to_dict(), "columns": self.columns,
                 "population_ids": self.population_ids}
 
     def save_state(self, directory: str) -> dict:
@@ -188,6 +213,7 @@ class TableBlendModel:
         d.scaler = Scaler.from_dict(config["scaler"])
         model.annotator.discriminant = d
         model._order, model.classes_ = z["order"], z["classes_out"]
+        model.weight_, model.agreement = float(p["weight_used"]), float(p["agreement"])
         if config["base"] is not None:
             model.base = _model_types()[config["base"]["kind"]].load_state(directory, config["base"]["config"])
         return model
