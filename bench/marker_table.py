@@ -56,7 +56,8 @@ def case_inputs(name: str) -> tuple:
     return ds, table, columns, populations
 
 
-def macro_f1(ds, populations: list[str], classes: np.ndarray, probs: np.ndarray, only: list[str] | None = None) -> float:
+def macro_f1(ds, populations: list[str], classes: np.ndarray, probs: np.ndarray,
+             only: list[str] | None = None) -> float:
     """Macro-F1 on the test rows over their populations (or `only` of them)."""
     names = np.array(populations + ["unassigned"], dtype=object)
     pred = names[np.asarray(classes)[probs.argmax(axis=1)]]

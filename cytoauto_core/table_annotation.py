@@ -18,9 +18,12 @@ from .models import Progress, ShouldStop, check_stop
 from .models.baselines import LinearModel
 
 LEVEL_CELLS = 50_000
-LEVEL_SD_FLOOR = 0.3  # a level's spread is at least this share of the marker's (0.1–0.5 tried on five sets: 0.3 best on average)
+# a level's spread is at least this share of the marker's (0.1–0.5 tried on five sets: 0.3 best on average)
+LEVEL_SD_FLOOR = 0.3
 FIT_CELLS = 200_000  # cells the likelihoods and the discriminant are fitted on (seeded subsample)
-CONFIDENT_SHARE = 0.5  # of the cells the table calls a population, the most confident share teaches the discriminant
+# of the cells the table calls a population, the most confident share teaches the discriminant (0.15–0.7 tried on
+# five sets: 0.3 best on average)
+CONFIDENT_SHARE = 0.3
 CONFIDENT_CAP = 2_000  # at most this many cells per population teach it
 MIN_CONFIDENT = 20  # ... and at least this many where the table calls that many
 RELEVEL_CONFIDENCE = 0.9  # cells the table names at least this clearly set each marker's levels the second time
@@ -184,7 +187,8 @@ class TableAnnotator:
             neg = _log_normal(np.maximum(v, lv.low[k]), lv.low[k], lv.low_sd[k])  # dimmer than dim: dim
             either = np.logaddexp(pos, neg) + np.log(0.5)
             col = self.values[:, k]
-            ll += np.where(col == EXPRESSED, pos[:, None], np.where(col == NOT_EXPRESSED, neg[:, None], either[:, None]))
+            ll += np.where(col == EXPRESSED, pos[:, None],
+                           np.where(col == NOT_EXPRESSED, neg[:, None], either[:, None]))
         return ll - logsumexp(ll, axis=1, keepdims=True)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -205,7 +209,8 @@ class TableAnnotator:
         return above == (self.values[population, informative] == EXPRESSED)
 
 
-def with_clicks(cells: np.ndarray, calls: np.ndarray, clicked: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def with_clicks(cells: np.ndarray, calls: np.ndarray, clicked: np.ndarray,
+                labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The teaching cells with the clicks winning: a table-named cell nearer to a clicked cell of another population
     than that population's clicks are to each other takes the click's population, and each population's clicks are
     repeated to weigh as much as the table's cells of it (at most CLICK_REPEAT times)."""
@@ -223,7 +228,8 @@ def with_clicks(cells: np.ndarray, calls: np.ndarray, clicked: np.ndarray, label
     calls = np.where(distance < reach[claimed], claimed, calls)
     counts = np.bincount(calls, minlength=reach.size)
     repeat = np.array([int(np.clip(counts[c] / max((labels == c).sum(), 1), 1, CLICK_REPEAT)) for c in labels])
-    return np.concatenate([cells, np.repeat(clicked, repeat, axis=0)]), np.concatenate([calls, np.repeat(labels, repeat)])
+    return (np.concatenate([cells, np.repeat(clicked, repeat, axis=0)]),
+            np.concatenate([calls, np.repeat(labels, repeat)]))
 
 
 def confident_cells(log_p: np.ndarray) -> np.ndarray:
@@ -264,7 +270,8 @@ def calls_from(probs: np.ndarray, below: float = UNASSIGNED_BELOW) -> tuple[np.n
     return calls, confidence
 
 
-def explain(annotator: TableAnnotator, x: np.ndarray, calls: np.ndarray, seed: int, cells: int = 20_000) -> dict[str, str]:
+def explain(annotator: TableAnnotator, x: np.ndarray, calls: np.ndarray, seed: int,
+            cells: int = 20_000) -> dict[str, str]:
     """Per population one sentence: its cell count and, for each informative marker of its row, the share of its
     cells on the table's side (from a seeded subsample of each population's cells)."""
     rng = np.random.default_rng(seed)
@@ -299,7 +306,9 @@ def annotate(table: MarkerTable, columns: list[int], x: np.ndarray, seed: int = 
     for start in range(0, len(x), CHUNK):
         check_stop(should_stop)
         report(0.6 + 0.35 * start / max(len(x), 1), "naming every cell")
-        calls[start:start + CHUNK], confidence[start:start + CHUNK] = calls_from(annotator.predict_proba(x[start:start + CHUNK]))
-    notes = [f"The marker table's {m} is not among the features in use; it is left out." for m, c in zip(table.markers, columns) if c < 0]
+        part = annotator.predict_proba(x[start:start + CHUNK])
+        calls[start:start + CHUNK], confidence[start:start + CHUNK] = calls_from(part)
+    notes = [f"The marker table's {m} is not among the features in use; it is left out."
+             for m, c in zip(table.markers, columns) if c < 0]
     report(1.0, "named")
     return TableAnnotation(annotator.populations, calls, confidence, explain(annotator, x, calls, seed), notes, seed)

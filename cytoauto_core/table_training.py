@@ -21,7 +21,8 @@ from .models import Progress, ShouldStop, check_stop, report
 from .table_annotation import LEVEL_FIELDS, MarkerLevels, TableAnnotator, TableDiscriminant
 from .transforms import Scaler
 
-TABLE_WEIGHT = 0.3  # exponent of the table's probabilities in the blend where it agrees with every click (0.1–1 tried)
+# exponent of the table's probabilities in the blend where it agrees with every click (0.1–1 tried)
+TABLE_WEIGHT = 0.3
 # the table counts only as far as its own call agrees with the clicked cells beyond this share (linearly up to all of
 # them): on five sets at 10 clicks per population a fixed weight cost up to 0.02 where the table is weaker than clicks
 TRUSTED_FROM = 0.8
@@ -67,7 +68,8 @@ def find_contradictions(annotator: TableAnnotator, x_clicked: np.ndarray, rows: 
             expressed = bool(annotator.values[p, k] == EXPRESSED)
             against = int(np.sum((v > lv.threshold[k]) != expressed))
             beyond = -position if expressed else position - 1  # how far past the row's own side; > −CONTRADICTED_AT
-            if beyond > -CONTRADICTED_AT and against >= CONTRADICTED_SHARE * len(v) and (worst is None or beyond > worst[0]):
+            clear = beyond > -CONTRADICTED_AT and against >= CONTRADICTED_SHARE * len(v)
+            if clear and (worst is None or beyond > worst[0]):
                 worst = beyond, Contradiction(annotator.populations[p], annotator.markers[k], expressed, len(members),
                                               against)
         if worst is not None:
