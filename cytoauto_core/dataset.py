@@ -102,6 +102,10 @@ class Dataset:
         lookup = {c.name: i for i, c in enumerate(self.channels)}
         return [lookup[n] for n in names]
 
+    def feature_markers(self, features: list[str]) -> list[str]:
+        """The marker ($PnS, else the channel name) of each of `features` (channel names), in their order."""
+        return [self.channels[i].marker for i in self.channel_index(features)]
+
     def content_hash(self) -> str:
         """A hash of the events, channel names and annotations: the workspace key."""
         h = hashlib.blake2b(digest_size=16)

@@ -13,7 +13,7 @@ from ui.widgets import job_panel
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
-markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+markers = dataset.feature_markers(spec.features)
 clusters_store = state.cluster_store(key, dataset)
 labels = state.label_store(key, dataset)
 SELECTED = f"cluster-pick-{key}"

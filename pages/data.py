@@ -175,7 +175,7 @@ st.markdown(
 
 if spec.features:
     x, _ = state.features(key, dataset)
-    preview = pd.DataFrame(x[:200], columns=[dataset.channels[i].marker for i in dataset.channel_index(spec.features)])
+    preview = pd.DataFrame(x[:200], columns=dataset.feature_markers(spec.features))
     st.caption("First 200 cells after the transform")
     st.dataframe(preview, height=240)
 

@@ -12,7 +12,7 @@ from ui.text import literal
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
-markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+markers = dataset.feature_markers(spec.features)
 
 
 @st.cache_data(max_entries=8, show_spinner="Computing statistics on every cell…")

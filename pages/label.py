@@ -23,7 +23,7 @@ from ui.upload import saved_upload
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
 store = state.label_store(key, dataset)
-markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+markers = dataset.feature_markers(spec.features)
 SELECTED = f"selected-{key}"
 TARGET = f"target-{key}"  # the population that Assign labels: the one last created, until another is picked
 CREATED = "label-created"  # (population id, cells selected then) of the population created by the last run

@@ -30,7 +30,7 @@ FCS_LAYOUTS = {"one file": None, "one per population (zip)": "population", "one 
 
 key, dataset = state.current_dataset()
 x, spec = state.features(key, dataset)
-markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+markers = dataset.feature_markers(spec.features)
 
 st.title("Results")
 with st.expander("Apply a saved model to this dataset"):

@@ -95,7 +95,7 @@ def drawn_rows(key: str, n_cells: int, strata_name: str, _strata: np.ndarray | N
 
 def color_choices(dataset: Dataset, spec_features: list[str], extra: list[str] = ()) -> list[str]:
     """Everything a map can be coloured by: extras (labels, predictions), annotations, sample, markers."""
-    markers = [f"marker: {dataset.channels[i].marker}" for i in dataset.channel_index(spec_features)]
+    markers = [f"marker: {m}" for m in dataset.feature_markers(spec_features)]
     annotations = [f"annotation: {c}" for c in dataset.annotations.columns]
     samples = ["sample"] if len(dataset.samples) > 1 else []
     return [*extra, *annotations, *samples, *markers]
@@ -105,7 +105,7 @@ def color_values(choice: str, dataset: Dataset, x: np.ndarray, spec_features: li
                  ) -> tuple[np.ndarray | None, list[str] | None]:
     """Colour values for a choice from `color_choices`: (codes, categories) or (numbers, None)."""
     if choice.startswith("marker: "):
-        markers = [dataset.channels[i].marker for i in dataset.channel_index(spec_features)]
+        markers = dataset.feature_markers(spec_features)
         return x[:, markers.index(choice[len("marker: "):])], None
     if choice == "sample":
         return dataset.sample_ids, list(dataset.samples)
@@ -120,7 +120,7 @@ def color_values(choice: str, dataset: Dataset, x: np.ndarray, spec_features: li
 def hover_values(dataset: Dataset, x: np.ndarray, spec_features: list[str], rows: np.ndarray, top: int = 6
                  ) -> tuple[list[str], np.ndarray]:
     """What a map shows on hover: the first few markers' names and their transformed values in the drawn rows."""
-    markers = [dataset.channels[i].marker for i in dataset.channel_index(spec_features)][:top]
+    markers = dataset.feature_markers(spec_features)[:top]
     return markers, x[rows, :top]
 
 

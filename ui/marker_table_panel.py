@@ -114,7 +114,7 @@ def _table_in_grid(key: str, dataset: Dataset, spec: TransformSpec, current: Mar
     _first_draft(key, current)
     _read_upload(key)
     draft = st.session_state[_draft_key(key)]
-    markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+    markers = dataset.feature_markers(spec.features)
     table = None if draft["table"] is None else MarkerTable.from_dict(draft["table"])
     if table is not None and st.button("Start an empty table", help="Clear the grid, with this dataset's markers as "
                                                                     "its columns."):
@@ -250,7 +250,7 @@ def _map(key: str, dataset: Dataset, x: np.ndarray, spec: TransformSpec, calls: 
     picked = maps.map_picker(key, "Map of the table's populations")
     if picked is None:
         first, second = default_axes(x)
-        markers = [dataset.channels[i].marker for i in dataset.channel_index(spec.features)]
+        markers = dataset.feature_markers(spec.features)
         xy, axis = x[:, [first, second]], (markers[first], markers[second])
         st.caption(f"No map yet (the **Map** page makes one): drawn on {literal(axis[0])} and {literal(axis[1])}, "
                    "the two markers with the widest spread.")
