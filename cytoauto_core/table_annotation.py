@@ -147,25 +147,29 @@ class TableAnnotator:
                 (max(_robust_sd(neg), 1e-3), max(_robust_sd(pos), 1e-3))
         return self
 
-    def fit(self, x: np.ndarray, progress: Progress | None = None, should_stop: ShouldStop | None = None,
-            extra: tuple[np.ndarray, np.ndarray] | None = None, outputs: int | None = None) -> "TableAnnotator":
-        """Find the levels (unless set), call a subsample by the table's likelihood, fit the discriminant on the most
-        confident calls. `extra` (cells, class indices) joins the teaching cells and wins over the table; indices from
-        len(populations) up are populations the table lacks (`outputs` columns in all)."""
-        report = progress or (lambda f, m: None)
-        if not self.columns:
-            raise ValueError("no marker of the table matched a feature")
+    def teaching(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A seeded subsample of at most FIT_CELLS cells, and of it the cells the table names most clearly with their
+        calls (finding the levels first, unless set)."""
         rng = np.random.default_rng(self.seed)
         rows = np.sort(rng.choice(len(x), FIT_CELLS, replace=False)) if len(x) > FIT_CELLS else np.arange(len(x))
         sample = np.asarray(x[rows], np.float32)
         if self.levels is None:
-            report(0.1, "finding each marker's negative and positive levels")
             self.fit_levels(sample)
-        check_stop(should_stop)
-        report(0.5, "naming cells by the table")
         log_p = self.table_log_proba(sample)
         teach = confident_cells(log_p)
-        cells, calls = sample[teach], log_p[teach].argmax(axis=1)
+        return sample, sample[teach], log_p[teach].argmax(axis=1)
+
+    def fit(self, x: np.ndarray, progress: Progress | None = None, should_stop: ShouldStop | None = None,
+            extra: tuple[np.ndarray, np.ndarray] | None = None, outputs: int | None = None,
+            taught: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> "TableAnnotator":
+        """Fit the discriminant on the cells the table names most clearly (`taught`: what teaching(x) returned, when
+        already computed). `extra` (cells, class indices) joins the teaching cells and wins over the table; indices
+        from len(populations) up are populations the table lacks (`outputs` columns in all)."""
+        report = progress or (lambda f, m: None)
+        if not self.columns:
+            raise ValueError("no marker of the table matched a feature")
+        report(0.1, "naming cells by the table")
+        sample, cells, calls = taught or self.teaching(x)
         if extra is not None and len(extra[0]):
             cells, calls = with_clicks(cells, calls, np.asarray(extra[0], np.float32), np.asarray(extra[1]))
         self.outputs = max(outputs or 0, len(self.populations))
@@ -218,16 +222,16 @@ def with_clicks(cells: np.ndarray, calls: np.ndarray, clicked: np.ndarray,
 
     scale = np.maximum(cells.std(axis=0), 1e-6)
     near = NearestNeighbors(n_neighbors=min(2, len(clicked))).fit(clicked / scale)
-    spacing, nearest = near.kneighbors(clicked / scale)
-    reach = np.zeros(int(labels.max()) + 1)
-    for c in np.unique(labels):  # how far apart a population's clicks lie: the reach of its claim
-        mine = labels == c
-        reach[c] = np.median(spacing[mine, -1]) if mine.sum() > 1 else 0.0
+    spacing = near.kneighbors(clicked / scale)[0][:, -1]  # each click's distance to its nearest other click
+    clicks = np.bincount(labels)
+    reach = np.zeros(clicks.size)
+    for c in np.flatnonzero(clicks > 1):  # how far apart a population's clicks lie: the reach of its claim
+        reach[c] = np.median(spacing[labels == c])
     distance, index = (a[:, 0] for a in near.kneighbors(cells / scale, n_neighbors=1))
     claimed = labels[index]
     calls = np.where(distance < reach[claimed], claimed, calls)
     counts = np.bincount(calls, minlength=reach.size)
-    repeat = np.array([int(np.clip(counts[c] / max((labels == c).sum(), 1), 1, CLICK_REPEAT)) for c in labels])
+    repeat = np.clip(counts[labels] / clicks[labels], 1, CLICK_REPEAT).astype(np.int64)
     return (np.concatenate([cells, np.repeat(clicked, repeat, axis=0)]),
             np.concatenate([calls, np.repeat(labels, repeat)]))
 

@@ -102,9 +102,7 @@ class TableBlendModel:
         table's clearest cells and the clicks, and fit the clicked-cell model when two or more classes are clicked."""
         y = np.asarray(y, np.int64)
         x_all = x_labeled if x_unlabeled is None or not len(x_unlabeled) else np.concatenate([x_unlabeled, x_labeled])
-        keep = [i for i, c in enumerate(self.population_ids) if c >= 0]
-        table = MarkerTable([self.table.populations[i] for i in keep], self.table.markers, self.table.values[keep])
-        row_ids = np.array([self.population_ids[i] for i in keep], np.int64)
+        table, row_ids = self._named_rows()
         self.classes_ = np.union1d(row_ids, np.unique(y))
         outputs = {c: i for i, c in enumerate(row_ids)}
         for c in self.classes_:
@@ -120,10 +118,11 @@ class TableBlendModel:
             values[table.populations.index(c.population), self.annotator.markers.index(c.marker)] = 0
         self.annotator.set_values(values)
         check_stop(should_stop)
-        self.agreement = self._agreement(x_all, np.asarray(x_labeled, np.float32), rows)
+        taught = self.annotator.teaching(x_all)
+        self.agreement = self._agreement(x_all, taught, np.asarray(x_labeled, np.float32), rows)
         self.weight_ = self.weight * float(np.clip((self.agreement - TRUSTED_FROM) / (1 - TRUSTED_FROM), 0, 1))
         self.annotator.fit(x_all, lambda f, m: report(progress, 0.05 + 0.15 * f, f"marker table: {m}"), should_stop,
-                           extra=(np.asarray(x_labeled, np.float32), index), outputs=len(outputs))
+                           extra=(np.asarray(x_labeled, np.float32), index), outputs=len(outputs), taught=taught)
         self._order = np.array([outputs[int(c)] for c in self.classes_], np.int64)
         clicked = np.unique(y)
         if self.base is not None and clicked.size >= 2:
@@ -142,23 +141,30 @@ class TableBlendModel:
         if self.base is None:
             return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
         known = np.isin(self.classes_, self.base.classes_)
+        share = q / q.sum(axis=1, keepdims=True)
         p = np.empty_like(q)
         p[:, known] = self.base.predict_proba(x)[:, np.searchsorted(self.base.classes_, self.classes_[known])]
-        p[:, known] *= 1.0 - q[:, ~known].sum(axis=1, keepdims=True) / q.sum(axis=1, keepdims=True)
-        p[:, ~known] = q[:, ~known] / q.sum(axis=1, keepdims=True)
+        p[:, known] *= 1.0 - share[:, ~known].sum(axis=1, keepdims=True)
+        p[:, ~known] = share[:, ~known]
         blended = np.log(np.maximum(p, FLOOR)) + self.weight_ * np.log(q)
         blended = np.exp(blended - blended.max(axis=1, keepdims=True))
         return (blended / blended.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def _agreement(self, x_all: np.ndarray, x_clicked: np.ndarray, rows: np.ndarray) -> float:
-        """How many clicked cells of the table's populations the table alone (no clicks) names as they were named."""
+    def _named_rows(self) -> tuple[MarkerTable, np.ndarray]:
+        """The table's rows that name a class (population_ids ≥ 0) and those classes' ids."""
+        keep = [i for i, c in enumerate(self.population_ids) if c >= 0]
+        table = MarkerTable([self.table.populations[i] for i in keep], self.table.markers, self.table.values[keep])
+        return table, np.array([self.population_ids[i] for i in keep], np.int64)
+
+    def _agreement(self, x_all: np.ndarray, taught: tuple, x_clicked: np.ndarray, rows: np.ndarray) -> float:
+        """How many clicked cells of the table's populations the table alone (no clicks; `taught`: the annotator's
+        teaching cells) names as they were named."""
         known = rows >= 0
         if not known.any():
             return 1.0
         plain = TableAnnotator(self.annotator.table, self.columns, self.seed)
-        plain.levels, plain.values, plain.populations = self.annotator.levels, self.annotator.values, \
-            self.annotator.populations
-        plain.fit(x_all)
+        plain.levels, plain.values = self.annotator.levels, self.annotator.values
+        plain.fit(x_all, taught=taught)
         return float(np.mean(plain.predict_proba(x_clicked[known]).argmax(axis=1) == rows[known]))
 
     def _provenance(self, table: MarkerTable, row_ids: np.ndarray, y: np.ndarray) -> list[str]:
@@ -202,9 +208,7 @@ class TableBlendModel:
         model = cls(MarkerTable.from_dict(p["table"]), p["columns"], p["population_ids"], None, int(p["seed"]),
                     float(p["weight"]))
         z = read_npz(os.path.join(directory, "table.npz"))
-        keep = [i for i, c in enumerate(model.population_ids) if c >= 0]
-        table = MarkerTable([model.table.populations[i] for i in keep], model.table.markers, model.table.values[keep])
-        model.annotator = TableAnnotator(table, model.columns, model.seed)
+        model.annotator = TableAnnotator(model._named_rows()[0], model.columns, model.seed)
         model.annotator.set_values(np.asarray(config["values"], np.int8))
         lv = config["levels"]
         model.annotator.levels = MarkerLevels(lv["markers"], lv["columns"],

@@ -5,11 +5,11 @@ import streamlit as st
 from cytoauto_core.errors import CytoInputError
 from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
 from cytoauto_core.marker_table import MarkerTable
-from cytoauto_core.metrics import name_key
 from cytoauto_core.models.evaluation import held_out_fits, held_out_text
 from cytoauto_core.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
 from cytoauto_core.models.vime import VIMEParams, network_weight_for
 from cytoauto_core.recommendation import recommend_model
+from cytoauto_core.table_training import table_population_ids
 from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
 from cytoauto_core.workspace import Workspace
 from ui import state, study_panel
@@ -52,11 +52,12 @@ def marker_table(ws: Workspace, key: str, counts: pd.DataFrame) -> MarkerTable |
         return None
     if table is None:
         return None
-    yours = {name_key(n): cells for n, cells in zip(counts["name"], counts["cells"])}
-    clicked = sum(yours.get(name_key(p), 0) > 0 for p in table.populations)
+    ids = table_population_ids(table, dict(zip(counts["id"], counts["name"])))
+    cells = dict(zip(counts["id"], counts["cells"]))
+    clicked = sum(cells.get(i, 0) > 0 for i in ids)
     st.markdown(f"**Marker table:** {len(table.populations)} populations; {clicked} "
                 f"{'has' if clicked == 1 else 'have'} clicked cells.")
-    missing = [p for p in table.populations if name_key(p) not in yours]
+    missing = [p for p, i in zip(table.populations, ids) if i < 0]
     if missing:
         st.warning(literal(f"The marker table's {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among "
                            "your populations any more, so it is not used: press Use the table's populations on the "
