@@ -98,6 +98,8 @@ def test_upload_real_fcs_shows_summary(tmp_path):
         page.get_by_role("button", name="Load files").click()
         wait_for_app(page)
         page.get_by_text("flowkit_index_sorted.fcs").first.wait_for()
+        # the file's name shows in the uploader before the load's rerun has drawn its summary: wait for the summary
+        page.get_by_test_id("stMetric").filter(has_text="384").first.wait_for()
         metrics = page.get_by_test_id("stMetric").all_inner_texts()
         assert any("Cells" in m and "384" in m for m in metrics), metrics
         assert any("Channels" in m and "13" in m for m in metrics), metrics
