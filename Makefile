@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
-# Only this computer can open the app; `make run HOST=0.0.0.0` serves every network interface (see README).
+# Only this computer can open the app; `make run HOST=0.0.0.0` serves every network interface (see docs/server.md).
 HOST ?= 127.0.0.1
 
 .PHONY: run test test-fast bench clean

@@ -19,15 +19,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cytoauto_core.threads import bound_threads  # noqa: E402
+from cytoauto_core.run.threads import bound_threads  # noqa: E402
 
 CORES = bound_threads()  # what ui/server.py does at server start, before numba and TensorFlow load
 
-from cytoauto_core.demo import make_demo  # noqa: E402
-from cytoauto_core.jobs import JobManager  # noqa: E402
-from cytoauto_core.models.vime import VIMEClassifier, VIMEParams  # noqa: E402
-from cytoauto_core.training import DEFAULT_COMPARISON, TrainingRequest, train_and_apply, trainable_cells  # noqa: E402
-from cytoauto_core.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.prep.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.run.jobs import JobManager  # noqa: E402
+from cytoauto_core.study.demo import make_demo  # noqa: E402
+from cytoauto_core.tools.models.vime import VIMEClassifier, VIMEParams  # noqa: E402
+from cytoauto_core.tools.training import DEFAULT_COMPARISON, TrainingRequest, train_and_apply, trainable_cells  # noqa: E402
 
 
 def demo_labels(populations: np.ndarray, per_population: int, seed: int) -> tuple[np.ndarray, dict[int, str]]:

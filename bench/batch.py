@@ -25,10 +25,10 @@ FORMATS = {"csv": ("csv",), "fcs": ("fcs",), "both": ("csv", "fcs")}
 
 def make_bundle() -> Path:
     """An LDA bundle trained on the demo's ground-truth populations (saved once)."""
-    from cytoauto_core.demo import make_demo
-    from cytoauto_core.models.bundle import ModelBundle, save_bundle
-    from cytoauto_core.training import build_model
-    from cytoauto_core.transforms import default_spec, transform_features
+    from cytoauto_core.prep.transforms import default_spec, transform_features
+    from cytoauto_core.study.demo import make_demo
+    from cytoauto_core.tools.models.bundle import ModelBundle, save_bundle
+    from cytoauto_core.tools.training import build_model
 
     path = OUT / "bundle_lda"
     if not (path / "bundle.json").exists():
@@ -45,8 +45,8 @@ def make_bundle() -> Path:
 
 def make_files(n_files: int, n_cells: int) -> list[Path]:
     """Demo FCS files with seeds 1..n_files, written once per size and seed."""
-    from cytoauto_core.demo import make_demo
     from cytoauto_core.io import write_fcs
+    from cytoauto_core.study.demo import make_demo
 
     paths = []
     for seed in range(1, n_files + 1):
@@ -59,7 +59,7 @@ def make_files(n_files: int, n_cells: int) -> list[Path]:
 
 
 def main() -> None:
-    from cytoauto_core.batch import apply_to_files
+    from cytoauto_core.run.batch import apply_to_files
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=20)

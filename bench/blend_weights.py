@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite  # noqa: E402
 import devsuite_sets  # noqa: E402
 
-from cytoauto_core.models.vime import FINAL_PARTS, VIMEClassifier, VIMEParams, blend, geometric_mean  # noqa: E402
+from cytoauto_core.tools.models.vime import FINAL_PARTS, VIMEClassifier, VIMEParams, blend, geometric_mean  # noqa: E402
 
 BASELINE_ROWS = Path(__file__).resolve().parent / "results" / "devsuite_rows.jsonl"
 GRID = [(a / 10, b / 10, round(1 - a / 10 - b / 10, 1)) for a in range(11) for b in range(11 - a)]

@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite_sets  # noqa: E402
 from devsuite_sets import UNSCORABLE, DevSet  # noqa: E402
 
-from cytoauto_core.clustering import ClusteringParams, FlowSOM  # noqa: E402
-from cytoauto_core.clustering.flowsom import balance_scales  # noqa: E402
-from cytoauto_core.clustering.profile import central_cells  # noqa: E402
-from cytoauto_core.metrics import matched_f1  # noqa: E402
-from cytoauto_core.training import build_model  # noqa: E402
+from cytoauto_core.tools.clustering import ClusteringParams, FlowSOM  # noqa: E402
+from cytoauto_core.tools.clustering.flowsom import balance_scales  # noqa: E402
+from cytoauto_core.tools.clustering.profile import central_cells  # noqa: E402
+from cytoauto_core.tools.metrics import matched_f1  # noqa: E402
+from cytoauto_core.tools.training import build_model  # noqa: E402
 
 COMPARE_SEEDS = tuple(range(10))  # seed-to-seed sd of mean F1 is 0.04–0.05: 3 seeds cannot separate the methods
 MODEL_SEEDS = (0, 1, 2)  # --to-model fits the model once per seed and set
@@ -129,8 +129,8 @@ def print_comparison(df: pd.DataFrame) -> None:
 def million(seed: int = 0) -> None:
     """1M cells × 32 markers of the demo generator, transformed as the app does: seconds of one clustering, the memory
     it allocates beyond the events (tracemalloc peak) and the process's peak resident memory (incl. generating them)."""
-    from cytoauto_core.demo import make_demo
-    from cytoauto_core.transforms import default_spec, transform_features
+    from cytoauto_core.prep.transforms import default_spec, transform_features
+    from cytoauto_core.study.demo import make_demo
 
     dataset = make_demo(1_000_000, seed)
     x = transform_features(dataset, default_spec(dataset))

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite_sets  # noqa: E402
 from devsuite_sets import DevSet  # noqa: E402
 
-from cytoauto_core.recommendation import recommend_model  # noqa: E402
-from cytoauto_core.training import build_model  # noqa: E402
+from cytoauto_core.tools.recommendation import recommend_model  # noqa: E402
+from cytoauto_core.tools.training import build_model  # noqa: E402
 
 BUDGETS = (5, 10, 25)
 SEEDS = (0, 1, 2)
@@ -79,7 +79,7 @@ class SklearnModel:
 
 
 def make_model(name: str, seed: int, vime: dict):
-    """A fresh, seeded model by benchmark name: the app's own (cytoauto_core.training.build_model), VIME variants with
+    """A fresh, seeded model by benchmark name: the app's own (cytoauto_core.tools.training.build_model), VIME variants with
     their overrides, or a scikit-learn baseline."""
     if name in VIME_VARIANTS:
         return build_model("VIME", seed, {**vime, **VIME_VARIANTS[name]})
@@ -200,7 +200,7 @@ def print_tables(df: pd.DataFrame) -> None:
     print("\nSummary per budget (per-set means over seeds; margin = macro-F1 minus the best other baseline's on that set)")
     print(summary(df).to_string())
     if set(APP_NAMES.values()) <= set(df["model"]):
-        print("\nRecommended model (cytoauto_core.recommendation) within 0.01 macro-F1 of the best model, per case")
+        print("\nRecommended model (cytoauto_core.tools.recommendation) within 0.01 macro-F1 of the best model, per case")
         print(recommendation_rate(df).to_string())
 
 

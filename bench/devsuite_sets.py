@@ -109,7 +109,7 @@ def _fcs_features(path: Path) -> tuple[np.ndarray, list[str]]:
     """An FCS file through the project's own reader and transform (compensation, arcsinh 150 on stained detectors,
     scatter linear); detectors without a stain and Time are left out."""
     from cytoauto_core.io import read_file
-    from cytoauto_core.transforms import default_spec, transform_features
+    from cytoauto_core.prep.transforms import default_spec, transform_features
 
     ds = read_file(path)
     spec = default_spec(ds)

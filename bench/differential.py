@@ -14,7 +14,7 @@ cells they gain (its fold 0.73, counted neither as a shift nor as a null), so ev
 its share exactly: a call on one of them is a false one. A fourth, real, null: 6 vs 6 of the 18 COVID-19
 samples of ../shared/data/devsuite/covid19_flow_wsp drawn at random, counts of their 4 gated populations from
 the FlowJo gates (samples.csv). Methods, each with Benjamini–Hochberg over the populations: the NB GLM of
-cytoauto_core.differential (paired by patient in the paired scenario), and t-tests and Wilcoxon tests on
+cytoauto_core.study.differential (paired by patient in the paired scenario), and t-tests and Wilcoxon tests on
 per-sample proportions (Student / rank-sum; paired / signed-rank when paired).
 Run: nice .venv/bin/python bench/differential.py [--studies 200] [--seed 0]
 """
@@ -33,8 +33,8 @@ from statsmodels.stats.multitest import multipletests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cytoauto_core.abundance import CountTable  # noqa: E402
-from cytoauto_core.differential import Design, differential_abundance  # noqa: E402
+from cytoauto_core.study.abundance import CountTable  # noqa: E402
+from cytoauto_core.study.differential import Design, differential_abundance  # noqa: E402
 
 N_POPULATIONS = 20
 COVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "devsuite" / "covid19_flow_wsp"
@@ -118,7 +118,7 @@ def proportion_pvalues(study: Study, paired: bool, test: str) -> tuple[np.ndarra
 
 
 METHODS = {
-    "NB GLM (cytoauto_core.differential)": lambda s, paired: glm_pvalues(s, paired),
+    "NB GLM (cytoauto_core.study.differential)": lambda s, paired: glm_pvalues(s, paired),
     "t-test on proportions": lambda s, paired: proportion_pvalues(s, paired, "t-test"),
     "Wilcoxon on proportions": lambda s, paired: proportion_pvalues(s, paired, "wilcoxon"),
 }

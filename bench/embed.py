@@ -17,11 +17,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cytoauto_core.demo import make_demo  # noqa: E402
-from cytoauto_core.embeddings import EmbeddingParams, embed  # noqa: E402
-from cytoauto_core.metrics import knn_label_agreement  # noqa: E402
-from cytoauto_core.stats import channel_stats  # noqa: E402
-from cytoauto_core.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.prep.stats import channel_stats  # noqa: E402
+from cytoauto_core.prep.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.study.demo import make_demo  # noqa: E402
+from cytoauto_core.tools.embeddings import EmbeddingParams, embed  # noqa: E402
+from cytoauto_core.tools.metrics import knn_label_agreement  # noqa: E402
 
 LEVINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "levine32" / "Levine_32dim_labeled30k_arcsinh.csv"
 

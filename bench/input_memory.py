@@ -29,7 +29,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 kind, path, extra = {kind!r}, {path!r}, {extra!r}
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 
 def status_kb(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
@@ -44,21 +44,21 @@ elif kind == "wsp":
     def run():
         return workspace_labels(path, [extra]).labels.nbytes
 elif kind == "sample_table":
-    from cytoauto_core.samples import read_table
+    from cytoauto_core.study.samples import read_table
     data = open(path, "rb").read()
     samples = json.loads(extra)
     def run():
         return int(read_table(data, path.rsplit("/", 1)[-1], samples).memory_usage(deep=True).sum())
 elif kind == "bundle":
-    from cytoauto_core.models.bundle import load_bundle
+    from cytoauto_core.tools.models.bundle import load_bundle
     def run():
         load_bundle(path)
         return sum(p.stat().st_size for p in __import__("pathlib").Path(path).iterdir())
 elif kind == "session":
     import tempfile
     from cytoauto_core.io import read_file
-    from cytoauto_core.session import import_session
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.session import import_session
+    from cytoauto_core.store.workspace import Workspace
     ws = Workspace(tempfile.mkdtemp())
     key = ws.add_dataset(read_file(extra))
     assert key == json.load(zipfile_open := __import__("zipfile").ZipFile(path).open("session.json"))["dataset"]["key"]
@@ -91,10 +91,10 @@ def measure(kind: str, path: Path, extra: str = "") -> dict:
 
 def real_files(cells: int, seed: int) -> list[tuple[str, str, Path, str]]:
     """(label, kind, path, extra) of real inputs: demo FCS/CSV/h5ad of `cells` cells, real FCS, FlowJo, a table."""
-    from cytoauto_core.demo import make_demo
-    from cytoauto_core.export import write_labelled_h5ad
     from cytoauto_core.io import write_fcs
-    from cytoauto_core.transforms import default_spec
+    from cytoauto_core.io.export import write_labelled_h5ad
+    from cytoauto_core.prep.transforms import default_spec
+    from cytoauto_core.study.demo import make_demo
 
     fcs, csv, h5ad = (OUT / f"demo_{cells}_seed{seed}.{ext}" for ext in ("fcs", "csv", "h5ad"))
     if not (fcs.exists() and csv.exists() and h5ad.exists()):
@@ -177,9 +177,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    from cytoauto_core.demo import make_demo
-    from cytoauto_core.export import write_labelled_h5ad
-    from cytoauto_core.transforms import default_spec
+    from cytoauto_core.io.export import write_labelled_h5ad
+    from cytoauto_core.prep.transforms import default_spec
+    from cytoauto_core.study.demo import make_demo
 
     small = make_demo(2_000, args.seed)
     small_export = write_labelled_h5ad(OUT / "small_export.h5ad", small, default_spec(small), None)
@@ -205,12 +205,12 @@ def archive_files(demo_fcs: Path) -> list[tuple[str, str, Path, str]]:
     from test_archive_bombs import deflated_zeros, entry, npy_bytes, npy_header, raw_zip, resigned, stored
 
     from cytoauto_core.io import read_file
-    from cytoauto_core.labels import LabelStore
-    from cytoauto_core.models.baselines import LogisticRegressionModel
-    from cytoauto_core.models.bundle import ModelBundle, save_bundle
-    from cytoauto_core.session import export_session
-    from cytoauto_core.transforms import TransformSpec
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.prep.transforms import TransformSpec
+    from cytoauto_core.store.labels import LabelStore
+    from cytoauto_core.store.session import export_session
+    from cytoauto_core.store.workspace import Workspace
+    from cytoauto_core.tools.models.baselines import LogisticRegressionModel
+    from cytoauto_core.tools.models.bundle import ModelBundle, save_bundle
 
     ds = read_file(demo_fcs)
     ws = Workspace(Path(tempfile.mkdtemp()))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.selection import cells_in_selection
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.tools.selection import cells_in_selection
 
 
 def lasso(center: tuple[float, float], radius: float, vertices: int) -> dict:

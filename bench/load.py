@@ -31,7 +31,7 @@ before = status_kb("VmRSS:")
 t = time.perf_counter()
 if {upload!r}:
     import io, tempfile
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.workspace import Workspace
     from ui.upload import store_uploads
     buffer = io.BytesIO(open({path!r}, "rb").read())  # Streamlit holds the whole upload in memory
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,8 +47,8 @@ print(json.dumps({{"seconds": seconds, "peak_mb": (status_kb("VmHWM:") - before)
 
 def make_files(n_cells: int, seed: int) -> dict[str, Path]:
     """Write the demo (39 channels + population → 40 FCS channels) as FCS and CSV, once per size and seed."""
-    from cytoauto_core.demo import make_demo
     from cytoauto_core.io import write_fcs
+    from cytoauto_core.study.demo import make_demo
 
     fcs, csv = OUT / f"demo_{n_cells}_seed{seed}.fcs", OUT / f"demo_{n_cells}_seed{seed}.csv"
     if not (fcs.exists() and csv.exists()):

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import devsuite_sets  # noqa: E402
 from devsuite import labelled_and_pool  # noqa: E402
 
-from cytoauto_core.marker_table import MarkerTable, channel_key, read_marker_table  # noqa: E402
-from cytoauto_core.metrics import name_key  # noqa: E402
-from cytoauto_core.table_training import TableBlendModel  # noqa: E402
-from cytoauto_core.training import build_model  # noqa: E402
+from cytoauto_core.base.labelled import name_key  # noqa: E402
+from cytoauto_core.io.marker_table import MarkerTable, channel_key, read_marker_table  # noqa: E402
+from cytoauto_core.tools.table_training import TableBlendModel  # noqa: E402
+from cytoauto_core.tools.training import build_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TABLES = {"levine32": devsuite_sets.SHARED / "levine32" / "knowledge_table" / "levine32_expected_expression.csv",

@@ -1,7 +1,7 @@
 """How well per-file QC flags a shifted file: false flags on files like the training data, detection per shift.
 
 Reference: the demo sample the shipped bundle is trained on (make_demo 20,000 cells, seed 0), default
-transform, limits from cytoauto_core.qc (one training sample: DRIFT_FLOOR, or SAMPLING / √cells for small
+transform, limits from cytoauto_core.prep.qc (one training sample: DRIFT_FLOOR, or SAMPLING / √cells for small
 files). Unshifted files: demo seeds 1..N at 100 and 300 cells (random cells of a 1,000-cell demo; the demo
 makes no fewer), 1,000, 10,000 and 100,000 cells. Shifted files: 10,000 cells, one marker multiplied by a
 factor on the instrument scale (as a miscalibrated detector or a different staining would), every one of the
@@ -21,10 +21,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cytoauto_core.demo import MIN_CELLS, make_demo  # noqa: E402
-from cytoauto_core.export import LabelledCells  # noqa: E402
-from cytoauto_core.qc import SAMPLING, file_qc, reference_from  # noqa: E402
-from cytoauto_core.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.base.labelled import LabelledCells  # noqa: E402
+from cytoauto_core.prep.qc import SAMPLING, file_qc, reference_from  # noqa: E402
+from cytoauto_core.prep.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.study.demo import MIN_CELLS, make_demo  # noqa: E402
 
 FACTORS = (1.1, 1.2, 1.3, 1.5, 2.0)
 SIZES = (100, 300, 1_000, 10_000, 100_000)

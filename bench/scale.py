@@ -54,9 +54,9 @@ def step(name: str, cells: int):
 
 def make_files(total: int, per_file: int, out: Path) -> list[Path]:
     """The study's FCS files (written once): demo files, condition A with fewer Pre_B_cells."""
-    from cytoauto_core.dataset import Dataset
-    from cytoauto_core.demo import make_demo
+    from cytoauto_core.base.dataset import Dataset
     from cytoauto_core.io import write_fcs
+    from cytoauto_core.study.demo import make_demo
 
     folder = out / f"files_{per_file}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def pick_labels(truth, per_population: int, seed: int) -> tuple[np.ndarray, np.n
 
 def macro_f1(population_id: np.ndarray, truth, names: dict[int, str]) -> float:
     """Macro-F1 over the cells of named populations, from a confusion matrix built chunk by chunk."""
-    from cytoauto_core.chunks import iter_rows
+    from cytoauto_core.base.chunks import iter_rows
 
     truth_names = [str(c) for c in truth.cat.categories]
     to_id = np.array([{n: i for i, n in names.items()}.get(n, -1) for n in truth_names])
@@ -124,19 +124,19 @@ def macro_f1(population_id: np.ndarray, truth, names: dict[int, str]) -> float:
 
 def journey(paths: list[Path], work: Path, total: int, model: str, method: str, seed: int) -> dict:
     """Every step once, in this process; returns what the Dask comparison and the summary need."""
-    from cytoauto_core.abundance import CountTable
-    from cytoauto_core.clustering.flowsom import ClusteringParams
-    from cytoauto_core.differential import Design, differential_abundance
-    from cytoauto_core.embeddings import EmbeddingParams
-    from cytoauto_core.export import LabelledCells
-    from cytoauto_core.ingest import ingest
-    from cytoauto_core.large_study import cluster_study, map_study, summarise, train_study
-    from cytoauto_core.passes import predict_cells
-    from cytoauto_core.sample_exports import write_sample_exports
-    from cytoauto_core.samples import SAMPLE
-    from cytoauto_core.training import TrainingRequest
-    from cytoauto_core.transforms import default_spec
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.base.labelled import LabelledCells
+    from cytoauto_core.io.sample_exports import write_sample_exports
+    from cytoauto_core.prep.transforms import default_spec
+    from cytoauto_core.store.workspace import Workspace
+    from cytoauto_core.study.abundance import CountTable
+    from cytoauto_core.study.differential import Design, differential_abundance
+    from cytoauto_core.study.ingest import ingest
+    from cytoauto_core.study.large_study import cluster_study, map_study, summarise, train_study
+    from cytoauto_core.study.passes import predict_cells
+    from cytoauto_core.study.samples import SAMPLE
+    from cytoauto_core.tools.clustering.flowsom import ClusteringParams
+    from cytoauto_core.tools.embeddings import EmbeddingParams
+    from cytoauto_core.tools.training import TrainingRequest
 
     workspace = Workspace(work / "workspace")
     with step("ingest", total):
@@ -176,8 +176,8 @@ def journey(paths: list[Path], work: Path, total: int, model: str, method: str, 
 
 def on_dask(result: dict, work: Path, workers: int) -> None:
     """The cluster assignment and the apply pass on an embedded Dask cluster; the same labels as in-process."""
-    from cytoauto_core.batch import dask_client
-    from cytoauto_core.passes import assign_clusters, predict_cells
+    from cytoauto_core.run.batch import dask_client
+    from cytoauto_core.study.passes import assign_clusters, predict_cells
 
     ds, total = result["dataset"], result["dataset"].n_cells
     with dask_client(None, workers) as client:

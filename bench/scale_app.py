@@ -29,8 +29,8 @@ PAGES = ["", "explore", "map", "cluster", "label", "train", "results", "compare"
 
 def study(cells: int, per_file: int = 500_000) -> tuple[Path, str]:
     """The workspace holding the study (imported once) and its key."""
-    from cytoauto_core.ingest import ingest
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.workspace import Workspace
+    from cytoauto_core.study.ingest import ingest
 
     files = sorted((OUT / f"files_{per_file}").glob("*.fcs"))[: cells // per_file]
     if len(files) < cells // per_file:
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=10_000_000)
     args = ap.parse_args()
     root, key = study(args.cells)
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.workspace import Workspace
     drawn_before = "working_sample" in (Workspace(root).load_settings(key) or {})
     rows = []
     with streamlit_server(root, root.parent / "server.log") as url, chromium_page() as page:

@@ -1,7 +1,7 @@
 """Benchmark of "Label these next": a simulated user adds labels from the suggestions or at random, round by round.
 
 Per devsuite set and seed: start with 3 labels per population (train rows), then 5 rounds; each round adds
-5 × n_populations labels, either the cells cytoauto_core.suggestions proposes (among the scorable, unlabelled train
+5 × n_populations labels, either the cells cytoauto_core.tools.suggestions proposes (among the scorable, unlabelled train
 rows; the user answers every cell with its true label) or 5 random train rows per population. After every round the
 model is refitted and scored (macro-F1 on the test rows). Reference: 25 random labels per population. Also reported:
 how pure the suggested groups are (share of a group's cells in its most common true population), i.e. how often
@@ -32,8 +32,8 @@ import devsuite_sets  # noqa: E402
 from devsuite import draw_labels, labelled_and_pool, make_model  # noqa: E402
 from devsuite_sets import DevSet  # noqa: E402
 
-from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING  # noqa: E402
-from cytoauto_core.suggestions import candidate_rows, suggest_cells  # noqa: E402
+from cytoauto_core.base.labelled import MIN_LABELS_FOR_TRAINING  # noqa: E402
+from cytoauto_core.tools.suggestions import candidate_rows, suggest_cells  # noqa: E402
 
 START, PER_ROUND, ROUNDS, REFERENCE = 3, 5, 5, 25
 SEEDS = (0, 1, 2)

@@ -6,7 +6,7 @@ train row and unscorable cell (at most 50,000, seeded), as in bench/devsuite.py.
 of hidden-population cells called unknown, the share of known-population cells called unknown, and macro-F1 over the
 known populations with and without the rejection (a rejected known cell counts as wrong), and the AUROC of each
 method's score for telling hidden from known cells (whatever the level). Methods:
-- "<model> + envelopes": the app's unknown detection (cytoauto_core.models.novelty) beside the model the app applies;
+- "<model> + envelopes": the app's unknown detection (cytoauto_core.tools.models.novelty) beside the model the app applies;
 - "LDA + χ² distance": the classic reject option — LDA, and a cell is unknown when its squared Mahalanobis distance to
   its predicted population (LDA's pooled covariance) exceeds the χ²(markers) quantile at 1 − the level.
 hipc_rare_activated is left out: it has two populations, and hiding one leaves nothing to classify.
@@ -35,7 +35,7 @@ import devsuite_sets  # noqa: E402
 from devsuite import MAX_POOL, draw_labels, make_model, run_cases  # noqa: E402
 from devsuite_sets import DevSet  # noqa: E402
 
-from cytoauto_core.models.novelty import DEFAULT_REJECTION, fit_novelty, pooled_covariance  # noqa: E402
+from cytoauto_core.tools.models.novelty import DEFAULT_REJECTION, fit_novelty, pooled_covariance  # noqa: E402
 
 SETS = [s for s in devsuite_sets.LOADERS if s != "hipc_rare_activated"]
 SEEDS = (0, 1, 2)

@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from .batch import CHUNK_CELLS, DEFAULT_WORKERS, BatchUsageError, apply_to_files
-from .errors import CytoInputError
-from .models.novelty import DEFAULT_REJECTION
+from .base.errors import CytoInputError
+from .run.batch import CHUNK_CELLS, DEFAULT_WORKERS, BatchUsageError, apply_to_files
+from .tools.models.novelty import DEFAULT_REJECTION
 
 FORMAT_CHOICES = {"csv": ("csv",), "fcs": ("fcs",), "h5ad": ("h5ad",), "both": ("csv", "fcs"),
                   "all": ("csv", "fcs", "h5ad")}
@@ -116,11 +116,11 @@ def label_study_main(args: argparse.Namespace) -> int:
     """0 when every cell was labelled and the files written, 1 when the dataset or model cannot be used."""
     from contextlib import nullcontext
 
-    from .export import LabelledCells
-    from .passes import predict_cells
-    from .sample_exports import write_sample_exports
-    from .train_command import stage_printer
-    from .workspace import Workspace
+    from .base.labelled import LabelledCells
+    from .io.sample_exports import write_sample_exports
+    from .run.train_command import stage_printer
+    from .store.workspace import Workspace
+    from .study.passes import predict_cells
 
     if not 0.0 <= args.threshold <= 1.0:
         print(f"error: the threshold must be between 0 and 1 (got {args.threshold}).", file=sys.stderr)
@@ -157,7 +157,7 @@ def _client(address: str):
 
 def _bundle_names(directory: str) -> dict[int, str]:
     """Population names by id of the bundle (loaded once per process: predict_cells has loaded it already)."""
-    from .batch import read_bundle_ref, worker_bundle
+    from .tools.models.bundle import read_bundle_ref, worker_bundle
 
     bundle = worker_bundle(read_bundle_ref(directory))
     return {int(i): str(n) for i, n in zip(bundle.class_ids, bundle.class_names)}
@@ -165,9 +165,9 @@ def _bundle_names(directory: str) -> dict[int, str]:
 
 def ingest_main(args: argparse.Namespace) -> int:
     """0 when every file was imported, 1 when some were skipped or none could be used."""
-    from .ingest import ingest
-    from .train_command import stage_printer
-    from .workspace import Workspace
+    from .run.train_command import stage_printer
+    from .store.workspace import Workspace
+    from .study.ingest import ingest
 
     workspace = Workspace(Path(args.workspace) if args.workspace else None)
     try:
@@ -204,9 +204,9 @@ def apply_main(args: argparse.Namespace) -> int:
 
 def train_main(args: argparse.Namespace) -> int:
     """0 when the bundle was saved, 1 when the files or labels cannot be trained on, 2 on unusable arguments."""
-    from .models.evaluation import readable_scores
-    from .train_command import TrainCommand, TrainUsageError, model_name, run_train, stage_printer
-    from .training import DEFAULT_COMPARISON
+    from .run.train_command import TrainCommand, TrainUsageError, model_name, run_train, stage_printer
+    from .tools.models.evaluation import readable_scores
+    from .tools.training import DEFAULT_COMPARISON
 
     try:
         command = TrainCommand(
@@ -246,8 +246,8 @@ def train_main(args: argparse.Namespace) -> int:
 
 def _vime_settings(pairs: list[str]) -> dict:
     """--vime KEY=VALUE pairs as VIMEParams fields (values read as JSON numbers/booleans where they are)."""
-    from .models.vime import VIMEParams
-    from .train_command import TrainUsageError
+    from .run.train_command import TrainUsageError
+    from .tools.models.vime import VIMEParams
 
     known = set(VIMEParams.__dataclass_fields__) - {"seed"}
     settings = {}

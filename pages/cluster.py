@@ -2,10 +2,10 @@
 import numpy as np
 import streamlit as st
 
-from cytoauto_core.biaxial import default_axes
-from cytoauto_core.clustering import ClusteringParams, FlowSOM
-from cytoauto_core.clustering.profile import central_cells, cluster_medians, similarity_order
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.tools.biaxial import default_axes
+from cytoauto_core.tools.clustering import ClusteringParams, FlowSOM
+from cytoauto_core.tools.clustering.profile import central_cells, cluster_medians, similarity_order
 from ui import maps, state, study_cluster
 from ui.plots import cluster_heatmap_figure, scatter_figure
 from ui.text import literal

@@ -4,11 +4,17 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.transforms import (
-    COFACTOR_FLOW, COFACTOR_MASS, ScaleGuess, TransformSpec, UntickedChannel, detect_scale, unticked_channels,
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.prep.transforms import (
+    COFACTOR_FLOW,
+    COFACTOR_MASS,
+    ScaleGuess,
+    TransformSpec,
+    UntickedChannel,
+    detect_scale,
+    unticked_channels,
 )
-from cytoauto_core.workspace import DatasetRecord
+from cytoauto_core.store.workspace import DatasetRecord
 from ui import state
 from ui.cofactors import cofactor_panel
 from ui.server_import import server_import

@@ -4,8 +4,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.stats import channel_stats, correlation, per_sample_stats
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.prep.stats import channel_stats, correlation, per_sample_stats
+from cytoauto_core.prep.transforms import TransformSpec
 from ui import state
 from ui.plots import box_figure, heatmap_figure, histogram_figure
 from ui.text import literal

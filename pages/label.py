@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.biaxial import default_axes, point_density
-from cytoauto_core.dataset import NOT_A_POPULATION
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.dataset import NOT_A_POPULATION
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import MIN_LABELS_FOR_TRAINING
 from cytoauto_core.io.flowjo import WorkspaceGates
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
-from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, Assignment, read_label_file
-from cytoauto_core.selection import cells_in_selection
+from cytoauto_core.store.labels import Assignment, read_label_file
+from cytoauto_core.tools.biaxial import default_axes, point_density
+from cytoauto_core.tools.selection import cells_in_selection
 from ui import maps, marker_table_panel, state, suggest_panel
 from ui.plots import heatmap_figure, scatter_figure
 from ui.text import literal

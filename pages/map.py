@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from cytoauto_core.embeddings import EmbeddingParams
+from cytoauto_core.tools.embeddings import EmbeddingParams
 from ui import maps, state, study_map
 from ui.plots import scatter_figure
 from ui.results import load_result

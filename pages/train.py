@@ -2,16 +2,16 @@
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING
-from cytoauto_core.marker_table import MarkerTable
-from cytoauto_core.models.evaluation import held_out_fits, held_out_text
-from cytoauto_core.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
-from cytoauto_core.models.vime import VIMEParams, network_weight_for
-from cytoauto_core.recommendation import recommend_model
-from cytoauto_core.table_training import table_population_ids
-from cytoauto_core.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.io.marker_table import MarkerTable
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.tools.models.evaluation import held_out_fits, held_out_text
+from cytoauto_core.tools.models.novelty import DEFAULT_REJECTION, REJECTION_LEVELS
+from cytoauto_core.tools.models.vime import VIMEParams, network_weight_for
+from cytoauto_core.tools.recommendation import recommend_model
+from cytoauto_core.tools.table_training import table_population_ids
+from cytoauto_core.tools.training import DEFAULT_COMPARISON, MODEL_NAMES, TrainingRequest, train_and_apply
 from ui import state, study_panel
 from ui.results import load_result, rejection_text, save_result, show_comparison
 from ui.text import literal

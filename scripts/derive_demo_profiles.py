@@ -1,6 +1,6 @@
 """Derive the demo generator's per-population means and covariances from the Levine_32dim cells.
 
-Only summary numbers are stored (cytoauto_core/data/bone_marrow_profiles.json), never cells.
+Only summary numbers are stored (cytoauto_core/study/data/bone_marrow_profiles.json), never cells.
 Source: Levine et al. 2015, Cell 162:184-197 (FlowRepository FR-FCM-ZZPH), arcsinh cofactor 5.
 Run: .venv/bin/python scripts/derive_demo_profiles.py ../shared/data/levine32/Levine_32dim_labeled30k_arcsinh.csv
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-OUT = Path(__file__).resolve().parents[1] / "cytoauto_core" / "data" / "bone_marrow_profiles.json"
+OUT = Path(__file__).resolve().parents[1] / "cytoauto_core" / "study" / "data" / "bone_marrow_profiles.json"
 
 
 def main(csv_path: str) -> None:

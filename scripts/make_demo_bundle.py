@@ -16,11 +16,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cytoauto_core.demo import DEMO_CELLS, make_demo  # noqa: E402
-from cytoauto_core.models.bundle import ModelBundle, save_bundle  # noqa: E402
-from cytoauto_core.models.novelty import fit_novelty  # noqa: E402
-from cytoauto_core.training import build_model  # noqa: E402
-from cytoauto_core.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.prep.transforms import default_spec, transform_features  # noqa: E402
+from cytoauto_core.study.demo import DEMO_CELLS, make_demo  # noqa: E402
+from cytoauto_core.tools.models.bundle import ModelBundle, save_bundle  # noqa: E402
+from cytoauto_core.tools.models.novelty import fit_novelty  # noqa: E402
+from cytoauto_core.tools.training import build_model  # noqa: E402
 
 LABELS_PER_POPULATION = 10
 

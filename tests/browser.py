@@ -124,9 +124,9 @@ def label_demo_cells(page, workspace: Path, names, per_population: int = 10):
 
     import numpy as np
 
-    from cytoauto_core.demo import DEMO_CELLS, make_demo
-    from cytoauto_core.labels import LabelStore
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.labels import LabelStore
+    from cytoauto_core.store.workspace import Workspace
+    from cytoauto_core.study.demo import DEMO_CELLS, make_demo
 
     key = parse_qs(urlparse(page.url).query)["dataset"][0]
     ws = Workspace(workspace)

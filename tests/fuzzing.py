@@ -88,7 +88,7 @@ def attempt_read(path, reader=None) -> tuple[dict, object]:
     or None and a refusal (its message), "oom" or a "traceback" (its class, message and the line it came from)."""
     import traceback
 
-    from cytoauto_core.errors import CytoInputError
+    from cytoauto_core.base.errors import CytoInputError
     from cytoauto_core.io import read_file
 
     try:

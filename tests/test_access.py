@@ -7,8 +7,8 @@ import time
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core.demo import DEMO_CELLS, make_demo
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import DEMO_CELLS, make_demo
 from ui.state import USERS_DIR, user_root
 
 ISSUER = "https://idp.lab.test"

@@ -6,8 +6,8 @@ import time
 from streamlit.testing.v1 import AppTest
 
 from conftest import CORPUS, ROOT
-from cytoauto_core.demo import DEMO_CELLS
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import DEMO_CELLS
 from ui.state import NOT_IN_WORKSPACE
 
 APP = str(ROOT / "app.py")

@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from cytoauto_core import archive as archive_module
-from cytoauto_core import session as session_module
-from cytoauto_core.demo import make_demo
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.models.baselines import LogisticRegressionModel
-from cytoauto_core.models.bundle import ModelBundle, load_bundle, save_bundle
-from cytoauto_core.session import import_session
-from cytoauto_core.transforms import TransformSpec
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.base import archive as archive_module
+from cytoauto_core.store import session as session_module
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.store.session import import_session
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models.baselines import LogisticRegressionModel
+from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, save_bundle
 from synthetic import gaussian_cells
 
 USER_FILE = "my_session.zip"
@@ -45,10 +45,10 @@ HEADROOM = 1 << 30  # the child's address-space cap above what it holds after it
 CHILD = r'''
 import json, resource, sys, time
 from pathlib import Path
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.models.bundle import load_bundle
-from cytoauto_core.session import import_session
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.tools.models.bundle import load_bundle
+from cytoauto_core.store.session import import_session
+from cytoauto_core.store.workspace import Workspace
 
 def status(field):
     """A /proc/self/status memory figure, in bytes."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cytoauto_core.models import TrainingCancelled
-from cytoauto_core.models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
-from cytoauto_core.models.evaluation import evaluate_models, score
+from cytoauto_core.tools.models import TrainingCancelled
+from cytoauto_core.tools.models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
+from cytoauto_core.tools.models.evaluation import evaluate_models, score
 from synthetic import gaussian_cells, label_split
 
 FAST_XGB = XGBoostParams(n_estimators=30)

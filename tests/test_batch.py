@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 
 from conftest import CORPUS, ROOT
-from cytoauto_core.batch import _task_failure, apply_to_files
-from cytoauto_core.dataset import UNKNOWN_ID
-from cytoauto_core.demo import make_demo
-from cytoauto_core.export import names_of
+from cytoauto_core.base.dataset import UNKNOWN_ID
+from cytoauto_core.base.labelled import names_of
 from cytoauto_core.io import read_file, write_fcs
-from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
-from cytoauto_core.models.novelty import fit_novelty
-from cytoauto_core.training import build_model
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.run.batch import _task_failure, apply_to_files
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
+from cytoauto_core.tools.models.novelty import fit_novelty
+from cytoauto_core.tools.training import build_model
 
 TRAIN_SEED = 0  # demo cells the LDA is trained on; LDA seed 0
 FILE_SEEDS = {"a/demo.fcs": (1, 8_000), "b/demo.fcs": (2, 6_000), "c.fcs": (3, 6_000)}  # path: (demo seed, cells)
@@ -136,9 +136,15 @@ def test_abundance_table(run):
 def test_workers_load_the_bundle_once_and_never_tensorflow(run, cluster):
     from distributed import Client
 
+    def loaded() -> tuple[bool, int]:
+        import importlib
+        import sys
+
+        bundle = importlib.import_module("cytoauto_core.tools.models.bundle")
+        return "tensorflow" in sys.modules, bundle.worker_bundle.cache_info().misses
+
     with Client(cluster) as client:
-        state = client.run(lambda: ("tensorflow" in __import__("sys").modules,
-                                    __import__("cytoauto_core.batch").batch.worker_bundle.cache_info().misses))
+        state = client.run(loaded)
     assert all(not tf and misses <= 1 for tf, misses in state.values()), state
 
 

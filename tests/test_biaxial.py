@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import LEVINE
-from cytoauto_core.biaxial import default_axes, point_density
 from cytoauto_core.io import read_files
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.tools.biaxial import default_axes, point_density
 
 
 def test_density_counts_the_points_sharing_a_histogram_cell():

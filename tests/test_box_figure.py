@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cytoauto_core.demo import make_demo
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.study.demo import make_demo
 from ui.plots import box_figure
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from browser import chromium_page, streamlit_server, upload_files, wait_for_app
-from cytoauto_core.demo import make_demo_study
+from cytoauto_core.study.demo import make_demo_study
 from cytoauto_core.io import write_fcs
 from test_browser_journey import SCREENSHOTS, goto_page, train_and_apply
 

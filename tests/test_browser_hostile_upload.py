@@ -8,9 +8,9 @@ import pytest
 
 from browser import chromium_page, streamlit_server, upload_files, wait_for_app
 from conftest import CORPUS
-from cytoauto_core.export import write_labelled_h5ad
+from cytoauto_core.io.export import write_labelled_h5ad
 from cytoauto_core.io import read_file
-from cytoauto_core.transforms import default_spec
+from cytoauto_core.prep.transforms import default_spec
 from oidc_provider import oidc_provider
 from test_browser_access import ALICE, sign_in
 from test_h5ad_hostile import external_link, virtual_dataset

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from browser import chromium_page, streamlit_server, wait_for_app
-from cytoauto_core.demo import make_demo
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import make_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.timed]
 MAX_RATIO = 1.5  # watched / unwatched job time
@@ -44,7 +44,7 @@ def wait_for_warm_up(log: Path, timeout: float = 180.0) -> None:
 
 def labelled_demo(root: Path, per_population: int = 1300) -> str:
     """The demo in a fresh workspace with `per_population` seeded labels in each of its three largest populations."""
-    from cytoauto_core.demo import ensure_demo
+    from cytoauto_core.study.demo import ensure_demo
 
     ws = Workspace(root)
     key = ensure_demo(ws)

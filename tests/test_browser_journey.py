@@ -10,8 +10,8 @@ import pytest
 
 from browser import choose, chromium_page, streamlit_server, table_text, upload_files, wait_for_app
 from conftest import CORPUS, ROOT
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = ROOT / "docs" / "screenshots"

@@ -11,9 +11,9 @@ import pytest
 
 from browser import choose, chromium_page, streamlit_server, table_text, wait_for_app
 from conftest import ROOT
-from cytoauto_core.demo import DEMO_CELLS
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.study.demo import DEMO_CELLS
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
 from test_browser_journey import goto_page, lasso, selected_count
 
 pytestmark = pytest.mark.browser

@@ -12,8 +12,8 @@ import pytest
 from browser import chromium_page, streamlit_server, upload_files, wait_for_app
 from conftest import LEVINE
 from cytoauto_core.io import read_file
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
 from test_browser_journey import goto_page, shot, train_and_apply
 
 pytestmark = pytest.mark.browser

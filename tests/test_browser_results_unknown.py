@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from browser import choose, chromium_page, label_demo_cells, streamlit_server, wait_for_app
-from cytoauto_core.demo import make_demo
-from cytoauto_core.embeddings import EmbeddingParams, embed
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.embeddings import EmbeddingParams, embed
+from cytoauto_core.prep.transforms import default_spec, transform_features
 from test_browser_journey import SCREENSHOTS, goto_page, train_and_apply
 
 pytestmark = pytest.mark.browser

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from browser import chromium_page, streamlit_server, table_text, wait_for_app
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.ingest import DATA_ENV_VAR
 from cytoauto_core.io import write_fcs
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.study.ingest import DATA_ENV_VAR
 
 pytestmark = pytest.mark.browser
 JOB_TIMEOUT_MS = 240_000  # the job waits for the server's TensorFlow import before it starts

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from browser import chromium_page, streamlit_server, upload_files, wait_for_app
-from cytoauto_core.demo import ensure_demo
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.transforms import default_spec
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.study.demo import ensure_demo
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.prep.transforms import default_spec
+from cytoauto_core.store.workspace import Workspace
 from test_browser_journey import saved_counts
 
 pytestmark = pytest.mark.browser

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from browser import chromium_page, streamlit_server, table_text, wait_for_app
-from cytoauto_core import large_study
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.ingest import ingest
+from cytoauto_core.study import large_study
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.study.ingest import ingest
 from cytoauto_core.io import read_file, write_fcs
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
 from test_browser_journey import goto_page, train_and_apply
 
 pytestmark = pytest.mark.browser

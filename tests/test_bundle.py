@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from cytoauto_core.demo import make_demo
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import write_fcs
-from cytoauto_core.models import bundle as bundle_module
-from cytoauto_core.models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
-from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models import bundle as bundle_module
+from cytoauto_core.tools.models.baselines import LDAModel, LogisticRegressionModel, XGBoostModel, XGBoostParams
+from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
 from synthetic import gaussian_cells, label_split
 
 NAMES = [f"CD{i}" for i in range(8)]
 
 
 def _vime():
-    from cytoauto_core.models.vime import VIMEClassifier, VIMEParams
+    from cytoauto_core.tools.models.vime import VIMEClassifier, VIMEParams
 
     return VIMEClassifier(VIMEParams(encoder_sizes=[16], predictor_sizes=[16], pretrain_steps=20, semi_steps=120,
                                      rounds=1, batch_labeled=64, batch_unlabeled=64, ensemble=2))
@@ -202,7 +202,7 @@ def test_npz_arrays_that_are_not_plain_numbers_are_refused(saved, tmp_path):
 def _unloadable(*folders) -> list[str]:
     """Load each folder in one child process, so that a regression crashing libxgboost fails this test instead of
     killing pytest; the one-sentence error of each (or 'loaded')."""
-    code = ("import sys\nfrom cytoauto_core.errors import CytoInputError\nfrom cytoauto_core.models.bundle import load_bundle\n"
+    code = ("import sys\nfrom cytoauto_core.base.errors import CytoInputError\nfrom cytoauto_core.tools.models.bundle import load_bundle\n"
             "for folder in sys.argv[1:]:\n    try:\n        load_bundle(folder)\n        print('loaded')\n"
             "    except CytoInputError as exc:\n        print(str(exc).replace(chr(10), ' '))\n")
     done = subprocess.run([sys.executable, "-c", code, *map(str, folders)], cwd=ROOT, capture_output=True, text=True,
@@ -267,7 +267,7 @@ def test_apply_exits_2_with_one_sentence_for_a_bundle_that_cannot_load(saved, tm
 
 
 def test_labelling_every_cell_reports_progress_per_chunk_and_can_be_cancelled(cells, monkeypatch):
-    from cytoauto_core.models import TrainingCancelled
+    from cytoauto_core.tools.models import TrainingCancelled
 
     raw = cells[0]
     bundle = _bundle("lda", cells)

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from conftest import LEVINE
 
-from cytoauto_core.clustering import ClusteringParams, FlowSOM
-from cytoauto_core.clustering.profile import central_cells, cluster_medians, similarity_order
-from cytoauto_core.clustering.store import ClusterStore
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.metrics import matched_f1
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.tools.clustering import ClusteringParams, FlowSOM
+from cytoauto_core.tools.clustering.profile import central_cells, cluster_medians, similarity_order
+from cytoauto_core.tools.clustering.store import ClusterStore
+from cytoauto_core.tools.metrics import matched_f1
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_weighted_average_linkage_is_average_linkage_for_equal_weights_and_avera
     from scipy.spatial.distance import cdist
     from sklearn.metrics import adjusted_rand_score
 
-    from cytoauto_core.clustering.metacluster import weighted_average_linkage
+    from cytoauto_core.tools.clustering.metacluster import weighted_average_linkage
 
     points = np.random.default_rng(0).normal(size=(60, 4))
     plain = fcluster(linkage(points, method="average"), 7, criterion="maxclust")
@@ -125,9 +125,9 @@ def test_store_refuses_unknown_clusters_and_reports_a_damaged_array(tmp_path, le
 def test_linear_scatter_beside_arcsinh_markers_is_brought_to_their_scale_and_cyTOF_markers_are_left_alone(levine):
     from conftest import SHARED
 
-    from cytoauto_core.clustering.flowsom import balance_scales
     from cytoauto_core.io import read_file
-    from cytoauto_core.transforms import default_spec, transform_features
+    from cytoauto_core.prep.transforms import default_spec, transform_features
+    from cytoauto_core.tools.clustering.flowsom import balance_scales
 
     np.testing.assert_array_equal(balance_scales(levine[0]), 1.0)
     dataset = read_file(SHARED / "devsuite" / "flowsom_mouse_bal_wsp" / "68983.fcs")

@@ -9,12 +9,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SHARED
-from cytoauto_core import samples
-from cytoauto_core.models.bundle import ModelBundle, predict_dataset, save_bundle
-from cytoauto_core.qc import reference_from
-from cytoauto_core.training import build_model
-from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.prep.qc import reference_from
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study import samples
+from cytoauto_core.tools.models.bundle import ModelBundle, predict_dataset, save_bundle
+from cytoauto_core.tools.training import build_model
 from ui.results import RESULT
 
 COVID = SHARED / "devsuite" / "covid19_flow_wsp"

@@ -7,11 +7,11 @@ from sklearn.linear_model import LogisticRegression
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core.coverage import forced_notice
-from cytoauto_core.demo import ensure_demo, make_demo
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import ensure_demo, make_demo
+from cytoauto_core.tools.coverage import forced_notice
 
 NAMED = ["CD4_T_cells", "Mature_B_cells", "Monocytes"]
 

@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import HEAD, LEGACY_LABELS, LEGACY_STATE, LabelStore
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.store.labels import HEAD, LEGACY_LABELS, LEGACY_STATE, LabelStore
 
 N_CELLS = 60
 KILLED = 77

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from bench.differential import covid_null_studies, simulate_study
-from cytoauto_core.abundance import CountTable, by_condition, count_table
-from cytoauto_core.differential import Design, confounding, differential_abundance, plan
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.study.abundance import CountTable, by_condition, count_table
+from cytoauto_core.study.differential import Design, confounding, differential_abundance, plan
 from tests.conftest import SHARED
 
 COVID = SHARED / "devsuite" / "covid19_flow_wsp"

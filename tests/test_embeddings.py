@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from cytoauto_core.embeddings import (
+from cytoauto_core.tools.embeddings import (
     EmbeddingCancelled, EmbeddingParams, embed, embedding_key, pca_2d, stratified_subsample,
 )
 

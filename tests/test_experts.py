@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cytoauto_core.models import TrainingCancelled, softmax
-from cytoauto_core.models.baselines import booster_probs
-from cytoauto_core.models.baselines import linear_logit_weights, LDAModel, LogisticRegressionModel
-from cytoauto_core.models.experts import DEFAULT_SHARES, choose_shares, combine_linear, fit_experts, log_softmax
-from cytoauto_core.transforms import Scaler
+from cytoauto_core.tools.models import TrainingCancelled, softmax
+from cytoauto_core.tools.models.baselines import booster_probs
+from cytoauto_core.tools.models.baselines import linear_logit_weights, LDAModel, LogisticRegressionModel
+from cytoauto_core.tools.models.experts import DEFAULT_SHARES, choose_shares, combine_linear, fit_experts, log_softmax
+from cytoauto_core.prep.transforms import Scaler
 from synthetic import gaussian_cells, label_split
 
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import CORPUS
-from cytoauto_core.demo import make_demo
-from cytoauto_core.export import (LabelledCells, abundance, csv_bytes, labelled_frame, legend_frame,
-                                  write_labelled_fcs, write_split_fcs)
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.io.export import abundance, csv_bytes, labelled_frame, legend_frame, write_labelled_fcs, write_split_fcs
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import read_file, read_files
 
 
@@ -172,8 +172,8 @@ def test_split_fcs_zip_holds_every_cell_once(tmp_path, by):
 
 
 def test_event_ids_beyond_float32_precision_are_refused(tmp_path, monkeypatch):
-    from cytoauto_core import export
-    from cytoauto_core.errors import CytoInputError
+    from cytoauto_core.io import export
+    from cytoauto_core.base.errors import CytoInputError
 
     ds = make_demo(2_000, seed=1)
     monkeypatch.setattr(export, "FLOAT32_EXACT", 1_000)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from cytoauto_core.dataset import event_ids
-from cytoauto_core.export import LabelledCells, write_labelled_fcs
+from cytoauto_core.base.dataset import event_ids
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import fcs_writer, read_file
+from cytoauto_core.io.export import write_labelled_fcs
 
 EXPORTS = sorted([*SHARED.rglob("*.fcs"), *SHARED.rglob("*.lmd")])
 NAMES = {0: "CD4/CD8 T cells", 1: "B cells", 2: "NK, ünïcode"}  # a '/' in a name, as in a path-like FILENAME

@@ -7,7 +7,7 @@ import flowio
 import numpy as np
 import pandas as pd
 
-from cytoauto_core.dataset import Dataset, Spillover, make_channels
+from cytoauto_core.base.dataset import Dataset, Spillover, make_channels
 from cytoauto_core.io import fcs_writer, read_fcs, read_file, write_fcs
 from tests.conftest import CORPUS
 

@@ -9,9 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CORPUS, LEVINE, ROOT, SHARED
-from cytoauto_core.demo import make_demo
 from cytoauto_core.io import read_file
-from cytoauto_core.transforms import default_spec, unticked_channels
+from cytoauto_core.prep.transforms import default_spec, unticked_channels
+from cytoauto_core.study.demo import make_demo
 
 COVID_FCS = (SHARED / "devsuite/covid19_flow_wsp/fcs"
              / "export_COVID19 samples 21_04_20_ST3_COVID19_ICU_005_A ST3 210420_080_Live_cells.fcs")

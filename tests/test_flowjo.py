@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SHARED
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io.flowjo import workspace_labels
 
 BAL = SHARED / "devsuite" / "flowsom_mouse_bal_wsp"
@@ -81,7 +81,7 @@ WORKER = """
 import resource, sys, time
 from pathlib import Path
 import flowkit  # loaded before the measurement starts
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io.flowjo import workspace_labels
 fcs = [Path(p) for p in sys.argv[2:]]
 for wsp in sys.argv[1].split(","):

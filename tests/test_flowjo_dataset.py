@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_files
 from cytoauto_core.io.flowjo import workspace_labels
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names

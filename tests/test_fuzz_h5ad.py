@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 
 from conftest import CORPUS, LEVINE
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.demo import make_demo
-from cytoauto_core.export import LabelledCells, write_labelled_h5ad
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import read_file
+from cytoauto_core.io.export import write_labelled_h5ad
 from cytoauto_core.io.h5ad_reader import allowance
-from cytoauto_core.transforms import default_spec
+from cytoauto_core.prep.transforms import default_spec
+from cytoauto_core.study.demo import make_demo
 from fuzzing import CONTROL, run_jobs
 
 # Not marked timed: a read past fuzzing.READ_LIMIT_S (20 s) counts as a hang, and every read here takes well under a

@@ -8,14 +8,15 @@ import pandas as pd
 import pytest
 
 from conftest import CORPUS
-from cytoauto_core.dataset import UNASSIGNED, event_ids
-from cytoauto_core.demo import make_demo
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.export import LabelledCells, write_labelled_h5ad
+from cytoauto_core.base.dataset import UNASSIGNED, event_ids
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import read_file, read_files
+from cytoauto_core.io.export import write_labelled_h5ad
 from cytoauto_core.io.h5ad import UNASSIGNED_COLOR
-from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import make_demo
 from ui.upload import store_uploads
 
 NAMES = {0: "T cells", 1: "B cells", 2: "NK cells", 3: "never predicted"}

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import CORPUS, ROOT
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.export import write_labelled_h5ad
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file
-from cytoauto_core.transforms import default_spec
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.io.export import write_labelled_h5ad
+from cytoauto_core.prep.transforms import default_spec
+from cytoauto_core.store.workspace import Workspace
 from ui.upload import store_uploads
 
 SECRET = b"cookie_secret = 'do-not-leak-0123456789abcdef'\nclient_secret = 'zyxwvutsrqponmlkjihg'\n" * 4
@@ -136,7 +136,7 @@ def test_unknown_filter_and_shared_objects_are_refused(export, tmp_path):
 
 BOMB_WORKER = r'''
 import sys
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file
 
 def status_mib(field):

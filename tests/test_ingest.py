@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import CORPUS, ROOT
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.ingest import DATA_ENV_VAR, data_root, ingest, list_files
+from cytoauto_core.base.contracts import JobCancelled
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_files, write_fcs
-from cytoauto_core.jobs import JobCancelled
-from cytoauto_core.samples import load_keywords
-from cytoauto_core.workspace import STALE_S, Workspace
+from cytoauto_core.store.workspace import STALE_S, Workspace
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.study.ingest import DATA_ENV_VAR, data_root, ingest, list_files
+from cytoauto_core.study.samples import load_keywords
 
 
 @pytest.fixture(scope="module")

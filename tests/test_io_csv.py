@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_csv, read_file, read_files, write_fcs
 from tests.conftest import CORPUS, LEVINE
 

@@ -8,7 +8,7 @@ import flowio
 import numpy as np
 import pytest
 
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_fcs, read_file, write_fcs
 from tests.conftest import CORPUS, LEVINE
 

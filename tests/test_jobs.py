@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from cytoauto_core.demo import make_demo
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.jobs import Job, JobCancelled, JobManager
-from cytoauto_core.models import TrainingCancelled
-from cytoauto_core.models.vime import VIMEClassifier, VIMEParams
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.base.contracts import JobCancelled
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.run.jobs import Job, JobManager
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models import TrainingCancelled
+from cytoauto_core.tools.models.vime import VIMEClassifier, VIMEParams
 from ui.widgets import time_left
 
 
@@ -180,7 +181,7 @@ def test_bound_threads_limits_blas_and_openmp():
     """In a fresh process, as at a server's start (the limits are process-wide: set here, they would stay for every
     later test)."""
     code = ("import json, os\nimport numpy  # its BLAS, as in the server\nfrom threadpoolctl import threadpool_info\n"
-            "from cytoauto_core.threads import available_cores, bound_threads\n"
+            "from cytoauto_core.run.threads import available_cores, bound_threads\n"
             "one = bound_threads(1)\n"
             "print(json.dumps({'one': one, 'omp': os.environ['OMP_NUM_THREADS'], 'tf': os.environ['TF_NUM_INTEROP_THREADS'],"
             " 'pools': [p['num_threads'] for p in threadpool_info()], 'all': bound_threads(), 'cores': available_cores()}))\n")

@@ -10,9 +10,9 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SHARED
-from cytoauto_core.jobs import JobManager
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.run.jobs import JobManager
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
 
 BAL = SHARED / "devsuite" / "flowsom_mouse_bal_wsp"
 COVID = SHARED / "devsuite" / "covid19_flow_wsp"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import LabelStore, read_label_file
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.store.labels import LabelStore, read_label_file
 
 
 def test_assign_counts_and_persistence(tmp_path):

@@ -16,15 +16,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core import large_study, samples
-from cytoauto_core.abundance import count_table
-from cytoauto_core.clustering import ClusteringParams
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.ingest import ingest
+from cytoauto_core.base.storage import atomic_write_json
 from cytoauto_core.io import read_file, write_fcs
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.storage import atomic_write_json
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study import large_study, samples
+from cytoauto_core.study.abundance import count_table
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.study.ingest import ingest
+from cytoauto_core.tools.clustering import ClusteringParams
 from ui import study_cluster, study_panel
 from ui.results import RESULT, StoredResult
 from ui.study_panel import SUMMARY, TRAINED_ON_SAMPLE

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from cytoauto_core.dataset import Channel
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.dataset import Channel
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file
-from cytoauto_core.marker_table import (MAX_BYTES, MAX_MARKERS, MAX_POPULATIONS, MarkerTable, match_markers,
+from cytoauto_core.io.marker_table import (MAX_BYTES, MAX_MARKERS, MAX_POPULATIONS, MarkerTable, match_markers,
                                         read_marker_table)
 from fuzzing import CONTROL
 from tests.conftest import LEVINE

@@ -10,10 +10,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import LEVINE, ROOT
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.marker_table import MarkerTable, read_marker_table
-from cytoauto_core.workspace import MARKER_TABLE, Workspace
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.io.marker_table import MarkerTable, read_marker_table
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import MARKER_TABLE, Workspace
 from ui.marker_table_panel import TABLE_CALLS, TYPED, grid_frame, table_from_grid, use_populations
 
 TABLE = LEVINE / "knowledge_table" / "levine32_expected_expression.csv"

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from conftest import LEVINE
-from cytoauto_core import metrics as m
+from cytoauto_core.tools import metrics as m
 
 TRUTH = np.array([0, 0, 0, 1, 1, 1, 2, 2, -1, -1])
 PRED = np.array([5, 5, 7, 7, 7, 7, 2, -1, 5, 7])

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import LEVINE_UNNAMED, levine_with_unnamed
-from cytoauto_core.dataset import UNKNOWN, UNKNOWN_ID, Dataset, make_channels
-from cytoauto_core.export import LabelledCells, labelled_frame, legend_frame, write_labelled_fcs, write_labelled_h5ad
+from cytoauto_core.base.dataset import UNKNOWN, UNKNOWN_ID, Dataset, make_channels
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import read_file
-from cytoauto_core.models.baselines import LDAModel
-from cytoauto_core.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
-from cytoauto_core.models.novelty import fit_novelty
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.io.export import labelled_frame, legend_frame, write_labelled_fcs, write_labelled_h5ad
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.tools.models.baselines import LDAModel
+from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, predict_dataset, save_bundle
+from cytoauto_core.tools.models.novelty import fit_novelty
 
 HIDDEN = LEVINE_UNNAMED
 LEVEL = 0.01

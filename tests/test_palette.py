@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoauto_core.labels import PALETTE
+from cytoauto_core.store.labels import PALETTE
 from ui.plots import (LABELLED_SIZE, UNASSIGNED_COLOR, UNKNOWN_CODE, UNKNOWN_COLOR,
                       cluster_heatmap_figure, heatmap_figure, scatter_figure)
 

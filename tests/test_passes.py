@@ -12,22 +12,22 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from cytoauto_core.abundance import count_table
-from cytoauto_core.chunks import ArrayFile, RowAppender, gather_rows, iter_rows, read_rows
-from cytoauto_core.clustering.flowsom import ClusteringParams, FlowSOM
-from cytoauto_core.dataset import NOT_CALLED
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.embeddings import EmbeddingParams, embed
-from cytoauto_core.ingest import ingest
+from cytoauto_core.study.abundance import count_table
+from cytoauto_core.base.chunks import ArrayFile, RowAppender, gather_rows, iter_rows, read_rows
+from cytoauto_core.tools.clustering.flowsom import ClusteringParams, FlowSOM
+from cytoauto_core.base.dataset import NOT_CALLED
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.tools.embeddings import EmbeddingParams, embed
+from cytoauto_core.study.ingest import ingest
 from cytoauto_core.io import write_fcs
-from cytoauto_core.jobs import JobCancelled
-from cytoauto_core.large_study import cluster_study, map_study, summarise, train_study
-from cytoauto_core.models.bundle import load_bundle, predict_dataset
-from cytoauto_core.passes import (MapPlacer, assign_clusters, count_per_sample, place_cells, predict_cells,
+from cytoauto_core.base.contracts import JobCancelled
+from cytoauto_core.study.large_study import cluster_study, map_study, summarise, train_study
+from cytoauto_core.tools.models.bundle import load_bundle, predict_dataset
+from cytoauto_core.study.passes import (MapPlacer, assign_clusters, count_per_sample, place_cells, predict_cells,
                                   stratified_rows)
-from cytoauto_core.training import TrainingRequest
-from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.tools.training import TrainingRequest
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.store.workspace import Workspace
 
 CHUNK = 4_000  # several chunks per sample
 
@@ -35,7 +35,7 @@ CHUNK = 4_000  # several chunks per sample
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     """Several chunks per sample, so every pass stitches chunk results together."""
-    monkeypatch.setattr("cytoauto_core.passes.CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr("cytoauto_core.study.passes.CHUNK_ROWS", CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_a_cluster_started_outside_the_project(stored, tmp_path):
 
 
 def test_a_large_study_gets_one_stored_working_sample(stored, monkeypatch):
-    from cytoauto_core import large_study
+    from cytoauto_core.study import large_study
 
     folder, ds, _, _, _ = stored
     workspace = Workspace(folder / "ws")

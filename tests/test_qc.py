@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoauto_core.batch import apply_to_files
-from cytoauto_core.demo import make_demo
-from cytoauto_core.export import LabelledCells
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import concat_datasets, write_fcs
-from cytoauto_core.models.bundle import ModelBundle, save_bundle
-from cytoauto_core.qc import DRIFT_FLOOR, MarkerReference, file_qc, reference_from, sample_qc
-from cytoauto_core.training import build_model
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.prep.qc import DRIFT_FLOOR, MarkerReference, file_qc, reference_from, sample_qc
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.run.batch import apply_to_files
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models.bundle import ModelBundle, save_bundle
+from cytoauto_core.tools.training import build_model
 
 SCALED_CHANNEL = "Nd146Di"
 

@@ -1,8 +1,13 @@
 """The model recommendation shown on the Train page."""
 from __future__ import annotations
 
-from cytoauto_core.recommendation import DEVSUITE_BEST_BASELINE, DEVSUITE_MAX_LABELS, DEVSUITE_VIME, recommend_model
-from cytoauto_core.training import MODEL_NAMES
+from cytoauto_core.tools.recommendation import (
+    DEVSUITE_BEST_BASELINE,
+    DEVSUITE_MAX_LABELS,
+    DEVSUITE_VIME,
+    recommend_model,
+)
+from cytoauto_core.tools.training import MODEL_NAMES
 
 
 def test_few_labels_recommend_vime_and_say_why_in_one_line():

@@ -1,4 +1,4 @@
-"""Calls compared with reference labels by name: cytoauto_core.reference on Levine_32dim (its matched gating labels as
+"""Calls compared with reference labels by name: cytoauto_core.tools.reference on Levine_32dim (its matched gating labels as
 the reference), by hand, and the Results page's "Compare with reference labels" upload."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from streamlit.testing.v1 import AppTest
 
 from conftest import LEVINE, ROOT, SHARED
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file
-from cytoauto_core.reference import compare_with_reference, reference_from_table
-from cytoauto_core.train_command import label_columns
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.run.train_command import label_columns
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.tools.reference import compare_with_reference, reference_from_table
 from ui.results import RESULT
 
 APP = str(ROOT / "app.py")

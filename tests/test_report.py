@@ -13,19 +13,19 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from cytoauto_core import samples
-from cytoauto_core.abundance import CountTable, count_table
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.differential import Design, differential_abundance
-from cytoauto_core.export import LabelledCells
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.labelled import LabelledCells
+from cytoauto_core.base.storage import read_json
 from cytoauto_core.io import read_files, write_fcs
-from cytoauto_core.models.bundle import ModelBundle, predict_dataset, save_bundle
-from cytoauto_core.qc import MarkerReference, reference_from, sample_qc
-from cytoauto_core.report import ModelSummary, study_report
-from cytoauto_core.storage import read_json
-from cytoauto_core.training import build_model
-from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
+from cytoauto_core.prep.qc import MarkerReference, reference_from, sample_qc
+from cytoauto_core.prep.transforms import TransformSpec, default_spec, transform_features
+from cytoauto_core.study import samples
+from cytoauto_core.study.abundance import CountTable, count_table
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.study.differential import Design, differential_abundance
+from cytoauto_core.study.report import ModelSummary, study_report
+from cytoauto_core.tools.models.bundle import ModelBundle, predict_dataset, save_bundle
+from cytoauto_core.tools.training import build_model
 
 SHIFTED = "Pre_B_cells"
 DESIGN = Design("condition", "A", "B")

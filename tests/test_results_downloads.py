@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import CORPUS, ROOT
 from cytoauto_core.io import read_file
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
 
 APP = str(ROOT / "app.py")
 NAMES = ["T cells", "B cells", "NK cells"]

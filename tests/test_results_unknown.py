@@ -8,13 +8,13 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core.dataset import UNKNOWN_ID
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.models.bundle import ModelBundle, predict_dataset, save_bundle
-from cytoauto_core.models.novelty import fit_novelty
-from cytoauto_core.training import build_model
-from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.base.dataset import UNKNOWN_ID
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.tools.models.bundle import ModelBundle, predict_dataset, save_bundle
+from cytoauto_core.tools.models.novelty import fit_novelty
+from cytoauto_core.tools.training import build_model
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR
 from ui.results import RESULT
 

@@ -15,15 +15,16 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SHARED
-from cytoauto_core import chunks
-from cytoauto_core.dataset import Dataset, make_channels
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.export import LabelledCells, abundance, csv_bytes, labelled_frame, legend_frame
+from cytoauto_core.base import chunks
+from cytoauto_core.base.dataset import Dataset, make_channels
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.io.export import abundance, csv_bytes, labelled_frame, legend_frame
+from cytoauto_core.base.labelled import LabelledCells
 from cytoauto_core.io import concat_datasets, read_file, read_files
-from cytoauto_core.jobs import JobCancelled
-from cytoauto_core.sample_exports import (CSV_CHUNK_ROWS, count_populations, sample_rows, write_csv_stream,
+from cytoauto_core.base.contracts import JobCancelled
+from cytoauto_core.io.sample_exports import (CSV_CHUNK_ROWS, count_populations, sample_rows, write_csv_stream,
                                           write_sample_exports)
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
 
 HIMC = SHARED / "devsuite" / "himc_ctrl_cytof" / "fcs"
 NAMES = {0: "T cells", 1: "B cells", 2: "NK cells", 4: "rare"}
@@ -191,9 +192,9 @@ def peak_mb():
 
 
 import numpy as np
-from cytoauto_core.export import LabelledCells
-from cytoauto_core.sample_exports import count_populations, write_csv_stream, write_sample_exports
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.io.export import LabelledCells
+from cytoauto_core.io.sample_exports import count_populations, write_csv_stream, write_sample_exports
+from cytoauto_core.store.workspace import Workspace
 
 root, key, arrays = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 imported, started = peak_mb(), time.perf_counter()

@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cytoauto_core import samples
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_files
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study import samples
 from tests.conftest import SHARED
 
 COVID = SHARED / "devsuite" / "covid19_flow_wsp"

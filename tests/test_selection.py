@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cytoauto_core.selection import cells_in_box, cells_in_polygon, cells_in_selection
+from cytoauto_core.tools.selection import cells_in_box, cells_in_polygon, cells_in_selection
 
 
 def test_box_selects_exactly_the_points_inside():

@@ -8,10 +8,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core.demo import make_demo_study
-from cytoauto_core.ingest import DATA_ENV_VAR
 from cytoauto_core.io import write_fcs
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import make_demo_study
+from cytoauto_core.study.ingest import DATA_ENV_VAR
 from ui.server_import import HOW_TO_ENABLE
 
 APP = str(ROOT / "app.py")

@@ -11,16 +11,16 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import LEVINE, ROOT
-from cytoauto_core.clustering.flowsom import ClusteringParams, FlowSOM
-from cytoauto_core.demo import ensure_demo
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.marker_table import read_marker_table
-from cytoauto_core.models.bundle import load_bundle
-from cytoauto_core.session import cluster_store, export_session, import_session
-from cytoauto_core.transforms import default_spec, transform_features
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.io.marker_table import read_marker_table
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.session import cluster_store, export_session, import_session
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import ensure_demo
+from cytoauto_core.tools.clustering.flowsom import ClusteringParams, FlowSOM
+from cytoauto_core.tools.models.bundle import load_bundle
 
 FCS = LEVINE / "Levine_32dim_10k.fcs"
 SHIPPED_BUNDLE = ROOT / "models" / "demo_bone_marrow_vime"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import ROOT
-from cytoauto_core.demo import make_demo
-from cytoauto_core.models.bundle import load_bundle, predict_dataset
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models.bundle import load_bundle, predict_dataset
 
 BUNDLE = ROOT / "models" / "demo_bone_marrow_vime"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as ss
 
-from cytoauto_core.stats import channel_stats, correlation, histogram, per_sample_stats
+from cytoauto_core.prep.stats import channel_stats, correlation, histogram, per_sample_stats
 
 
 @pytest.fixture(scope="module")

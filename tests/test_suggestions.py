@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cytoauto_core.suggestions import NO_PROPOSAL, Suggestions, candidate_rows, suggest_cells, uncertainty
+from cytoauto_core.tools.suggestions import NO_PROPOSAL, Suggestions, candidate_rows, suggest_cells, uncertainty
 
 
 def two_populations(n: int = 4_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,9 +123,9 @@ def _demo_label_page(workspace_dir, populations: tuple[str, ...]):
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
-    from cytoauto_core.demo import DEMO_CELLS, make_demo
-    from cytoauto_core.labels import LabelStore
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.labels import LabelStore
+    from cytoauto_core.store.workspace import Workspace
+    from cytoauto_core.study.demo import DEMO_CELLS, make_demo
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     [record] = Workspace(workspace_dir).list_datasets()
@@ -166,8 +166,8 @@ def test_label_page_suggests_on_the_demo_and_saves_the_answers(workspace_dir):
 def test_label_page_uses_the_last_trained_model_and_its_population_names(workspace_dir):
     """A stored result (the last trained model) gives the probabilities and the proposed names; choosing another
     population for a group labels its cells so."""
-    from cytoauto_core.models.baselines import LogisticRegressionModel
-    from cytoauto_core.workspace import Workspace
+    from cytoauto_core.store.workspace import Workspace
+    from cytoauto_core.tools.models.baselines import LogisticRegressionModel
 
     names = ("CD4_T_cells", "Mature_B_cells", "Monocytes")
     at, store, truth, key = _demo_label_page(workspace_dir, names)

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from cytoauto_core.base.labelled import name_key
 from cytoauto_core.io import read_file
-from cytoauto_core.marker_table import MarkerTable, channel_key, read_marker_table
-from cytoauto_core.metrics import name_key
-from cytoauto_core.models.baselines import LDAModel
-from cytoauto_core.models.bundle import ModelBundle, load_bundle, save_bundle
-from cytoauto_core.table_annotation import UNASSIGNED, annotate
-from cytoauto_core.table_training import TableBlendModel, table_population_ids
-from cytoauto_core.training import TrainingRequest, train_and_apply
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.io.marker_table import MarkerTable, channel_key, read_marker_table
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.tools.models.baselines import LDAModel
+from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, save_bundle
+from cytoauto_core.tools.table_annotation import UNASSIGNED, annotate
+from cytoauto_core.tools.table_training import TableBlendModel, table_population_ids
+from cytoauto_core.tools.training import TrainingRequest, train_and_apply
 from tests.conftest import LEVINE
 
 TABLE_FILE = LEVINE / "knowledge_table" / "levine32_expected_expression.csv"
@@ -110,7 +110,7 @@ def test_a_table_model_saves_as_a_bundle_that_predicts_the_same(levine, tmp_path
 
 def default_spec_for(d: int):
     """An identity transform over d features named f0..f(d-1) (the bundle records it; not used here)."""
-    from cytoauto_core.transforms import TransformSpec
+    from cytoauto_core.prep.transforms import TransformSpec
 
     return TransformSpec(features=[f"f{i}" for i in range(d)], linear=[f"f{i}" for i in range(d)])
 
@@ -131,3 +131,5 @@ def test_train_and_apply_with_a_table_and_no_clicks_names_every_cell(tmp_path):
     assert named.size > 0.8 * dataset.n_cells and (counts > 0).sum() >= 12, counts
     assert table_population_ids(table, names) == list(range(14))
     assert load_bundle(str(outcome.bundle_dir)).classifier.kind == "table_blend"
+
+

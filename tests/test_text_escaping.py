@@ -8,8 +8,8 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core.demo import make_demo
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study.demo import make_demo
 from ui.text import WORD_JOINER, literal
 
 EVIL_NAME = "![x](http://evil.test/img.png).fcs"

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from conftest import LEVINE, ROOT
-from cytoauto_core.demo import make_demo
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.export import write_labelled_h5ad
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file, read_files, write_fcs
-from cytoauto_core.models import bundle as bundle_module
-from cytoauto_core.train_command import keep_per_population, label_columns, labels_from_column, labels_from_csv
-from cytoauto_core.training import TrainingRequest, train_and_apply
-from cytoauto_core.transforms import default_spec, transform_features
+from cytoauto_core.io.export import write_labelled_h5ad
+from cytoauto_core.prep.transforms import default_spec, transform_features
+from cytoauto_core.run.train_command import keep_per_population, label_columns, labels_from_column, labels_from_csv
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.tools.models import bundle as bundle_module
+from cytoauto_core.tools.training import TrainingRequest, train_and_apply
 
 SEED = 3
 LABELS_PER_POPULATION = 8

@@ -8,9 +8,9 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.recommendation import DEVSUITE_VIME, EVIDENCE
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.tools.recommendation import DEVSUITE_VIME, EVIDENCE
 
 APP = str(ROOT / "app.py")
 NAMED = ("CD4_T_cells", "CD8_T_cells", "Monocytes", "Mature_B_cells")  # the demo's large populations, 8 labels each

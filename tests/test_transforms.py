@@ -6,11 +6,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CORPUS, LEVINE, ROOT, SHARED
-from cytoauto_core.dataset import Dataset, Spillover, make_channels
-from cytoauto_core.demo import make_demo
-from cytoauto_core.errors import CytoInputError
+from cytoauto_core.base.dataset import Dataset, Spillover, make_channels
+from cytoauto_core.study.demo import make_demo
+from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.io import read_file
-from cytoauto_core.transforms import (
+from cytoauto_core.prep.transforms import (
     COFACTOR_FLOW, COFACTOR_MASS, Scaler, TransformSpec, default_spec, detect_scale, suggest_cofactors,
     transform_events, transform_features,
 )

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import LEVINE_UNNAMED, levine_with_unnamed
-from cytoauto_core.models.novelty import fit_novelty
-from cytoauto_core.unknown_groups import NO_GROUP, SEED_CELLS, describe, find_unknown_groups
+from cytoauto_core.tools.models.novelty import fit_novelty
+from cytoauto_core.tools.unknown_groups import NO_GROUP, SEED_CELLS, describe, find_unknown_groups
 
 HIDDEN = LEVINE_UNNAMED  # as in test_novelty: distinct populations nobody labels
 

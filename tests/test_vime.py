@@ -10,12 +10,12 @@ from scipy.special import log_softmax
 
 tf = pytest.importorskip("tensorflow")
 
-from cytoauto_core.models import TrainingCancelled, softmax  # noqa: E402
-from cytoauto_core.models.vime import (  # noqa: E402
+from cytoauto_core.tools.models import TrainingCancelled, softmax  # noqa: E402
+from cytoauto_core.tools.models.vime import (  # noqa: E402
     FusedNet, VIMEClassifier, VIMEParams, blend, final_weights_for, network_weight_for, consistency_loss, corrupt, entropy_loss, fold_scaler, forward_logits,
     mask_loss, reconstruction_loss, weighted_cross_entropy,
 )
-from cytoauto_core.models.pseudo_labels import estimate_prior, select_pseudo_labels  # noqa: E402
+from cytoauto_core.tools.models.pseudo_labels import estimate_prior, select_pseudo_labels  # noqa: E402
 from synthetic import gaussian_cells, label_split  # noqa: E402
 
 TINY = dict(encoder_sizes=[32], predictor_sizes=[32], pretrain_steps=40, pretrain_batch=128, semi_steps=60,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from cytoauto_core.demo import DEMO_CELLS, make_demo
-from cytoauto_core import storage as storage_module
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.storage import directory_lock
-from cytoauto_core.workspace import STALE_S, Workspace
+from cytoauto_core.study.demo import DEMO_CELLS, make_demo
+from cytoauto_core.base import storage as storage_module
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.storage import directory_lock
+from cytoauto_core.store.workspace import STALE_S, Workspace
 
 
 def test_dataset_survives_restart(workspace_dir):
@@ -74,7 +74,7 @@ def test_leftovers_of_killed_writes_are_removed_on_open(workspace_dir, caplog):
         path.write_bytes(b"x" * 1000)
     for path in stale + [folder / "events.npy"]:
         _age(path, 2 * STALE_S)
-    with caplog.at_level(logging.WARNING, logger="cytoauto_core.workspace"):
+    with caplog.at_level(logging.WARNING, logger="cytoauto_core.store.workspace"):
         reopened = Workspace(workspace_dir)
     assert [p.exists() for p in stale + fresh] == [False] * len(stale) + [True] * len(fresh)
     assert "Removed 3 file(s) left by interrupted writes or uploads" in caplog.text
@@ -92,7 +92,7 @@ def _kill_after(ws: Workspace, dataset, before: str) -> str:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(storage_module, "atomic_file", killed)
-        patch.setattr("cytoauto_core.workspace.atomic_file", killed)
+        patch.setattr("cytoauto_core.store.workspace.atomic_file", killed)
         with pytest.raises(KeyboardInterrupt):
             ws.add_dataset(dataset)
     return dataset.content_hash()
@@ -118,7 +118,7 @@ def test_a_dataset_folder_a_kill_left_without_dataset_json_is_removed_after_an_h
         Workspace(workspace_dir)
     assert all(ws.dataset_dir(k).exists() for k in (complete, old, fresh, labelled, "e" * 64))
 
-    with caplog.at_level(logging.WARNING, logger="cytoauto_core.workspace"):
+    with caplog.at_level(logging.WARNING, logger="cytoauto_core.store.workspace"):
         reopened = Workspace(workspace_dir)
     assert not ws.dataset_dir(old).exists() and not empty.exists()
     assert ws.dataset_dir(fresh).exists() and ws.dataset_dir(labelled).exists() and ws.has_dataset(complete)
@@ -136,7 +136,7 @@ def test_add_dataset_writes_dataset_json_last(workspace_dir, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(storage_module, "atomic_file", recorded)
-    monkeypatch.setattr("cytoauto_core.workspace.atomic_file", recorded)
+    monkeypatch.setattr("cytoauto_core.store.workspace.atomic_file", recorded)
     Workspace().add_dataset(make_demo(1_000))
     assert written == ["events.npy", "sample_ids.npy", "annotations.parquet", "dataset.json"]
 
@@ -152,7 +152,7 @@ def test_unreadable_entries_are_skipped_with_a_warning(workspace_dir, caplog):
     for name, text in broken.items():
         (datasets / name).mkdir()
         (datasets / name / "dataset.json").write_bytes(text)
-    with caplog.at_level(logging.WARNING, logger="cytoauto_core.workspace"):
+    with caplog.at_level(logging.WARNING, logger="cytoauto_core.store.workspace"):
         assert [r.key for r in Workspace(workspace_dir).list_datasets()] == [key]
     for name in ["notes.txt", "not-a-key", *broken]:
         assert f"{name} in the workspace" in caplog.text

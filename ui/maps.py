@@ -6,9 +6,9 @@ from dataclasses import asdict
 import numpy as np
 import streamlit as st
 
-from cytoauto_core.dataset import NOT_A_POPULATION, UNKNOWN_ID, Dataset
-from cytoauto_core.embeddings import EmbeddingParams, embed, embedding_key, stratified_subsample
-from cytoauto_core.jobs import Job
+from cytoauto_core.base.dataset import NOT_A_POPULATION, UNKNOWN_ID, Dataset
+from cytoauto_core.run.jobs import Job
+from cytoauto_core.tools.embeddings import EmbeddingParams, embed, embedding_key, stratified_subsample
 from ui import state
 from ui.plots import UNKNOWN_CODE
 from ui.widgets import job_panel

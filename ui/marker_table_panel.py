@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.biaxial import default_axes
-from cytoauto_core.dataset import UNASSIGNED, Dataset
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import PALETTE, LabelStore
-from cytoauto_core.marker_table import EXPRESSED, NOT_EXPRESSED, MarkerTable, match_markers, read_marker_table
-from cytoauto_core.metrics import name_key
-from cytoauto_core.table_annotation import UNASSIGNED_BELOW, TableAnnotation, annotate, feature_columns
-from cytoauto_core.transforms import TransformSpec
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.base.dataset import UNASSIGNED, Dataset
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import name_key
+from cytoauto_core.io.marker_table import EXPRESSED, NOT_EXPRESSED, MarkerTable, match_markers, read_marker_table
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.store.labels import PALETTE, LabelStore
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.tools.biaxial import default_axes
+from cytoauto_core.tools.table_annotation import UNASSIGNED_BELOW, TableAnnotation, annotate, feature_columns
 from ui import maps, state
 from ui.plots import scatter_figure
 from ui.text import literal

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from cytoauto_core.dataset import UNASSIGNED, UNKNOWN
+from cytoauto_core.base.dataset import UNASSIGNED, UNKNOWN
 from cytoauto_core.io.h5ad import UNASSIGNED_COLOR, UNKNOWN_COLOR  # one grey each, in the app and in exports
-from cytoauto_core.labels import PALETTE
+from cytoauto_core.store.labels import PALETTE
 
 FLOAT32_EXACT_INTEGERS = 2**24  # float32 holds every integer below this exactly (hover row ids beside marker values)
 UNKNOWN_CODE = -2  # colour code of unknown cells (unlike every named population); other negative codes: unassigned

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.export import LabelledCells
-from cytoauto_core.qc import MarkerReference, sample_qc
-from cytoauto_core.storage import read_json
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.labelled import LabelledCells
+from cytoauto_core.base.storage import read_json
+from cytoauto_core.prep.qc import MarkerReference, sample_qc
+from cytoauto_core.prep.transforms import TransformSpec
 from ui import state
 from ui.results import SHIPPED_MODELS, StoredResult
 from ui.text import literal

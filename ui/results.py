@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.export import LabelledCells
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import LabelledCells
+from cytoauto_core.base.storage import read_json
 from cytoauto_core.io.flowjo_dataset import dataset_gate_labels, dataset_gates, gate_names
-from cytoauto_core.labels import read_label_file
-from cytoauto_core.models.bundle import ModelBundle, Prediction, call_cells, load_bundle, predict_dataset
-from cytoauto_core.models.evaluation import SCORE_NAMES, held_out_text, readable_scores
-from cytoauto_core.models.novelty import is_unknown
-from cytoauto_core.recommendation import EVIDENCE
-from cytoauto_core.reference import ReferenceComparison, reference_from_table
-from cytoauto_core.storage import read_json
-from cytoauto_core.train_command import label_columns
+from cytoauto_core.run.train_command import label_columns
+from cytoauto_core.store.labels import read_label_file
+from cytoauto_core.tools.models.bundle import ModelBundle, Prediction, call_cells, load_bundle, predict_dataset
+from cytoauto_core.tools.models.evaluation import SCORE_NAMES, held_out_text, readable_scores
+from cytoauto_core.tools.models.novelty import is_unknown
+from cytoauto_core.tools.recommendation import EVIDENCE
+from cytoauto_core.tools.reference import ReferenceComparison, reference_from_table
 from ui import state
 from ui.plots import heatmap_figure
 from ui.text import literal

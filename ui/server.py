@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from cytoauto_core import threads, warmup
+from cytoauto_core.run import threads, warmup
 
 log = logging.getLogger(__name__)
 _started = threading.Lock()

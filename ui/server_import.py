@@ -1,5 +1,5 @@
 """The Data page's import of files already on the server ($CYTOAUTO_DATA): a study too large for the browser is read
-there in a background job, one file in memory at a time (cytoauto_core.ingest)."""
+there in a background job, one file in memory at a time (cytoauto_core.study.ingest)."""
 from __future__ import annotations
 
 import glob
@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core import ingest
-from cytoauto_core.contracts import Progress, ShouldStop
-from cytoauto_core.jobs import Job
+from cytoauto_core.base.contracts import Progress, ShouldStop
+from cytoauto_core.run.jobs import Job
+from cytoauto_core.study import ingest
 from ui import state
 from ui.text import literal
 from ui.widgets import duration, job_panel, show_error

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.session import export_session, import_session
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.store.session import export_session, import_session
 from ui import state
 from ui.results import SHIPPED_MODELS, load_result
 from ui.text import literal

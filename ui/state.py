@@ -11,16 +11,16 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-from cytoauto_core import large_study
-from cytoauto_core.clustering.store import ClusterStore
-from cytoauto_core.contracts import Progress, ShouldStop
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.demo import ensure_demo
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.jobs import Job, JobManager, Work
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.transforms import TransformSpec, default_spec, transform_features
-from cytoauto_core.workspace import Workspace, default_root
+from cytoauto_core.base.contracts import Progress, ShouldStop
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.prep.transforms import TransformSpec, default_spec, transform_features
+from cytoauto_core.run.jobs import Job, JobManager, Work
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.store.workspace import Workspace, default_root
+from cytoauto_core.study import large_study
+from cytoauto_core.study.demo import ensure_demo
+from cytoauto_core.tools.clustering.store import ClusterStore
 from ui.text import literal
 
 QUERY_KEY = "dataset"

@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core import large_study
-from cytoauto_core.clustering import ClusteringParams
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.export import csv_bytes
-from cytoauto_core.jobs import JobCancelled
-from cytoauto_core.passes import count_per_sample
-from cytoauto_core.storage import atomic_write_json, read_json
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.base.contracts import JobCancelled
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.storage import atomic_write_json, read_json
+from cytoauto_core.io.export import csv_bytes
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.study import large_study
+from cytoauto_core.study.passes import count_per_sample
+from cytoauto_core.tools.clustering import ClusteringParams
 from ui import state
 from ui.study_panel import connect_scheduler, counts_table, scheduler_address
 from ui.text import literal

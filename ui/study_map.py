@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from cytoauto_core.clustering import ClusteringParams, FlowSOM
-from cytoauto_core.dataset import Dataset
-from cytoauto_core.jobs import JobCancelled
-from cytoauto_core.passes import MapPlacer, place_cells
-from cytoauto_core.storage import atomic_write_json, read_json
-from cytoauto_core.transforms import TransformSpec
+from cytoauto_core.base.contracts import JobCancelled
+from cytoauto_core.base.dataset import Dataset
+from cytoauto_core.base.storage import atomic_write_json, read_json
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.study.passes import MapPlacer, place_cells
+from cytoauto_core.tools.clustering import ClusteringParams, FlowSOM
 from ui import state
 from ui.maps import PREFIX
 from ui.study_panel import connect_scheduler, scheduler_address, whole_study_map_folder

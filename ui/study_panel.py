@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cytoauto_core import large_study
-from cytoauto_core.abundance import CountTable
-from cytoauto_core.dataset import NOT_CALLED, Dataset
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.export import LabelledCells, csv_bytes
-from cytoauto_core.passes import predict_cells
-from cytoauto_core.sample_exports import LEGEND_NAME, write_sample_exports
-from cytoauto_core.samples import SAMPLE
-from cytoauto_core.storage import atomic_write_json, read_json
+from cytoauto_core.base.dataset import NOT_CALLED, Dataset
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import LabelledCells
+from cytoauto_core.base.storage import atomic_write_json, read_json
+from cytoauto_core.io.export import csv_bytes
+from cytoauto_core.io.sample_exports import LEGEND_NAME, write_sample_exports
+from cytoauto_core.study import large_study
+from cytoauto_core.study.abundance import CountTable
+from cytoauto_core.study.passes import predict_cells
+from cytoauto_core.study.samples import SAMPLE
 from ui import state
 from ui.results import SHIPPED_MODELS, StoredResult, rejection_text
 from ui.text import literal

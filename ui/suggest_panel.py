@@ -8,10 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import MIN_LABELS_FOR_TRAINING, LabelStore
-from cytoauto_core.suggestions import NO_PROPOSAL, Suggestions, candidate_rows, suggest_cells
-from cytoauto_core.training import DEFAULT_COMPARISON, build_model, trainable_cells
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.base.labelled import MIN_LABELS_FOR_TRAINING
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.tools.suggestions import NO_PROPOSAL, Suggestions, candidate_rows, suggest_cells
+from cytoauto_core.tools.training import DEFAULT_COMPARISON, build_model, trainable_cells
 from ui.plots import UNASSIGNED_COLOR
 from ui.results import load_result
 from ui.text import literal

@@ -10,10 +10,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.labels import LabelStore
-from cytoauto_core.transforms import TransformSpec
-from cytoauto_core.unknown_groups import SEED_CELLS, UnknownGroups, find_unknown_groups
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.prep.transforms import TransformSpec
+from cytoauto_core.store.labels import LabelStore
+from cytoauto_core.tools.unknown_groups import SEED_CELLS, UnknownGroups, find_unknown_groups
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR
 from ui.results import StoredResult
 from ui.text import literal

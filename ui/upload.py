@@ -15,8 +15,8 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from cytoauto_core import samples
-from cytoauto_core.workspace import Workspace
+from cytoauto_core.store.workspace import Workspace
+from cytoauto_core.study import samples
 
 CHUNK = 16 * 1024 * 1024
 GENERATION = "uploader_generation"

@@ -7,9 +7,9 @@ from typing import Callable
 
 import streamlit as st
 
-from cytoauto_core import warmup
-from cytoauto_core.errors import CytoInputError
-from cytoauto_core.jobs import Job
+from cytoauto_core.base.errors import CytoInputError
+from cytoauto_core.run import warmup
+from cytoauto_core.run.jobs import Job
 from ui.text import literal
 
 log = logging.getLogger(__name__)

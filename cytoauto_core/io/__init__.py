@@ -1,11 +1,14 @@
-"""Loading cytometry files (FCS, CSV/TSV, AnnData .h5ad) into a Dataset and writing FCS 3.1 and .h5ad exports."""
+"""Reading and writing every format: FCS, CSV/TSV, AnnData .h5ad, FlowJo workspaces, marker tables, and
+the exports of labelled cells (CSV, FCS, h5ad), whole or sample by sample.
+
+May import: base, prep."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..dataset import Dataset
-from ..errors import CytoInputError
+from ..base.dataset import Dataset
+from ..base.errors import CytoInputError
 from .csv_reader import read_csv
 from .fcs_reader import concat_datasets, read_fcs
 from .fcs_writer import write_fcs

@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..dataset import Dataset, make_channels, make_unique
-from ..errors import CytoInputError, first_line, quoted
+from ..base.dataset import Dataset, make_channels, make_unique
+from ..base.errors import CytoInputError, first_line, quoted
 
 SNIFF_BYTES = 64 * 1024
 CHECK_BYTES = 8 << 20

@@ -22,8 +22,8 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from ..dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, make_unique
-from ..errors import CytoInputError, quoted
+from ..base.dataset import UNASSIGNED, Channel, Dataset, Spillover, make_channels, make_unique
+from ..base.errors import CytoInputError, quoted
 
 HEADER_BYTES = 58
 SCAN_ROWS = 1 << 16

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import UNASSIGNED, Dataset, Spillover
-from ..storage import atomic_file
+from ..base.dataset import UNASSIGNED, Dataset, Spillover
+from ..base.storage import atomic_file
 from .fcs_reader import POPULATION_CHANNEL, POPULATIONS_KEYWORD, SPILL_KEYWORDS
 
 LEGEND_PREFIX = "CYTOAUTO_POPULATION_"

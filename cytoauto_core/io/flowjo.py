@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CytoInputError, first_line, quoted
+from ..base.errors import CytoInputError, first_line, quoted
 
 MAX_ELEMENTS = 2_000_000  # XML elements (~120 bytes each once parsed); a 52-sample FlowJo workspace has 30,000
 MAX_GATES = 500  # gates of one sample; applying them keeps one byte per gate and cell

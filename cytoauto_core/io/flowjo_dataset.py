@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import Dataset
+from ..base.dataset import Dataset
 from .fcs_writer import write_fcs
 from .flowjo import GateLabels, WorkspaceGates, workspace_gates, workspace_labels
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Dataset, event_ids
-from ..transforms import TransformSpec
+from ..base.dataset import NOT_CALLED, UNASSIGNED, UNASSIGNED_ID, UNKNOWN, Dataset, event_ids
+from ..prep.transforms import TransformSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 RAW_LAYER = "raw"

@@ -23,8 +23,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..dataset import Channel, Dataset, Spillover, make_channels, make_unique
-from ..errors import CytoInputError, first_line, shortened
+from ..base.dataset import Channel, Dataset, Spillover, make_channels, make_unique
+from ..base.errors import CytoInputError, first_line, shortened
 from .h5ad import DERIVED_COLUMNS, OTHER_CHANNELS, PROVENANCE, RAW_LAYER
 from .hdf5_guard import StoredArray, open_contained
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CytoInputError
+from ..base.errors import CytoInputError
 from .h5ad_reader import read_contained
 
 HEADROOM = 256 << 20  # the interpreter's own working memory beside what the file may use

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import CytoInputError, shortened
+from ..base.errors import CytoInputError, shortened
 
 # Filters built into HDF5 or h5py (deflate, shuffle, Fletcher-32 checksum, szip, n-bit, scale-offset, LZF). Any other
 # id would make HDF5 search its plugin path and load a shared library, so it is refused.
