@@ -132,6 +132,16 @@ def test_foreign_anndata_without_raw_layer(tmp_path):
     assert len(ds.warnings) == 1 and "no 'raw' layer" in ds.warnings[0]
 
 
+def test_a_relative_path_is_read_from_the_callers_folder(tmp_path, monkeypatch):
+    """The capped reader runs in the package's folder; a path relative to where the user stands still finds the file."""
+    with pd.option_context("future.infer_string", False):
+        var = pd.DataFrame(index=pd.Index(["CD3", "CD4"], dtype=object))
+        obs = pd.DataFrame(index=pd.Index([f"c{i}" for i in range(20)], dtype=object))
+        anndata.AnnData(np.ones((20, 2), np.float32), obs=obs, var=var).write_h5ad(tmp_path / "relative.h5ad")
+    monkeypatch.chdir(tmp_path)
+    assert read_file("relative.h5ad").n_cells == 20
+
+
 def test_unusable_h5ad_files_are_one_sentence(tmp_path):
     text = tmp_path / "fake.h5ad"
     text.write_text("a,b\n1,2\n")

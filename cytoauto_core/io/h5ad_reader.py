@@ -84,7 +84,7 @@ def allowance(file_bytes: int) -> int:
 def read_h5ad(path: Path, display_name: str | None = None) -> Dataset:
     """Load an AnnData file (cells × markers) as a dataset, keeping its obs columns; any problem is one sentence.
     The file is parsed in a child process whose memory is capped (h5ad_worker), then its dataset is read back."""
-    path = Path(path)
+    path = Path(path).absolute()  # the worker runs in the package's folder, not the caller's
     name = display_name or path.name
     allowed = allowance(path.stat().st_size)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
