@@ -133,3 +133,21 @@ def test_train_and_apply_with_a_table_and_no_clicks_names_every_cell(tmp_path):
     assert load_bundle(str(outcome.bundle_dir)).classifier.kind == "table_blend"
 
 
+
+def test_a_table_model_without_a_discriminant_saves_and_loads(levine, tmp_path):
+    """fit() learns no discriminant when every teaching cell falls in one population; the model still saves, and the
+    loaded one names cells by the table's likelihoods as the fitted one does."""
+    x, truth, table, columns = levine
+    populations = sorted(np.unique(truth))
+    ids = {name_key(p): i for i, p in enumerate(populations)}
+    model = TableBlendModel(table, columns, [ids[name_key(p)] for p in table.populations], None, seed=0)
+    model.fit(x[:0], np.zeros(0, np.int64), x[::3])
+    model.annotator.discriminant = None
+    bundle = ModelBundle(classifier=model, spec=default_spec_for(len(x[0])), class_ids=[int(c) for c in model.classes_],
+                         class_names=[populations[c] for c in model.classes_])
+    save_bundle(bundle, str(tmp_path / "b"))
+    loaded = load_bundle(str(tmp_path / "b")).classifier
+    assert loaded.annotator.discriminant is None
+    saved, fitted = loaded.predict_proba(x[:2000]), model.predict_proba(x[:2000])
+    np.testing.assert_array_equal(saved.argmax(axis=1), fitted.argmax(axis=1))
+    np.testing.assert_allclose(saved, fitted, atol=1e-3)  # the bundle's levels are rounded to 5 decimals

@@ -193,12 +193,13 @@ class TableBlendModel:
 
     def save_state(self, directory: str) -> dict:
         """The annotator's levels and discriminant in table.npz, the clicked-cell model's own files beside them."""
-        d = self.annotator.discriminant
-        np.savez(os.path.join(directory, "table.npz"), coef=d.coef_, intercept=d.intercept_, classes=d.classes_,
-                 order=self._order, classes_out=self.classes_)
+        d = self.annotator.discriminant  # None when the table's teaching cells were all one population
+        learnt = {} if d is None else {"coef": d.coef_, "intercept": d.intercept_, "classes": d.classes_}
+        np.savez(os.path.join(directory, "table.npz"), order=self._order, classes_out=self.classes_, **learnt)
         base = None if self.base is None else {"kind": self.base.kind, "config": self.base.save_state(directory)}
-        return {"params": self.params_dict(), "scaler": d.scaler.to_dict(), "outputs": self.annotator.outputs,
-                "levels": self.annotator.levels.to_dict(), "values": self.annotator.values.tolist(), "base": base}
+        return {"params": self.params_dict(), "scaler": None if d is None else d.scaler.to_dict(),
+                "outputs": self.annotator.outputs, "levels": self.annotator.levels.to_dict(),
+                "values": self.annotator.values.tolist(), "base": base}
 
     @classmethod
     def load_state(cls, directory: str, config: dict) -> "TableBlendModel":
@@ -213,10 +214,11 @@ class TableBlendModel:
         model.annotator.levels = MarkerLevels(lv["markers"], lv["columns"],
                                               *(np.asarray(lv[k], np.float64) for k in LEVEL_FIELDS))
         model.annotator.outputs = int(config["outputs"])
-        d = TableDiscriminant(model.seed)
-        d.coef_, d.intercept_, d.classes_ = z["coef"], z["intercept"], z["classes"]
-        d.scaler = Scaler.from_dict(config["scaler"])
-        model.annotator.discriminant = d
+        if config["scaler"] is not None:
+            d = TableDiscriminant(model.seed)
+            d.coef_, d.intercept_, d.classes_ = z["coef"], z["intercept"], z["classes"]
+            d.scaler = Scaler.from_dict(config["scaler"])
+            model.annotator.discriminant = d
         model._order, model.classes_ = z["order"], z["classes_out"]
         model.weight_, model.agreement = float(p["weight_used"]), float(p["agreement"])
         if config["base"] is not None:
