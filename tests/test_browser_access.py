@@ -73,7 +73,8 @@ def test_two_signed_in_users_cannot_see_each_others_datasets(tmp_path):
                 upload_files(alice, [CORPUS / UPLOAD])
                 alice.get_by_role("button", name="Load files").click()
                 wait_for_app(alice)
-                alice.get_by_text(UPLOAD).first.wait_for()
+                alice.get_by_test_id("stSidebar").get_by_text(UPLOAD).wait_for()  # the load reruns into the dataset
+                wait_for_app(alice)
                 assert metric(alice, "Cells") == "384"
                 alice_key = re.search(r"dataset=([0-9a-f]+)", alice.url).group(1)
 
