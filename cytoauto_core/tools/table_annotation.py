@@ -18,7 +18,8 @@ from .models import Progress, ShouldStop, check_stop
 from .models.baselines import LinearModel
 
 LEVEL_CELLS = 50_000
-# a level's spread is at least this share of the marker's (0.1–0.5 tried on five sets: 0.3 best on average)
+# a level's spread is at least this share of the marker's, added to its own variance, both when the modes are found
+# and when the table's clear calls set them again (0.1–0.5 tried on five sets: 0.3 best on average)
 LEVEL_SD_FLOOR = 0.3
 FIT_CELLS = 200_000  # cells the likelihoods and the discriminant are fitted on (seeded subsample)
 # of the cells the table calls a population, the most confident share teaches the discriminant (0.15–0.7 tried on
@@ -143,8 +144,9 @@ class TableAnnotator:
             lv.named_low[k], lv.named_high[k] = np.median(neg), np.median(pos)
             if np.median(pos) - np.median(neg) < KEEP_SEPARATION * (lv.high[k] - lv.low[k]):
                 continue  # levels that collapse say the table's calls mix the marker's two sides: keep the modes
+            floor = LEVEL_SD_FLOOR * v.std()  # as find_levels' mixture adds it: a spike of zeros is no level
             (lv.low[k], lv.high[k]), (lv.low_sd[k], lv.high_sd[k]) = (np.median(neg), np.median(pos)), \
-                (max(_robust_sd(neg), 1e-3), max(_robust_sd(pos), 1e-3))
+                (max(np.hypot(_robust_sd(neg), floor), 1e-3), max(np.hypot(_robust_sd(pos), floor), 1e-3))
         return self
 
     def teaching(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
