@@ -16,7 +16,7 @@ from cytoauto_core.io.marker_table import MarkerTable, channel_key, read_marker_
 from cytoauto_core.prep.transforms import default_spec, transform_features
 from cytoauto_core.tools.models.baselines import LDAModel
 from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, save_bundle
-from cytoauto_core.tools.table_annotation import UNASSIGNED, annotate
+from cytoauto_core.tools.table_annotation import UNASSIGNED, TableAnnotator, annotate
 from cytoauto_core.tools.table_training import TableBlendModel, table_population_ids
 from cytoauto_core.tools.training import TrainingRequest, train_and_apply
 from tests.conftest import LEVINE
@@ -151,3 +151,16 @@ def test_a_table_model_without_a_discriminant_saves_and_loads(levine, tmp_path):
     saved, fitted = loaded.predict_proba(x[:2000]), model.predict_proba(x[:2000])
     np.testing.assert_array_equal(saved.argmax(axis=1), fitted.argmax(axis=1))
     np.testing.assert_allclose(saved, fitted, atol=1e-3)  # the bundle's levels are rounded to 5 decimals
+
+
+def test_training_finds_the_levels_on_the_cells_the_tab_does(levine):
+    """Above FIT_CELLS cells, the model trained from the table and the Label page's annotation place every marker's
+    levels on the same seeded subsample, so the Train page starts from the levels the user saw."""
+    x, truth, table, columns = levine
+    many = np.tile(x, (8, 1))  # 240,000 cells
+    populations = sorted(np.unique(truth))
+    ids = {name_key(p): i for i, p in enumerate(populations)}
+    model = TableBlendModel(table, columns, [ids[name_key(p)] for p in table.populations], None, seed=3)
+    model.fit(many[:0], np.zeros(0, np.int64), many)
+    seen = TableAnnotator(table, columns, seed=3).fit(many)  # what annotate() fits
+    assert model.annotator.levels.to_dict() == seen.levels.to_dict()

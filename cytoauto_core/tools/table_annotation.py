@@ -149,12 +149,16 @@ class TableAnnotator:
                 (max(np.hypot(_robust_sd(neg), floor), 1e-3), max(np.hypot(_robust_sd(pos), floor), 1e-3))
         return self
 
-    def teaching(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A seeded subsample of at most FIT_CELLS cells, and of it the cells the table names most clearly with their
-        calls (finding the levels first, unless set)."""
+    def fit_sample(self, x: np.ndarray) -> np.ndarray:
+        """The seeded subsample (at most FIT_CELLS cells, in their order) that the levels and teaching cells come from."""
         rng = np.random.default_rng(self.seed)
         rows = np.sort(rng.choice(len(x), FIT_CELLS, replace=False)) if len(x) > FIT_CELLS else np.arange(len(x))
-        sample = np.asarray(x[rows], np.float32)
+        return np.asarray(x[rows], np.float32)
+
+    def teaching(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fit sample, and of it the cells the table names most clearly with their calls (finding the levels
+        first, unless set)."""
+        sample = self.fit_sample(x)
         if self.levels is None:
             self.fit_levels(sample)
         log_p = self.table_log_proba(sample)

@@ -110,7 +110,7 @@ class TableBlendModel:
             outputs.setdefault(int(c), len(outputs))
         self.annotator = TableAnnotator(table, self.columns, self.seed)
         report(progress, 0.02, "marker table: finding each marker's levels")
-        self.annotator.fit_levels(np.asarray(x_all[:: max(1, len(x_all) // 200_000)], np.float32))
+        self.annotator.fit_levels(self.annotator.fit_sample(x_all))  # the cells annotate() finds them on
         index = np.array([outputs[int(c)] for c in y], np.int64)
         rows = np.where(index < len(row_ids), index, -1)
         self.contradictions = find_contradictions(self.annotator, np.asarray(x_labeled, np.float32), rows)
