@@ -16,7 +16,7 @@ from cytoauto_core.io.marker_table import MarkerTable, channel_key, read_marker_
 from cytoauto_core.prep.transforms import default_spec, transform_features
 from cytoauto_core.tools.models.baselines import LDAModel
 from cytoauto_core.tools.models.bundle import ModelBundle, load_bundle, save_bundle
-from cytoauto_core.tools.table_annotation import UNASSIGNED, TableAnnotator, annotate
+from cytoauto_core.tools.table_annotation import UNASSIGNED, TableAnnotator, annotate, confident_cells
 from cytoauto_core.tools.table_training import TableBlendModel, table_population_ids
 from cytoauto_core.tools.training import TrainingRequest, train_and_apply
 from tests.conftest import LEVINE
@@ -164,3 +164,15 @@ def test_training_finds_the_levels_on_the_cells_the_tab_does(levine):
     model.fit(many[:0], np.zeros(0, np.int64), many)
     seen = TableAnnotator(table, columns, seed=3).fit(many)  # what annotate() fits
     assert model.annotator.levels.to_dict() == seen.levels.to_dict()
+
+
+def test_only_cells_that_fit_their_row_teach(levine):
+    """A cell the table calls but that sits on the wrong side of one of its row's markers (often a cell of a population
+    the table lacks) never teaches the discriminant: on Levine_32dim some of the most confident calls are such cells."""
+    x, truth, table, columns = levine
+    annotator = TableAnnotator(table, columns, seed=0)
+    sample, cells, calls = annotator.teaching(x)
+    assert len(cells) > 1000 and annotator.fits_row(cells, calls).all()
+    log_p = annotator.table_log_proba(sample)
+    unfiltered = confident_cells(log_p, np.ones(len(sample), bool))
+    assert not annotator.fits_row(sample[unfiltered], log_p[unfiltered].argmax(axis=1)).all()

@@ -133,7 +133,8 @@ class TableAnnotator:
         (medians of those its row calls positive and negative): a 2-mode mixture misplaces a rare population's level."""
         self.levels = find_levels(x, self.markers, self.columns, self.seed)
         log_p = self.table_log_proba(x)
-        calls, clear = log_p.argmax(axis=1), log_p.max(axis=1) > np.log(RELEVEL_CONFIDENCE)
+        calls = log_p.argmax(axis=1)
+        clear = (log_p.max(axis=1) > np.log(RELEVEL_CONFIDENCE)) & self.fits_row(x, calls)
         lv = self.levels
         for k, j in enumerate(self.columns):
             v = np.asarray(x[:, j], np.float64)
@@ -150,7 +151,7 @@ class TableAnnotator:
         return self
 
     def fit_sample(self, x: np.ndarray) -> np.ndarray:
-        """The seeded subsample (at most FIT_CELLS cells, in their order) that the levels and teaching cells come from."""
+        """The seeded subsample (at most FIT_CELLS cells, in their order) the levels and teaching cells come from."""
         rng = np.random.default_rng(self.seed)
         rows = np.sort(rng.choice(len(x), FIT_CELLS, replace=False)) if len(x) > FIT_CELLS else np.arange(len(x))
         return np.asarray(x[rows], np.float32)
@@ -162,7 +163,7 @@ class TableAnnotator:
         if self.levels is None:
             self.fit_levels(sample)
         log_p = self.table_log_proba(sample)
-        teach = confident_cells(log_p)
+        teach = confident_cells(log_p, self.fits_row(sample, log_p.argmax(axis=1)))
         return sample, sample[teach], log_p[teach].argmax(axis=1)
 
     def fit(self, x: np.ndarray, progress: Progress | None = None, should_stop: ShouldStop | None = None,
@@ -212,6 +213,13 @@ class TableAnnotator:
                 out[start:start + len(part), self.discriminant.classes_] = self.discriminant.predict_proba(part)
         return out
 
+    def fits_row(self, x: np.ndarray, calls: np.ndarray) -> np.ndarray:
+        """Per cell: on its called row's side of every marker that row names. A cell no row describes (a population
+        the table lacks) fails this at its likeliest row, so such cells never teach the levels or the discriminant."""
+        above = np.asarray(x[:, self.columns]) > self.levels.threshold
+        wanted = self.values[calls]
+        return ((wanted == 0) | (above == (wanted == EXPRESSED))).all(axis=1)
+
     def on_table_side(self, x: np.ndarray, population: int) -> np.ndarray:
         """cells × informative markers of one population: True where the cell is on the side its row says."""
         informative = np.flatnonzero(self.values[population])
@@ -242,13 +250,13 @@ def with_clicks(cells: np.ndarray, calls: np.ndarray, clicked: np.ndarray,
             np.concatenate([calls, np.repeat(labels, repeat)]))
 
 
-def confident_cells(log_p: np.ndarray) -> np.ndarray:
+def confident_cells(log_p: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """Rows of the cells that teach the discriminant: per called population its most confident CONFIDENT_SHARE
-    (at least MIN_CONFIDENT where it has them, at most CONFIDENT_CAP)."""
+    (at least MIN_CONFIDENT where it has them, at most CONFIDENT_CAP) of the `eligible` cells."""
     calls, confidence = log_p.argmax(axis=1), log_p.max(axis=1)
-    keep = []
-    for p in np.unique(calls):
-        rows = np.flatnonzero(calls == p)
+    keep = [np.empty(0, np.int64)]
+    for p in np.unique(calls[eligible]):
+        rows = np.flatnonzero((calls == p) & eligible)
         n = min(CONFIDENT_CAP, max(int(CONFIDENT_SHARE * rows.size), min(rows.size, MIN_CONFIDENT)))
         keep.append(rows[np.argsort(-confidence[rows], kind="stable")[:n]])
     return np.sort(np.concatenate(keep))
