@@ -62,16 +62,20 @@ def test_the_core_has_no_module_outside_a_layer():
     assert packages == sorted(_layers())
 
 
-def test_every_layer_says_its_job_and_the_layers_it_may_import():
+def test_every_package_says_its_job_and_the_layers_it_may_import():
+    """A layer may import the layers below it; a package inside a layer also the rest of its own layer."""
     layers = _layers()
-    for i, layer in enumerate(layers):
-        doc = _docstring(CORE / layer / "__init__.py")
+    for init in sorted(CORE.glob("*/**/__init__.py")):
+        package = init.parent.relative_to(CORE)
+        doc = _docstring(init)
         job, _, rest = doc.partition("\n\n")
-        assert len(job) > 40, f"{layer}/__init__.py says what it holds"
+        assert len(job) > 40, f"{package}/__init__.py says what it holds"
         match = re.search(r"May import: ([\w ,]+)\.", rest)
-        assert match, f"{layer}/__init__.py says which layers it may import"
+        assert match, f"{package}/__init__.py says which layers it may import"
         allowed = [] if match.group(1) == "nothing of ours" else [s.strip() for s in match.group(1).split(",")]
-        assert allowed == layers[:i], f"{layer} may import exactly the layers below it"
+        below = layers[: layers.index(package.parts[0])]
+        expected = below if len(package.parts) == 1 else below + [package.parts[0]]
+        assert allowed == expected, f"{package} may import {expected}"
 
 
 def test_no_import_goes_up_a_layer():

@@ -1,4 +1,6 @@
-"""Cell classifiers sharing one contract (fit with progress/cancel, predict_proba, classes_), bundles and scoring."""
+"""Cell classifiers sharing one contract (fit with progress/cancel, predict_proba, classes_), bundles and scoring.
+
+May import: base, prep, io, tools."""
 from __future__ import annotations
 
 from typing import Protocol
