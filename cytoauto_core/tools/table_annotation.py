@@ -151,10 +151,12 @@ class TableAnnotator:
         return self
 
     def fit_sample(self, x: np.ndarray) -> np.ndarray:
-        """The seeded subsample (at most FIT_CELLS cells, in their order) the levels and teaching cells come from."""
+        """The seeded subsample (at most FIT_CELLS cells, in their order) the levels and teaching cells come from;
+        `x` itself when it is no larger, so a sample given back is its own fit sample."""
+        if len(x) <= FIT_CELLS:
+            return np.asarray(x, np.float32)
         rng = np.random.default_rng(self.seed)
-        rows = np.sort(rng.choice(len(x), FIT_CELLS, replace=False)) if len(x) > FIT_CELLS else np.arange(len(x))
-        return np.asarray(x[rows], np.float32)
+        return np.asarray(x[np.sort(rng.choice(len(x), FIT_CELLS, replace=False))], np.float32)
 
     def teaching(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The fit sample, and of it the cells the table names most clearly with their calls (finding the levels

@@ -110,7 +110,8 @@ class TableBlendModel:
             outputs.setdefault(int(c), len(outputs))
         self.annotator = TableAnnotator(table, self.columns, self.seed)
         report(progress, 0.02, "marker table: finding each marker's levels")
-        self.annotator.fit_levels(self.annotator.fit_sample(x_all))  # the cells annotate() finds them on
+        sample = self.annotator.fit_sample(x_all)  # the cells annotate() finds the levels on
+        self.annotator.fit_levels(sample)
         index = np.array([outputs[int(c)] for c in y], np.int64)
         rows = np.where(index < len(row_ids), index, -1)
         self.contradictions = find_contradictions(self.annotator, np.asarray(x_labeled, np.float32), rows)
@@ -119,7 +120,7 @@ class TableBlendModel:
             values[table.populations.index(c.population), self.annotator.markers.index(c.marker)] = 0
         self.annotator.set_values(values)
         check_stop(should_stop)
-        taught = self.annotator.teaching(x_all)
+        taught = self.annotator.teaching(sample)
         self.agreement = self._agreement(x_all, taught, np.asarray(x_labeled, np.float32), rows)
         self.weight_ = self.weight * float(np.clip((self.agreement - TRUSTED_FROM) / (1 - TRUSTED_FROM), 0, 1))
         self.annotator.fit(x_all, lambda f, m: report(progress, 0.05 + 0.15 * f, f"marker table: {m}"), should_stop,
