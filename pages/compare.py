@@ -7,14 +7,8 @@ from cytoauto_core.io.export import csv_bytes
 from cytoauto_core.study import samples
 from cytoauto_core.study.abundance import by_condition, count_table
 from cytoauto_core.study.differential import Design, confounding, differential_abundance
-from cytoauto_core.study.report import (
-    ModelSummary,
-    abundance_bars,
-    abundance_box,
-    method_sentence,
-    study_report,
-    volcano,
-)
+from cytoauto_core.study.report import (ModelSummary, abundance_bars, abundance_box, method_sentence, study_report,
+                                        volcano)
 from ui import state, study_panel
 from ui.quality import NO_BUNDLE, bundle_meta, quality_table, show_quality
 from ui.results import load_result

@@ -5,15 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.base.dataset import Dataset
-from cytoauto_core.prep.transforms import (
-    COFACTOR_FLOW,
-    COFACTOR_MASS,
-    ScaleGuess,
-    TransformSpec,
-    UntickedChannel,
-    detect_scale,
-    unticked_channels,
-)
+from cytoauto_core.prep.transforms import (COFACTOR_FLOW, COFACTOR_MASS, ScaleGuess, TransformSpec, UntickedChannel,
+                                           detect_scale, unticked_channels)
 from cytoauto_core.store.workspace import DatasetRecord
 from ui import state
 from ui.cofactors import cofactor_panel

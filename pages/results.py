@@ -12,15 +12,8 @@ import streamlit as st
 from cytoauto_core.base.dataset import UNASSIGNED, UNASSIGNED_ID, UNKNOWN, UNKNOWN_ID
 from cytoauto_core.base.errors import CytoInputError
 from cytoauto_core.base.labelled import names_of
-from cytoauto_core.io.export import (
-    abundance,
-    csv_bytes,
-    labelled_frame,
-    legend_frame,
-    write_labelled_fcs,
-    write_labelled_h5ad,
-    write_split_fcs,
-)
+from cytoauto_core.io.export import (abundance, csv_bytes, labelled_frame, legend_frame, write_labelled_fcs,
+                                     write_labelled_h5ad, write_split_fcs)
 from cytoauto_core.tools import metrics
 from cytoauto_core.tools.coverage import forced_notice
 from cytoauto_core.tools.models.novelty import REJECTION_LEVELS
@@ -28,16 +21,8 @@ from cytoauto_core.tools.reference import compare_with_reference
 from ui import maps, state, study_panel, unknown_panel
 from ui.plots import UNASSIGNED_COLOR, UNKNOWN_COLOR, heatmap_figure, scatter_figure
 from ui.quality import bundle_meta, quality_table, show_quality
-from ui.results import (
-    apply_bundle,
-    load_result,
-    reference_from_csv,
-    reference_from_workspace,
-    rejection_text,
-    saved_bundles,
-    show_comparison,
-    show_reference,
-)
+from ui.results import (apply_bundle, load_result, reference_from_csv, reference_from_workspace, rejection_text,
+                        saved_bundles, show_comparison, show_reference)
 from ui.text import literal
 from ui.widgets import show_error
 

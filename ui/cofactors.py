@@ -9,13 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from cytoauto_core.base.dataset import Dataset
-from cytoauto_core.prep.transforms import (
-    SCALE_SAMPLE,
-    CofactorSuggestion,
-    TransformSpec,
-    suggest_cofactors,
-    transform_events,
-)
+from cytoauto_core.prep.transforms import (SCALE_SAMPLE, CofactorSuggestion, TransformSpec, suggest_cofactors,
+                                           transform_events)
 from ui import state
 from ui.plots import histogram_figure
 

@@ -22,18 +22,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..base.archive import (
-    DEFLATE_MAX_RATIO,
-    MAX_JSON_BYTES,
-    ArchiveRefused,
-    Limits,
-    check_entries,
-    check_sizes,
-    extract_member,
-    open_zip,
-    read_member,
-    read_npy,
-)
+from ..base.archive import (DEFLATE_MAX_RATIO, MAX_JSON_BYTES, ArchiveRefused, Limits, check_entries, check_sizes,
+                            extract_member, open_zip, read_member, read_npy)
 from ..base.dataset import Dataset
 from ..base.errors import CytoInputError
 from ..io.marker_table import MarkerTable

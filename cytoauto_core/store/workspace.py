@@ -23,15 +23,8 @@ import pandas as pd
 
 from ..base.dataset import Channel, Dataset, Spillover
 from ..base.errors import CytoInputError
-from ..base.storage import (
-    atomic_file,
-    atomic_save_npy,
-    atomic_write_json,
-    directory_lock,
-    is_temp_file,
-    read_json,
-    remove_stale_temp_files,
-)
+from ..base.storage import (atomic_file, atomic_save_npy, atomic_write_json, directory_lock, is_temp_file, read_json,
+                            remove_stale_temp_files)
 from ..io.marker_table import MarkerTable
 
 log = logging.getLogger(__name__)

@@ -20,14 +20,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from . import Progress, ShouldStop, check_stop, report
-from .baselines import (
-    LDAModel,
-    LogisticRegressionModel,
-    XGBoostParams,
-    booster_probs,
-    fit_booster,
-    linear_logit_weights,
-)
+from .baselines import (LDAModel, LogisticRegressionModel, XGBoostParams, booster_probs, fit_booster,
+                        linear_logit_weights)
 
 BOOSTER_ROUNDS = 30  # vector-leaf trees (one per round for every population): few rounds keep training and applying fast
 BOOSTER_LEARNING_RATE = 0.3
