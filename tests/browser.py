@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def free_port() -> int:
 def streamlit_server(workspace: Path, log: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """Start `streamlit run app.py` (plus `extra_args`) against `workspace`; yield its URL once healthy; stop it after."""
     port = free_port()
-    env = {**os.environ, "CYTOAUTO_WORKSPACE": str(workspace), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "CYTOAUTO_WORKSPACE": str(workspace), "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -56,13 +57,36 @@ def streamlit_server(workspace: Path, log: Path, extra_args: tuple[str, ...] = (
                 raise RuntimeError(f"streamlit exited early; see {log}")
         else:
             raise RuntimeError(f"streamlit did not become healthy; see {log}")
-        yield url
+        try:
+            yield url
+        except Exception:
+            _dump_threads(proc, log)
+            raise
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _dump_threads(proc: subprocess.Popen, log: Path) -> None:
+    """Print the server's log with every thread's stack at the moment a test failed (faulthandler writes them on
+    SIGABRT), so a job that never ends in CI says where it was."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    print("--- the server's log, last 20,000 characters ---\n" + log.read_text(errors="replace")[-20_000:])
+
+
+def _body_text(page) -> str:
+    try:
+        return page.inner_text("body", timeout=5_000)
+    except PlaywrightError as exc:
+        return f"(the page could not be read: {exc})"
 
 
 @contextmanager
@@ -76,7 +100,11 @@ def chromium_page(width: int = 1400, height: int = 1000):
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(60_000)
-            yield page
+            try:
+                yield page
+            except Exception:
+                print("--- what the page showed when the test failed ---\n" + _body_text(page))
+                raise
         finally:
             browser.close()
 

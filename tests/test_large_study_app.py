@@ -6,7 +6,10 @@ sample (which the per-sample FCS files then carry), and the Compare page counts 
 whole."""
 from __future__ import annotations
 
+import sys
+import threading
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 
@@ -54,7 +57,16 @@ def _wait(at: AppTest, done, what: str, timeout: float = 180) -> None:
         if done(at):
             return
         time.sleep(0.5)
-    raise AssertionError(f"{what} never happened")
+    shown = [e.value for kind in (at.error, at.warning, at.caption) for e in kind]
+    raise AssertionError(f"{what} never happened; the page showed: {shown}; threads: {_threads()}")
+
+
+def _threads() -> list[str]:
+    """Where each of this process's threads is: what a job that never ends was doing."""
+    frames = sys._current_frames()
+    return [f"{t.name}: " + " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                                        for f in reversed(traceback.extract_stack(frames[t.ident])[-6:]))
+            for t in threading.enumerate() if t.ident in frames]
 
 
 def _sentences(at: AppTest) -> list[str]:
