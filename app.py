@@ -13,8 +13,10 @@ server.start_once()  # before ui.state loads numba: thread bounds, no Keras clea
 
 from ui import state  # noqa: E402
 from ui.text import literal  # noqa: E402
+from ui.widgets import mark_page_run  # noqa: E402
 
 st.set_page_config(page_title="CytoAutoCluster", page_icon="🧬", layout="wide")
+mark_page_run()
 
 PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/upload_file:", default=True),

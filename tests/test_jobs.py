@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -211,3 +212,34 @@ def test_script_runs_leave_keras_alone_and_skip_the_full_collection(workspace_di
     keras.layers.Dense(1)
     at.run()
     assert keras.layers.Dense(1).name != "dense", "a script run reset Keras's global state"
+
+
+def _page_with_a_job_and_a_button():
+    import streamlit as st
+
+    from ui.widgets import job_panel, mark_page_run
+
+    mark_page_run()
+    job_panel(st.session_state["job"])
+    if st.button("Go", key="go"):
+        st.session_state["clicked"] = True
+
+
+def test_a_click_in_the_run_that_first_sees_a_finished_job_is_kept():
+    """A job drawn running, then ended between two runs: the next run (a click) already draws it ended, so it must not
+    rerun the page, which would drop the click (the Map page's 'Place every cell' was lost this way)."""
+    from streamlit.testing.v1 import AppTest
+
+    gate = threading.Event()
+    job = JobManager().start("k", "Test job", lambda progress, should_stop: gate.wait(30))
+    at = AppTest.from_function(_page_with_a_job_and_a_button, default_timeout=30)
+    at.session_state["job"] = job
+    at.run()
+    assert at.get("progress"), "the job is drawn running"
+    gate.set()
+    end = time.time() + 30
+    while job.running and time.time() < end:
+        time.sleep(0.05)
+    at.button(key="go").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["clicked"] is True and not at.get("progress")

@@ -258,8 +258,8 @@ def test_the_map_page_places_every_cell_of_the_study_on_the_working_sample_map(s
     next(s for s in at.selectbox if s.label == "Method").set_value("pca")
     next(b for b in at.button if b.label == "Compute map").click().run()
 
-    def placing(a: AppTest) -> bool:
-        return any(b.label == "Place every cell of the study on this map" for b in a.button)
+    def placing(a: AppTest) -> bool:  # the map shown and its job's progress bar gone
+        return any(b.label == "Place every cell of the study on this map" for b in a.button) and not a.get("progress")
 
     _wait(at, placing, "the PCA map")
     next(b for b in at.button if b.label == "Place every cell of the study on this map").click().run()

@@ -13,6 +13,12 @@ from cytoauto_core.run.jobs import Job
 from ui.text import literal
 
 log = logging.getLogger(__name__)
+PAGE_RUN_STARTED = "page-run-started"  # when this session's latest full page run began (fragment runs do not set it)
+
+
+def mark_page_run() -> None:
+    """Note when this page run began (app.py calls it first thing), so job_panel knows what the page already saw."""
+    st.session_state[PAGE_RUN_STARTED] = time.time()
 
 
 def show_error(exc: Exception, what: str) -> None:
@@ -31,7 +37,11 @@ def error_sentence(exc: Exception, what: str) -> str:
 
 def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> None:
     """A progress bar with elapsed and estimated remaining time and a Cancel button, refreshed every second while the
-    job runs; says when a start request was turned down because this job is running, and how fast Cancel acted."""
+    job runs; says when a start request was turned down because this job is running, and how fast Cancel acted.
+
+    When the job ends the whole page is drawn again, but only if the job ended after this page run began (see
+    mark_page_run) or `on_done` changed what the page shows: a run that drew the finished job from its start keeps
+    its click, which a rerun would drop."""
     if job is None:
         return
 
@@ -61,7 +71,9 @@ def job_panel(job: Job | None, on_done: Callable[[Job], None] | None = None) -> 
             st.session_state[f"seen-{job.key}"] = job.started
             if job.status == "done" and on_done is not None:
                 on_done(job)
-            st.rerun()
+                st.rerun()
+            elif job.finished is None or job.finished >= st.session_state.get(PAGE_RUN_STARTED, 0.0):
+                st.rerun()
 
     _panel()
 
