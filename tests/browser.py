@@ -70,6 +70,22 @@ def streamlit_server(workspace: Path, log: Path, extra_args: tuple[str, ...] = (
             proc.kill()
 
 
+def click_when_still(locator, timeout: float = 20.0) -> None:
+    """Scroll `locator` into view and click it once its box has stopped moving for 0.3 s. Playwright's own check
+    looks at two animation frames; under load an expander still opening, or the page scrolling with it, moved the
+    button between mouse-down and mouse-up, and the page saw no click (about 1 run in 7 with three busy cores)."""
+    locator.scroll_into_view_if_needed()
+    deadline = time.time() + timeout
+    box = locator.bounding_box()
+    while time.time() < deadline:
+        time.sleep(0.3)
+        now = locator.bounding_box()
+        if now == box:
+            break
+        box = now
+    locator.click()
+
+
 def _dump_threads(proc: subprocess.Popen, log: Path) -> None:
     """Print the server's log with every thread's stack at the moment a test failed (faulthandler writes them on
     SIGABRT), so a job that never ends in CI says where it was."""

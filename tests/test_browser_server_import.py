@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from browser import chromium_page, streamlit_server, table_text, wait_for_app
+from browser import chromium_page, click_when_still, streamlit_server, table_text, wait_for_app
 from cytoauto_core.io import write_fcs
 from cytoauto_core.store.workspace import Workspace
 from cytoauto_core.study.demo import make_demo_study
 from cytoauto_core.study.ingest import DATA_ENV_VAR
 
 pytestmark = pytest.mark.browser
-JOB_TIMEOUT_MS = 240_000  # the job waits for the server's TensorFlow import before it starts
+JOB_TIMEOUT_MS = 120_000
 
 
 def test_the_data_folder_is_imported_in_the_background_and_its_dataset_opens(tmp_path, monkeypatch):
@@ -26,9 +26,10 @@ def test_the_data_folder_is_imported_in_the_background_and_its_dataset_opens(tmp
     with streamlit_server(tmp_path / "ws", tmp_path / "server.log") as url, chromium_page() as page:
         page.goto(url)
         wait_for_app(page)
-        page.get_by_test_id("stExpander").filter(has_text="Import files from the server").locator("summary").click()
+        expander = page.get_by_test_id("stExpander").filter(has_text="Import files from the server")
+        click_when_still(expander.locator("summary"))
         page.get_by_text("All 4 matching files").wait_for()
-        page.get_by_role("button", name="Import", exact=True).click()
+        click_when_still(page.get_by_role("button", name="Import", exact=True))
         done = page.get_by_test_id("stAlertContentSuccess").filter(has_text="Imported ")
         done.wait_for(timeout=JOB_TIMEOUT_MS)
         wait_for_app(page)
