@@ -99,6 +99,7 @@ def _dump_threads(proc: subprocess.Popen, log: Path) -> None:
 
 
 def _body_text(page) -> str:
+    """The page's visible text, or why it could not be read (the page may be gone with the failure)."""
     try:
         return page.inner_text("body", timeout=5_000)
     except PlaywrightError as exc:

@@ -11,7 +11,7 @@ from cytoauto_core.study.demo import make_demo_study
 from cytoauto_core.study.ingest import DATA_ENV_VAR
 
 pytestmark = pytest.mark.browser
-JOB_TIMEOUT_MS = 120_000
+JOB_TIMEOUT_MS = 240_000  # the job waits for the server's TensorFlow import before it starts
 
 
 def test_the_data_folder_is_imported_in_the_background_and_its_dataset_opens(tmp_path, monkeypatch):
